@@ -1,0 +1,2 @@
+//! `vcom-server`: runs and administers a vCom server.
+fn main() {}

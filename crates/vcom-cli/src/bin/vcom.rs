@@ -1,0 +1,2 @@
+//! `vcom`: the vCom command-line client.
+fn main() {}

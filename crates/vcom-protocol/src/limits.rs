@@ -1,0 +1,43 @@
+//! The bounds the decoder enforces before it allocates anything.
+//!
+//! Every length or count read from the wire is compared with these values first, so a
+//! peer cannot make us reserve memory by announcing a large field.
+
+/// Configurable bounds on decoded fields; [`Limits::default`] holds `DESIGN.md`'s defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Longest user identifier in bytes (default 64). Identifiers are never empty.
+    pub max_user_id_len: usize,
+    /// Longest server password in bytes (default 256).
+    pub max_password_len: usize,
+    /// Longest message body (text or image) or broadcast in bytes (default 1 MiB).
+    pub max_message_len: usize,
+    /// Most entries in a friend or block list (default 10 000).
+    pub max_list_len: usize,
+    /// Longest file name in bytes (default 255). File names are never empty.
+    pub max_file_name_len: usize,
+}
+
+impl Limits {
+    /// The hard cap on the user identifier inside a ConnectionRequest (256).
+    ///
+    /// A login names an identifier that the server judges itself, answering an invalid
+    /// one with ConnectionDenied code 7; only identifiers beyond this cap are a protocol
+    /// violation that closes the connection without an answer.
+    pub const LOGIN_USER_ID_CAP: usize = 4096;
+
+    /// The largest chunk of file data one FileChunk (273) may carry.
+    pub const MAX_CHUNK_LEN: usize = 1024;
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_user_id_len: 64,
+            max_password_len: 256,
+            max_message_len: 1024 * 1024,
+            max_list_len: 10_000,
+            max_file_name_len: 255,
+        }
+    }
+}

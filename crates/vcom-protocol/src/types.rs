@@ -1,0 +1,228 @@
+//! Validated newtypes for the values packets carry: a value that exists is valid.
+
+use std::fmt;
+
+/// A user identifier: 1 to [`UserId::MAX_LEN`] bytes of UTF-8 without control characters.
+///
+/// The configured [`crate::Limits::max_user_id_len`] (64 by default) is checked by the
+/// decoder and the server; this type enforces the rules that hold for every server.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct UserId(String);
+
+/// Why a string is not a [`UserId`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidUserId {
+    /// The identifier is empty.
+    #[error("a user identifier must not be empty")]
+    Empty,
+    /// The identifier is longer than the allowed number of bytes.
+    #[error("a user identifier must be at most {max} bytes, this one is {len}")]
+    TooLong {
+        /// Its length in bytes.
+        len: usize,
+        /// The most allowed.
+        max: usize,
+    },
+    /// The identifier contains a control character (such as NUL or a newline).
+    #[error("a user identifier must not contain control characters")]
+    ControlCharacter,
+}
+
+impl UserId {
+    /// The longest identifier any server may allow, in bytes.
+    pub const MAX_LEN: usize = 1024;
+
+    /// Validates `id` as a user identifier of at most [`UserId::MAX_LEN`] bytes.
+    pub fn new(id: impl Into<String>) -> Result<Self, InvalidUserId> {
+        Self::with_max_len(id, Self::MAX_LEN)
+    }
+
+    /// Validates `id` as a user identifier of at most `max_len` bytes.
+    pub fn with_max_len(id: impl Into<String>, max_len: usize) -> Result<Self, InvalidUserId> {
+        let id = id.into();
+        let max = max_len.min(Self::MAX_LEN);
+        if id.is_empty() {
+            return Err(InvalidUserId::Empty);
+        }
+        if id.len() > max {
+            return Err(InvalidUserId::TooLong { len: id.len(), max });
+        }
+        if id.chars().any(char::is_control) {
+            return Err(InvalidUserId::ControlCharacter);
+        }
+        Ok(UserId(id))
+    }
+
+    /// The identifier as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The identifier as text, consuming it.
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+impl fmt::Display for UserId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl AsRef<str> for UserId {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::str::FromStr for UserId {
+    type Err = InvalidUserId;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        UserId::new(s)
+    }
+}
+
+macro_rules! i32_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub struct $name(pub i32);
+
+        impl $name {
+            /// The raw wire value.
+            pub fn get(self) -> i32 {
+                self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+    };
+}
+
+i32_id!(
+    /// A device identifier, issued by the server per device of a user.
+    ///
+    /// [`DeviceId::NEW`] (-1) in a login asks the server for a new one.
+    DeviceId
+);
+i32_id!(
+    /// A group identifier.
+    GroupId
+);
+i32_id!(
+    /// A file-transfer identifier, issued by the server in FileTransferId (269).
+    TransferId
+);
+
+impl DeviceId {
+    /// Sent in a ConnectionRequest by a device that has no identifier yet.
+    pub const NEW: DeviceId = DeviceId(-1);
+}
+
+/// Milliseconds since 1970-01-01T00:00:00Z, as a Java `long`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Timestamp(pub i64);
+
+impl Timestamp {
+    /// "Never set": the timestamp of a list that has never been stored.
+    pub const NEVER: Timestamp = Timestamp(0);
+
+    /// Milliseconds since the Unix epoch.
+    pub fn millis(self) -> i64 {
+        self.0
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A file size in bytes: 1 to `i32::MAX`, as the wire's `i32` allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct FileSize(i32);
+
+impl FileSize {
+    /// A size of `bytes`, or `None` when it is below 1 or above `i32::MAX`.
+    pub fn new(bytes: u64) -> Option<Self> {
+        i32::try_from(bytes).ok().filter(|b| *b >= 1).map(FileSize)
+    }
+
+    /// The size in bytes.
+    pub fn bytes(self) -> u64 {
+        // The invariant `self.0 >= 1` makes this conversion lossless.
+        self.0.unsigned_abs().into()
+    }
+
+    /// The raw wire value.
+    pub fn get(self) -> i32 {
+        self.0
+    }
+}
+
+impl fmt::Display for FileSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// What a message's data holds: the wire's "is text message" boolean.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MessageKind {
+    /// UTF-8 text (the flag is true).
+    Text,
+    /// Image data (the flag is false).
+    Image,
+}
+
+impl MessageKind {
+    /// The wire flag: true for text.
+    pub fn is_text(self) -> bool {
+        matches!(self, MessageKind::Text)
+    }
+
+    /// The kind a wire flag stands for.
+    pub fn from_is_text(is_text: bool) -> Self {
+        if is_text {
+            MessageKind::Text
+        } else {
+            MessageKind::Image
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_id_rejects_empty_long_and_control_characters() {
+        assert_eq!(UserId::new(""), Err(InvalidUserId::Empty));
+        assert_eq!(
+            UserId::with_max_len("abcdef", 5),
+            Err(InvalidUserId::TooLong { len: 6, max: 5 })
+        );
+        assert_eq!(UserId::new("a\nb"), Err(InvalidUserId::ControlCharacter));
+        assert_eq!(
+            UserId::new("äliçe").map(|u| u.to_string()),
+            Ok("äliçe".into())
+        );
+    }
+
+    #[test]
+    fn file_size_is_one_to_i32_max() {
+        assert_eq!(FileSize::new(0), None);
+        assert_eq!(FileSize::new(1).map(FileSize::bytes), Some(1));
+        assert_eq!(
+            FileSize::new(i32::MAX as u64).map(FileSize::get),
+            Some(i32::MAX)
+        );
+        assert_eq!(FileSize::new(i32::MAX as u64 + 1), None);
+    }
+}

@@ -1,0 +1,1 @@
+//! The vCom server core: TLS, sessions, routing, list sync, transfers and admin.

@@ -1,0 +1,1 @@
+//! Persistence for the vCom server: the [`Store`] trait and its SQLite backend.

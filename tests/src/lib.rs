@@ -1,0 +1,1 @@
+//! Shared support for vCom's cross-crate integration tests.
