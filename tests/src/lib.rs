@@ -1,1 +1,14 @@
 //! Shared support for vCom's cross-crate integration tests.
+//!
+//! # Layout
+//! - [`hexdump`]: annotated hex dumps of encoded packets, for golden snapshots.
+//! - [`vectors`]: the golden vectors, one realistic value per packet and direction.
+//! - [`strategies`]: proptest strategies for every packet, within the default limits.
+//! - [`fuzz_check`]: the checks the fuzz target `decode` runs, compiled from
+//!   `crates/vcom-protocol/fuzz/src/lib.rs` so tests replay exactly what the fuzzer does.
+
+#[path = "../../crates/vcom-protocol/fuzz/src/lib.rs"]
+pub mod fuzz_check;
+pub mod hexdump;
+pub mod strategies;
+pub mod vectors;
