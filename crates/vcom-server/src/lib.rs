@@ -1,1 +1,59 @@
-//! The vCom server core: TLS, sessions, routing, list sync, transfers and admin.
+//! The vCom server core: TLS, login, sessions, delivery, list sync, file transfers and
+//! administration, as a library that the `vcom-server` program, the tests and the xtask
+//! all start the same way.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), vcom_server::ServerError> {
+//! let server = vcom_server::Server::bind(vcom_server::ServerConfig::new("./vcom-data")).await?;
+//! println!("listening on {} cert {}", server.local_addr(), server.cert_sha256());
+//! let shutdown = server.shutdown_handle();
+//! tokio::spawn(async move {
+//!     let _ = tokio::signal::ctrl_c().await;
+//!     shutdown.shutdown();
+//! });
+//! server.run().await
+//! # }
+//! ```
+//!
+//! # Layout
+//! - [`config`]: `vcom.toml` keys, defaults and validation.
+//! - [`tls`]: the certificate (generated or configured) and client keys.
+//! - `server`: [`Server`]: binding, the accept loop, shutdown.
+//! - `connection`: one task per connection: TLS, login, then a reader and a writer.
+//! - `login`: the checks that answer 256 with 257 or 258, in `DESIGN.md`'s order.
+//! - `session`: the registry of online sessions and their bounded outbound queues.
+//! - `delivery`: direct and group messages, stored first, then relayed.
+//! - `sync`: friend and block list sync (259-262).
+//! - `transfer`: file transfers (268-274), relayed with backpressure.
+//! - `policy`: blacklist and whitelist, compiled for login.
+//! - [`admin`]: the administrator's commands, in process and over `admin.sock`.
+//!
+//! **Architecture invariant:** the server never prints to stdout (only `vcom-cli` does)
+//! and never speaks SQL (only `vcom-store` does).
+
+pub mod admin;
+pub mod config;
+mod connection;
+mod delivery;
+mod login;
+mod policy;
+mod server;
+mod session;
+mod stats;
+mod sync;
+pub mod tls;
+mod transfer;
+
+pub use admin::{AdminError, AdminHandle, AdminRequest, AdminResponse};
+pub use config::{AuthMode, ConfigError, Registration, ServerConfig};
+pub use server::{Server, ServerError, ShutdownHandle};
+pub use stats::StatsSnapshot;
+
+/// The current time as a protocol timestamp.
+pub(crate) fn now() -> vcom_protocol::Timestamp {
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0);
+    vcom_protocol::Timestamp(millis)
+}

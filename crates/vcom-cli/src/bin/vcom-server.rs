@@ -1,2 +1,333 @@
-//! `vcom-server`: runs and administers a vCom server.
-fn main() {}
+//! `vcom-server`: runs a vCom server (`serve`) and administers a running one (`admin`).
+//!
+//! The command line is a fixed contract (`DESIGN.md` section 7): scripts outside this
+//! project depend on the names, the ready line and the exit codes (0 ok, 1 runtime
+//! failure, 2 bad usage or configuration).
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use vcom_server::admin::{EntryKind, ListName};
+use vcom_server::{AdminRequest, AdminResponse, Server, ServerConfig};
+
+/// Run or administer a vCom chat server.
+#[derive(Debug, Parser)]
+#[command(name = "vcom-server", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server until SIGINT or SIGTERM.
+    Serve(ServeArgs),
+    /// Send a command to the server running on a data directory.
+    Admin {
+        /// The running server's data directory (holds admin.sock).
+        #[arg(long, default_value = "vcom-data")]
+        data_dir: PathBuf,
+        /// Print the server's answer as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Configuration file (default: DATA_DIR/vcom.toml when it exists).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Data directory: database, TLS certificate, admin socket (created if missing).
+    #[arg(long, default_value = "vcom-data")]
+    data_dir: PathBuf,
+    /// Address to listen on, e.g. 127.0.0.1:7420 (port 0 picks a free one).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminCommand {
+    /// Send TEXT to every online device.
+    Broadcast {
+        /// The message.
+        text: String,
+    },
+    /// Manage the blacklist.
+    Blacklist {
+        #[command(subcommand)]
+        action: PolicyAction,
+    },
+    /// Manage the whitelist (enforced while it has at least one entry).
+    Whitelist {
+        #[command(subcommand)]
+        action: PolicyAction,
+    },
+    /// Manage groups.
+    Group {
+        #[command(subcommand)]
+        action: GroupAction,
+    },
+    /// Manage users.
+    User {
+        #[command(subcommand)]
+        action: UserAction,
+    },
+    /// List online sessions.
+    Sessions,
+    /// Show counters and store sizes.
+    Stats,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Kind {
+    /// A user identifier.
+    User,
+    /// An IP address or CIDR block.
+    Ip,
+}
+
+#[derive(Debug, Subcommand)]
+enum PolicyAction {
+    /// Add an entry.
+    Add {
+        /// user or ip.
+        kind: Kind,
+        /// The user identifier, IP address or CIDR block.
+        value: String,
+    },
+    /// Remove an entry.
+    Remove {
+        /// user or ip.
+        kind: Kind,
+        /// The user identifier, IP address or CIDR block.
+        value: String,
+    },
+    /// List the entries.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+enum GroupAction {
+    /// Create a group and print its id.
+    Create {
+        /// The group's name.
+        name: String,
+        /// A first member (repeatable).
+        #[arg(long = "member")]
+        members: Vec<String>,
+    },
+    /// Add USER to group ID.
+    Add {
+        /// The group id.
+        id: i32,
+        /// The user.
+        user: String,
+    },
+    /// Remove USER from group ID.
+    Remove {
+        /// The group id.
+        id: i32,
+        /// The user.
+        user: String,
+    },
+    /// List groups and members.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+enum UserAction {
+    /// List known users.
+    List,
+    /// Forget USER's key: the next login binds a new one.
+    ResetKey {
+        /// The user.
+        user: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("vcom-server: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = match cli.command {
+        Command::Serve(args) => runtime.block_on(serve(args)),
+        Command::Admin {
+            data_dir,
+            json,
+            command,
+        } => runtime.block_on(admin(&data_dir, json, command)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Usage(e)) => {
+            eprintln!("vcom-server: {e:#}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Runtime(e)) => {
+            eprintln!("vcom-server: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// A failure and the exit code it deserves.
+enum Failure {
+    /// Bad usage or configuration: exit 2.
+    Usage(anyhow::Error),
+    /// Anything else: exit 1.
+    Runtime(anyhow::Error),
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Self {
+        Failure::Runtime(e)
+    }
+}
+
+fn load_config(args: &ServeArgs) -> anyhow::Result<ServerConfig> {
+    let default_path = args.data_dir.join("vcom.toml");
+    let path = match &args.config {
+        Some(path) => Some(path.clone()),
+        None => default_path.exists().then_some(default_path),
+    };
+    let mut config = match path {
+        Some(path) => ServerConfig::from_file(&path)?,
+        None => ServerConfig::default(),
+    };
+    config.data_dir = args.data_dir.clone();
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    config.validate()?;
+    Ok(config)
+}
+
+async fn serve(args: ServeArgs) -> Result<(), Failure> {
+    let config = load_config(&args).map_err(Failure::Usage)?;
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let server = Server::bind(config)
+        .await
+        .context("cannot start the server")?;
+    let shutdown = server.shutdown_handle();
+    let mut stdout = std::io::stdout().lock();
+    writeln!(
+        stdout,
+        "vcom-server ready addr={} cert-sha256={}",
+        server.local_addr(),
+        server.cert_sha256()
+    )
+    .and_then(|()| stdout.flush())
+    .context("cannot write the ready line")?;
+    drop(stdout);
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot install the SIGTERM handler")?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+        }
+        shutdown.shutdown();
+    });
+    server.run().await.context("server failed")?;
+    Ok(())
+}
+
+fn request_for(command: AdminCommand) -> AdminRequest {
+    fn policy(list: ListName, action: PolicyAction) -> AdminRequest {
+        let kind = |k: Kind| match k {
+            Kind::User => EntryKind::User,
+            Kind::Ip => EntryKind::Ip,
+        };
+        match action {
+            PolicyAction::Add { kind: k, value } => AdminRequest::PolicyAdd {
+                list,
+                kind: kind(k),
+                value,
+            },
+            PolicyAction::Remove { kind: k, value } => AdminRequest::PolicyRemove {
+                list,
+                kind: kind(k),
+                value,
+            },
+            PolicyAction::List => AdminRequest::PolicyList { list },
+        }
+    }
+    match command {
+        AdminCommand::Broadcast { text } => AdminRequest::Broadcast { text },
+        AdminCommand::Blacklist { action } => policy(ListName::Blacklist, action),
+        AdminCommand::Whitelist { action } => policy(ListName::Whitelist, action),
+        AdminCommand::Group { action } => match action {
+            GroupAction::Create { name, members } => AdminRequest::GroupCreate { name, members },
+            GroupAction::Add { id, user } => AdminRequest::GroupAdd { group: id, user },
+            GroupAction::Remove { id, user } => AdminRequest::GroupRemove { group: id, user },
+            GroupAction::List => AdminRequest::GroupList,
+        },
+        AdminCommand::User { action } => match action {
+            UserAction::List => AdminRequest::UserList,
+            UserAction::ResetKey { user } => AdminRequest::UserResetKey { user },
+        },
+        AdminCommand::Sessions => AdminRequest::Sessions,
+        AdminCommand::Stats => AdminRequest::Stats,
+    }
+}
+
+async fn admin(data_dir: &Path, json: bool, command: AdminCommand) -> Result<(), Failure> {
+    let socket = data_dir.join("admin.sock");
+    let stream = tokio::net::UnixStream::connect(&socket)
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "no vcom-server is running with data directory {} (cannot connect to {}: {e})",
+                data_dir.display(),
+                socket.display()
+            )
+        })?;
+    let (read, mut write) = stream.into_split();
+    let mut line =
+        serde_json::to_string(&request_for(command)).context("cannot encode the request")?;
+    line.push('\n');
+    write
+        .write_all(line.as_bytes())
+        .await
+        .context("cannot send the command")?;
+    let mut answer = String::new();
+    BufReader::new(read)
+        .read_line(&mut answer)
+        .await
+        .context("cannot read the answer")?;
+    let response: AdminResponse = serde_json::from_str(&answer)
+        .with_context(|| format!("the server sent an unreadable answer: {answer:?}"))?;
+    if json {
+        println!("{}", answer.trim_end());
+    } else if response.ok {
+        print!("{}", response.output);
+        if !response.output.is_empty() && !response.output.ends_with('\n') {
+            println!();
+        }
+    }
+    if response.ok {
+        Ok(())
+    } else {
+        Err(Failure::Runtime(anyhow::anyhow!("{}", response.output)))
+    }
+}

@@ -1,0 +1,461 @@
+//! The administrator's commands: in process through [`AdminHandle`], and for the
+//! `vcom-server admin` program through the Unix socket `DATA_DIR/admin.sock` (mode 0600,
+//! so only the server's own user can use it).
+//!
+//! The socket speaks one JSON [`AdminRequest`] per line and answers one JSON
+//! [`AdminResponse`] per line. Every change is written to the store first, so it
+//! survives a restart, and takes effect at once.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio_util::sync::CancellationToken;
+use vcom_protocol::{Broadcast, GroupId, ServerPacket, UserId};
+use vcom_store::{PolicyEntry, PolicyList, Store, StoreError};
+
+use crate::policy::{PolicyCache, parse_net};
+use crate::server::{ServerError, Shared};
+use crate::session::Outbound;
+use crate::stats::Stats;
+
+/// Which policy list a command is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ListName {
+    /// The blacklist.
+    Blacklist,
+    /// The whitelist.
+    Whitelist,
+}
+
+/// What a policy entry names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EntryKind {
+    /// A user identifier.
+    User,
+    /// An IP address or CIDR block.
+    Ip,
+}
+
+/// One administrator command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "kebab-case")]
+pub enum AdminRequest {
+    /// Sends a broadcast (263) to every online device.
+    Broadcast {
+        /// The text.
+        text: String,
+    },
+    /// Adds a blacklist or whitelist entry.
+    PolicyAdd {
+        /// Which list.
+        list: ListName,
+        /// User or IP.
+        kind: EntryKind,
+        /// The identifier, address or CIDR block.
+        value: String,
+    },
+    /// Removes a blacklist or whitelist entry.
+    PolicyRemove {
+        /// Which list.
+        list: ListName,
+        /// User or IP.
+        kind: EntryKind,
+        /// The identifier, address or CIDR block.
+        value: String,
+    },
+    /// Lists a blacklist or whitelist.
+    PolicyList {
+        /// Which list.
+        list: ListName,
+    },
+    /// Creates a group.
+    GroupCreate {
+        /// Its name.
+        name: String,
+        /// Its first members.
+        members: Vec<String>,
+    },
+    /// Adds a member to a group.
+    GroupAdd {
+        /// The group.
+        group: i32,
+        /// The user.
+        user: String,
+    },
+    /// Removes a member from a group.
+    GroupRemove {
+        /// The group.
+        group: i32,
+        /// The user.
+        user: String,
+    },
+    /// Lists every group with its members.
+    GroupList,
+    /// Lists every known user.
+    UserList,
+    /// Forgets the key bound to a user, so the next login binds a new one.
+    UserResetKey {
+        /// The user.
+        user: String,
+    },
+    /// Lists the online sessions.
+    Sessions,
+    /// Counters and store sizes.
+    Stats,
+}
+
+/// The answer to one [`AdminRequest`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdminResponse {
+    /// Whether the command succeeded.
+    pub ok: bool,
+    /// What to show the administrator (or the error, when `ok` is false).
+    pub output: String,
+}
+
+/// Why an administrator command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// The command's arguments are wrong.
+    #[error("{0}")]
+    Invalid(String),
+    /// The store failed.
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// The administrator's commands against a running server.
+pub struct AdminHandle<S> {
+    shared: Arc<Shared<S>>,
+}
+
+impl<S> Clone for AdminHandle<S> {
+    fn clone(&self) -> Self {
+        AdminHandle {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+fn user_id(text: &str) -> Result<UserId, AdminError> {
+    UserId::new(text)
+        .map_err(|e| AdminError::Invalid(format!("invalid user identifier {text:?}: {e}")))
+}
+
+fn policy_entry(kind: EntryKind, value: &str) -> Result<PolicyEntry, AdminError> {
+    match kind {
+        EntryKind::User => Ok(PolicyEntry::User(user_id(value)?.into_string())),
+        EntryKind::Ip => {
+            // Stored in one canonical spelling, so removal matches what was added.
+            let text = match value.parse::<std::net::IpAddr>() {
+                Ok(ip) => ip.to_canonical().to_string(),
+                Err(_) => parse_net(value)
+                    .map(|n| n.trunc().to_string())
+                    .ok_or_else(|| {
+                        AdminError::Invalid(format!("{value:?} is not an IP address or CIDR block"))
+                    })?,
+            };
+            Ok(PolicyEntry::Ip(text))
+        }
+    }
+}
+
+fn store_list(list: ListName) -> PolicyList {
+    match list {
+        ListName::Blacklist => PolicyList::Blacklist,
+        ListName::Whitelist => PolicyList::Whitelist,
+    }
+}
+
+impl<S: Store> AdminHandle<S> {
+    pub(crate) fn new(shared: Arc<Shared<S>>) -> Self {
+        AdminHandle { shared }
+    }
+
+    /// Runs one command and returns the text to show.
+    pub async fn execute(&self, request: AdminRequest) -> Result<String, AdminError> {
+        match request {
+            AdminRequest::Broadcast { text } => {
+                let n = self.broadcast(&text);
+                Ok(format!("broadcast sent to {n} device(s)"))
+            }
+            AdminRequest::PolicyAdd { list, kind, value } => {
+                let entry = policy_entry(kind, &value)?;
+                let added = self
+                    .shared
+                    .store
+                    .add_policy(store_list(list), entry)
+                    .await?;
+                self.reload_policy().await?;
+                Ok(if added {
+                    format!("added {value} to the {list:?}")
+                } else {
+                    format!("{value} was already on the {list:?}")
+                }
+                .to_lowercase())
+            }
+            AdminRequest::PolicyRemove { list, kind, value } => {
+                let entry = policy_entry(kind, &value)?;
+                let removed = self
+                    .shared
+                    .store
+                    .remove_policy(store_list(list), entry)
+                    .await?;
+                self.reload_policy().await?;
+                Ok(if removed {
+                    format!("removed {value} from the {list:?}")
+                } else {
+                    format!("{value} was not on the {list:?}")
+                }
+                .to_lowercase())
+            }
+            AdminRequest::PolicyList { list } => {
+                let policy = self.shared.store.policy().await?;
+                let entries = match list {
+                    ListName::Blacklist => policy.blacklist,
+                    ListName::Whitelist => policy.whitelist,
+                };
+                let mut out = String::new();
+                for entry in entries {
+                    let _ = match entry {
+                        PolicyEntry::User(u) => writeln!(out, "user {u}"),
+                        PolicyEntry::Ip(ip) => writeln!(out, "ip {ip}"),
+                    };
+                }
+                Ok(out)
+            }
+            AdminRequest::GroupCreate { name, members } => {
+                if name.trim().is_empty() {
+                    return Err(AdminError::Invalid("a group name must not be empty".into()));
+                }
+                let members = members
+                    .iter()
+                    .map(|m| user_id(m))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let id = self
+                    .shared
+                    .store
+                    .create_group(&name, &members, crate::now())
+                    .await?;
+                Ok(format!("{id}"))
+            }
+            AdminRequest::GroupAdd { group, user } => {
+                let added = self
+                    .shared
+                    .store
+                    .add_group_member(GroupId(group), &user_id(&user)?)
+                    .await?;
+                Ok(if added {
+                    format!("added {user} to group {group}")
+                } else {
+                    format!("{user} is already in group {group}")
+                })
+            }
+            AdminRequest::GroupRemove { group, user } => {
+                let removed = self
+                    .shared
+                    .store
+                    .remove_group_member(GroupId(group), &user_id(&user)?)
+                    .await?;
+                Ok(if removed {
+                    format!("removed {user} from group {group}")
+                } else {
+                    format!("{user} is not in group {group}")
+                })
+            }
+            AdminRequest::GroupList => {
+                let mut out = String::new();
+                for g in self.shared.store.groups().await? {
+                    let members: Vec<&str> = g.members.iter().map(UserId::as_str).collect();
+                    let _ = writeln!(out, "{}\t{}\t{}", g.id, g.name, members.join(","));
+                }
+                Ok(out)
+            }
+            AdminRequest::UserList => {
+                let mut out = String::new();
+                for u in self.shared.store.users().await? {
+                    let key = u.key.map(|k| k.to_hex()).unwrap_or_else(|| "-".into());
+                    let online = self.shared.sessions.of_user(&u.id).len();
+                    let _ = writeln!(out, "{}\tkey={}\tonline={}", u.id, key, online);
+                }
+                Ok(out)
+            }
+            AdminRequest::UserResetKey { user } => {
+                if self.shared.store.reset_key(&user_id(&user)?).await? {
+                    Ok(format!(
+                        "the key of {user} was reset: its next login binds a new key"
+                    ))
+                } else {
+                    Err(AdminError::Invalid(format!("unknown user {user}")))
+                }
+            }
+            AdminRequest::Sessions => {
+                let mut sessions = self.shared.sessions.all();
+                sessions.sort_by(|a, b| (&a.user, a.device).cmp(&(&b.user, b.device)));
+                let mut out = String::new();
+                for s in sessions {
+                    let _ = writeln!(
+                        out,
+                        "{}\tdevice={}\taddr={}\tsince={}",
+                        s.user, s.device, s.addr, s.since
+                    );
+                }
+                Ok(out)
+            }
+            AdminRequest::Stats => {
+                let live = self.shared.stats.snapshot();
+                let stored = self.shared.store.stats().await?;
+                let mut out = String::new();
+                let _ = writeln!(out, "online_sessions {}", self.shared.sessions.all().len());
+                let _ = writeln!(out, "active_transfers {}", self.shared.transfers.len());
+                for (k, v) in [
+                    ("connections", live.connections),
+                    ("logins", live.logins),
+                    ("denials", live.denials),
+                    ("violations", live.violations),
+                    ("messages", live.messages),
+                    ("broadcasts", live.broadcasts),
+                    ("transfers_completed", live.transfers_completed),
+                    ("transfers_aborted", live.transfers_aborted),
+                    ("file_bytes_relayed", live.file_bytes_relayed),
+                    ("stored_users", stored.users),
+                    ("stored_devices", stored.devices),
+                    ("stored_groups", stored.groups),
+                    ("stored_messages", stored.messages),
+                    ("pending_deliveries", stored.pending_deliveries),
+                    ("logged_transfers", stored.transfers),
+                ] {
+                    let _ = writeln!(out, "{k} {v}");
+                }
+                Ok(out)
+            }
+        }
+    }
+
+    /// Sends a broadcast to every online device; returns how many.
+    pub fn broadcast(&self, text: &str) -> usize {
+        Stats::bump(&self.shared.stats.broadcasts);
+        let packet = ServerPacket::from(Broadcast {
+            text: text.to_owned(),
+        });
+        let sessions = self.shared.sessions.all();
+        tracing::info!(devices = sessions.len(), "broadcast sent");
+        sessions
+            .iter()
+            .filter(|s| s.push(Outbound::Packet(packet.clone())))
+            .count()
+    }
+
+    /// Rebuilds the login policy from the store and disconnects sessions it now refuses.
+    async fn reload_policy(&self) -> Result<(), AdminError> {
+        let cache = PolicyCache::new(&self.shared.store.policy().await?);
+        for s in self.shared.sessions.all() {
+            let ip = s.addr.ip();
+            if cache.user_blacklisted(s.user.as_str())
+                || cache.ip_blacklisted(ip)
+                || !cache.whitelisted(s.user.as_str(), ip)
+            {
+                tracing::info!(user = %s.user, addr = %s.addr, "session no longer allowed by policy: disconnecting");
+                s.kill.cancel();
+            }
+        }
+        *self
+            .shared
+            .policy
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = cache;
+        Ok(())
+    }
+}
+
+/// The bound admin socket.
+pub(crate) struct AdminSocket {
+    listener: UnixListener,
+    path: PathBuf,
+}
+
+impl AdminSocket {
+    /// Binds `path` with mode 0600. A leftover socket of a server that is gone is
+    /// replaced; one that still answers means another server uses this data directory.
+    pub(crate) fn bind(path: &Path) -> Result<Self, ServerError> {
+        let bind_error = |source| ServerError::Bind {
+            addr: path.display().to_string(),
+            source,
+        };
+        if path.exists() {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                return Err(bind_error(std::io::Error::new(
+                    std::io::ErrorKind::AddrInUse,
+                    "another vcom-server is running with this data directory",
+                )));
+            }
+            std::fs::remove_file(path).map_err(bind_error)?;
+        }
+        let listener = UnixListener::bind(path).map_err(bind_error)?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .map_err(bind_error)?;
+        Ok(AdminSocket {
+            listener,
+            path: path.to_owned(),
+        })
+    }
+
+    pub(crate) async fn serve<S: Store>(self, admin: AdminHandle<S>, shutdown: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                accepted = self.listener.accept() => match accepted {
+                    Ok((stream, _)) => {
+                        let admin = admin.clone();
+                        tokio::spawn(serve_client(admin, stream));
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "admin socket accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    }
+                },
+            }
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Longest admin request line accepted (a broadcast text fits easily).
+const MAX_REQUEST: u64 = 2 * 1024 * 1024;
+
+async fn serve_client<S: Store>(admin: AdminHandle<S>, stream: UnixStream) {
+    let (read, mut write) = stream.into_split();
+    let mut lines = BufReader::new(tokio::io::AsyncReadExt::take(read, MAX_REQUEST)).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        let response = match serde_json::from_str::<AdminRequest>(&line) {
+            Err(e) => AdminResponse {
+                ok: false,
+                output: format!("invalid request: {e}"),
+            },
+            Ok(request) => {
+                tracing::info!(?request, "admin command");
+                match admin.execute(request).await {
+                    Ok(output) => AdminResponse { ok: true, output },
+                    Err(e) => AdminResponse {
+                        ok: false,
+                        output: e.to_string(),
+                    },
+                }
+            }
+        };
+        let Ok(mut text) = serde_json::to_string(&response) else {
+            return;
+        };
+        text.push('\n');
+        if write.write_all(text.as_bytes()).await.is_err() {
+            return;
+        }
+    }
+}

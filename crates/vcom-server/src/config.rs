@@ -1,0 +1,411 @@
+//! Server configuration: the `vcom.toml` keys, their defaults, and validation.
+//!
+//! Every key is optional; `docs/configuration.md` documents each one. Unknown keys are an
+//! error, so a typo is reported instead of silently ignored.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use vcom_protocol::Limits;
+
+/// Why a configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema.
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message (names the key and line).
+        message: String,
+    },
+    /// A value is out of range.
+    #[error("invalid config value `{key}`: {problem}")]
+    Invalid {
+        /// The key.
+        key: &'static str,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+/// Whether user identifiers are bound to client keys (`DESIGN.md` section 2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// The first login binds the identifier to the client certificate's key; later logins
+    /// must present the same key (258 code 4 otherwise).
+    #[default]
+    Key,
+    /// Identifiers are trusted as sent; client certificates are optional. For closed
+    /// networks and old clients.
+    Open,
+}
+
+/// Whether unknown user identifiers may log in and become known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Registration {
+    /// Any valid identifier becomes a user on its first login.
+    #[default]
+    Open,
+    /// Only identifiers the server already knows may log in (258 code 7 otherwise).
+    Closed,
+}
+
+/// Where the TLS certificate and key come from.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain; with `key`. Default: generated `DATA_DIR/tls/cert.pem`.
+    pub cert: Option<PathBuf>,
+    /// PEM private key; with `cert`. Default: generated `DATA_DIR/tls/key.pem`.
+    pub key: Option<PathBuf>,
+    /// Extra DNS names or IP addresses for a generated certificate (besides `localhost`
+    /// and `127.0.0.1`).
+    pub names: Vec<String>,
+}
+
+/// Message retention in the store.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Delete messages delivered to every recipient after this many days (0 = keep).
+    pub delivered_max_age_days: u64,
+    /// Keep at most this many delivered messages (0 = no cap).
+    pub delivered_max_count: u64,
+    /// Keep at most this many undelivered messages per user; the oldest are dropped
+    /// beyond it, with a warning in the log (0 = no cap).
+    pub pending_per_user: u64,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            delivered_max_age_days: 30,
+            delivered_max_count: 0,
+            pending_per_user: 100_000,
+        }
+    }
+}
+
+/// The decoder limits, as configured (`[limits]`).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Longest user identifier in bytes.
+    pub max_user_id_len: usize,
+    /// Longest server password in bytes.
+    pub max_password_len: usize,
+    /// Longest message (text or image) in bytes.
+    pub max_message_len: usize,
+    /// Most entries in a friend or block list.
+    pub max_list_len: usize,
+    /// Longest file name in bytes.
+    pub max_file_name_len: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        let l = Limits::default();
+        LimitsConfig {
+            max_user_id_len: l.max_user_id_len,
+            max_password_len: l.max_password_len,
+            max_message_len: l.max_message_len,
+            max_list_len: l.max_list_len,
+            max_file_name_len: l.max_file_name_len,
+        }
+    }
+}
+
+impl LimitsConfig {
+    /// The protocol-crate limits these values stand for.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_user_id_len: self.max_user_id_len,
+            max_password_len: self.max_password_len,
+            max_message_len: self.max_message_len,
+            max_list_len: self.max_list_len,
+            max_file_name_len: self.max_file_name_len,
+        }
+    }
+}
+
+/// The whole server configuration.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Where the database, TLS files and admin socket live (not a file key: set by
+    /// `--data-dir`).
+    #[serde(skip)]
+    pub data_dir: PathBuf,
+    /// Address to listen on (default `127.0.0.1:7420`; [`ServerConfig::new`] picks a
+    /// free port on 127.0.0.1 instead, for tests and embedding).
+    pub listen: SocketAddr,
+    /// The server password; when set, logins must send it (258 code 3 otherwise).
+    pub password: Option<String>,
+    /// `key` (default) or `open`.
+    pub auth: AuthMode,
+    /// `open` (default) or `closed`.
+    pub registration: Registration,
+    /// Seconds a new connection has to complete TLS and log in.
+    pub login_timeout_secs: u64,
+    /// Seconds a file transfer may sit idle before it is aborted (270 reason 6).
+    pub transfer_idle_timeout_secs: u64,
+    /// Seconds a write to a client may take before the client is dropped as stuck.
+    pub write_timeout_secs: u64,
+    /// Largest file a transfer may announce, in bytes (270 reason 1 beyond it).
+    pub max_file_size: u64,
+    /// Most logged-in connections at once (258 code 6 beyond it).
+    pub max_connections: usize,
+    /// Most logged-in connections from one IP address (0 = no limit).
+    pub max_connections_per_ip: usize,
+    /// Packets queued for one client before it counts as not reading and is dropped.
+    pub outbound_queue: usize,
+    /// Decoder limits.
+    pub limits: LimitsConfig,
+    /// TLS certificate and key.
+    pub tls: TlsConfig,
+    /// Message retention.
+    pub retention: RetentionConfig,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            data_dir: PathBuf::from("vcom-data"),
+            listen: SocketAddr::from(([127, 0, 0, 1], 7420)),
+            password: None,
+            auth: AuthMode::Key,
+            registration: Registration::Open,
+            login_timeout_secs: 10,
+            transfer_idle_timeout_secs: 60,
+            write_timeout_secs: 30,
+            max_file_size: i32::MAX as u64,
+            max_connections: 100_000,
+            max_connections_per_ip: 1_000,
+            outbound_queue: 1024,
+            limits: LimitsConfig::default(),
+            tls: TlsConfig::default(),
+            retention: RetentionConfig::default(),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// The defaults, with data in `data_dir` and a free port on 127.0.0.1.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        ServerConfig {
+            data_dir: data_dir.into(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            ..ServerConfig::default()
+        }
+    }
+
+    /// Parses TOML text (every key optional) and validates it.
+    pub fn from_toml(text: &str, origin: &Path) -> Result<Self, ConfigError> {
+        let config: ServerConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_owned(),
+            message: e.message().to_owned()
+                + &e.span()
+                    .map(|s| format!(" (at byte {})", s.start))
+                    .unwrap_or_default(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads and validates a TOML file.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml(&text, path)
+    }
+
+    /// Checks every value's range.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        fn check(ok: bool, key: &'static str, problem: &str) -> Result<(), ConfigError> {
+            if ok {
+                Ok(())
+            } else {
+                Err(ConfigError::Invalid {
+                    key,
+                    problem: problem.to_owned(),
+                })
+            }
+        }
+        let l = &self.limits;
+        check(
+            (1..=vcom_protocol::UserId::MAX_LEN).contains(&l.max_user_id_len),
+            "limits.max_user_id_len",
+            "must be 1 to 1024",
+        )?;
+        check(
+            l.max_password_len <= 65_536,
+            "limits.max_password_len",
+            "must be at most 65536",
+        )?;
+        check(
+            (1..=64 * 1024 * 1024).contains(&l.max_message_len),
+            "limits.max_message_len",
+            "must be 1 to 67108864 (64 MiB)",
+        )?;
+        check(
+            l.max_list_len <= 1_000_000,
+            "limits.max_list_len",
+            "must be at most 1000000",
+        )?;
+        check(
+            (1..=4096).contains(&l.max_file_name_len),
+            "limits.max_file_name_len",
+            "must be 1 to 4096",
+        )?;
+        if let Some(p) = &self.password {
+            check(
+                p.len() <= l.max_password_len,
+                "password",
+                "is longer than limits.max_password_len",
+            )?;
+        }
+        check(
+            self.login_timeout_secs >= 1,
+            "login_timeout_secs",
+            "must be at least 1",
+        )?;
+        check(
+            self.transfer_idle_timeout_secs >= 1,
+            "transfer_idle_timeout_secs",
+            "must be at least 1",
+        )?;
+        check(
+            self.write_timeout_secs >= 1,
+            "write_timeout_secs",
+            "must be at least 1",
+        )?;
+        check(
+            (1..=i32::MAX as u64).contains(&self.max_file_size),
+            "max_file_size",
+            "must be 1 to 2147483647",
+        )?;
+        check(
+            self.max_connections >= 1,
+            "max_connections",
+            "must be at least 1",
+        )?;
+        check(
+            (16..=1_000_000).contains(&self.outbound_queue),
+            "outbound_queue",
+            "must be 16 to 1000000",
+        )?;
+        check(
+            self.tls.cert.is_some() == self.tls.key.is_some(),
+            "tls",
+            "set both `cert` and `key`, or neither",
+        )?;
+        Ok(())
+    }
+
+    /// The decoder limits.
+    pub fn protocol_limits(&self) -> Limits {
+        self.limits.limits()
+    }
+
+    /// The login timeout.
+    pub fn login_timeout(&self) -> Duration {
+        Duration::from_secs(self.login_timeout_secs)
+    }
+
+    /// The transfer idle timeout.
+    pub fn transfer_idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.transfer_idle_timeout_secs)
+    }
+
+    /// The write timeout.
+    pub fn write_timeout(&self) -> Duration {
+        Duration::from_secs(self.write_timeout_secs)
+    }
+
+    /// The SQLite database file.
+    pub fn database_path(&self) -> PathBuf {
+        self.data_dir.join("vcom.sqlite3")
+    }
+
+    /// The admin socket.
+    pub fn admin_socket_path(&self) -> PathBuf {
+        self.data_dir.join("admin.sock")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_file_gives_the_defaults() {
+        let c = ServerConfig::from_toml("", Path::new("vcom.toml")).unwrap();
+        assert_eq!(c, ServerConfig::default());
+    }
+
+    #[test]
+    fn every_documented_key_parses() {
+        let text = r#"
+            listen = "0.0.0.0:7420"
+            password = "hunter2"
+            auth = "open"
+            registration = "closed"
+            login_timeout_secs = 5
+            transfer_idle_timeout_secs = 30
+            write_timeout_secs = 10
+            max_file_size = 1048576
+            max_connections = 10
+            max_connections_per_ip = 2
+            outbound_queue = 64
+            [limits]
+            max_user_id_len = 32
+            max_password_len = 64
+            max_message_len = 65536
+            max_list_len = 100
+            max_file_name_len = 100
+            [tls]
+            cert = "/etc/vcom/cert.pem"
+            key = "/etc/vcom/key.pem"
+            names = ["chat.example.org"]
+            [retention]
+            delivered_max_age_days = 7
+            delivered_max_count = 1000
+            pending_per_user = 500
+        "#;
+        let c = ServerConfig::from_toml(text, Path::new("vcom.toml")).unwrap();
+        assert_eq!(c.auth, AuthMode::Open);
+        assert_eq!(c.registration, Registration::Closed);
+        assert_eq!(c.limits.max_user_id_len, 32);
+        assert_eq!(c.retention.pending_per_user, 500);
+        assert_eq!(c.tls.names, vec!["chat.example.org".to_string()]);
+    }
+
+    #[test]
+    fn an_unknown_key_is_an_error_naming_it() {
+        let err = ServerConfig::from_toml("pasword = \"x\"", Path::new("vcom.toml")).unwrap_err();
+        assert!(err.to_string().contains("pasword"), "{err}");
+    }
+
+    #[test]
+    fn an_out_of_range_value_is_an_error_naming_the_key() {
+        let err = ServerConfig::from_toml("max_file_size = 0", Path::new("c.toml")).unwrap_err();
+        assert!(err.to_string().contains("max_file_size"), "{err}");
+        let err = ServerConfig::from_toml("[tls]\ncert = \"a\"", Path::new("c.toml")).unwrap_err();
+        assert!(err.to_string().contains("tls"), "{err}");
+    }
+}

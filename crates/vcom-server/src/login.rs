@@ -1,0 +1,139 @@
+//! Answers a ConnectionRequest (256) with 257 or 258, running `DESIGN.md`'s checks in
+//! their fixed order: identifier (7), user blacklist (0), IP blacklist (1), whitelist
+//! (2), password (3), registration (7), key (4), device (5), capacity (6).
+//!
+//! Nothing is written to the store until every check has passed.
+
+use std::net::IpAddr;
+
+use vcom_protocol::{ConnectionRequest, DenyCode, DeviceId, UserId};
+use vcom_store::{KeyFingerprint, Store, StoreError};
+
+use crate::config::{AuthMode, Registration};
+use crate::server::Shared;
+
+/// A login that passed every check.
+#[derive(Debug)]
+pub(crate) struct Accepted {
+    pub(crate) user: UserId,
+    pub(crate) device: DeviceId,
+}
+
+/// A refused login: a code for the client, or a store failure (the connection closes).
+#[derive(Debug)]
+pub(crate) enum Refused {
+    Denied(DenyCode),
+    Store(StoreError),
+}
+
+impl From<StoreError> for Refused {
+    fn from(e: StoreError) -> Self {
+        Refused::Store(e)
+    }
+}
+
+fn deny<T>(code: DenyCode) -> Result<T, Refused> {
+    Err(Refused::Denied(code))
+}
+
+/// Compares passwords in time independent of where they differ.
+fn password_matches(expected: &[u8], given: &[u8]) -> bool {
+    expected.len() == given.len()
+        && expected
+            .iter()
+            .zip(given)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+/// Runs every check and, when all pass, registers the user, binds its key and issues or
+/// confirms the device.
+pub(crate) async fn check<S: Store>(
+    shared: &Shared<S>,
+    request: &ConnectionRequest,
+    ip: IpAddr,
+    key: Option<KeyFingerprint>,
+) -> Result<Accepted, Refused> {
+    let Ok(user) = UserId::with_max_len(request.user.clone(), shared.limits.max_user_id_len) else {
+        return deny(DenyCode::InvalidUser);
+    };
+    {
+        let policy = shared.policy();
+        if policy.user_blacklisted(user.as_str()) {
+            return deny(DenyCode::UserBlacklisted);
+        }
+        if policy.ip_blacklisted(ip) {
+            return deny(DenyCode::IpBlacklisted);
+        }
+        if !policy.whitelisted(user.as_str(), ip) {
+            return deny(DenyCode::NotWhitelisted);
+        }
+    }
+    if let Some(expected) = &shared.config.password {
+        if !password_matches(expected.as_bytes(), &request.password) {
+            return deny(DenyCode::WrongPassword);
+        }
+    }
+    let known = shared.store.user(&user).await?;
+    if known.is_none() && shared.config.registration == Registration::Closed {
+        return deny(DenyCode::InvalidUser);
+    }
+    let key = match shared.config.auth {
+        AuthMode::Open => None,
+        AuthMode::Key => {
+            let Some(key) = key else {
+                return deny(DenyCode::KeyMismatch);
+            };
+            if let Some(bound) = known.as_ref().and_then(|u| u.key) {
+                if bound != key {
+                    return deny(DenyCode::KeyMismatch);
+                }
+            }
+            Some(key)
+        }
+    };
+    if request.device != DeviceId::NEW {
+        let owner = shared.store.device_owner(request.device).await?;
+        if owner.as_ref() != Some(&user) {
+            return deny(DenyCode::UnknownDevice);
+        }
+    }
+    let (total, from_ip) = shared.sessions.counts(ip);
+    let per_ip = shared.config.max_connections_per_ip;
+    if total >= shared.config.max_connections || (per_ip > 0 && from_ip >= per_ip) {
+        return deny(DenyCode::ServerFull);
+    }
+
+    // Every check passed: remember the user, its key and its device.
+    let now = crate::now();
+    let record = shared.store.register_user(&user, key, now).await?;
+    if let Some(key) = key {
+        match record.key {
+            // Another login registered the same new identifier with another key first.
+            Some(bound) if bound != key => return deny(DenyCode::KeyMismatch),
+            Some(_) => {}
+            None => shared.store.bind_key(&user, key).await?,
+        }
+    }
+    let device = if request.device == DeviceId::NEW {
+        shared.store.issue_device(&user, now).await?
+    } else {
+        request.device
+    };
+    shared.store.touch_device(device, now).await?;
+    Ok(Accepted { user, device })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::password_matches;
+
+    #[test]
+    fn passwords_match_only_when_equal() {
+        assert!(password_matches(b"secret", b"secret"));
+        assert!(!password_matches(b"secret", b"secreT"));
+        assert!(!password_matches(b"secret", b"secret!"));
+        assert!(!password_matches(b"secret", b""));
+        assert!(password_matches(b"", b""));
+    }
+}

@@ -1,0 +1,266 @@
+//! [`Server`]: binds the listener, runs the accept loop, and shuts down gracefully.
+//!
+//! Shutdown stops accepting, tells every connection to finish what it has queued and
+//! close, waits for them (bounded), and then closes the store, so nothing accepted is
+//! lost.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use vcom_protocol::Limits;
+use vcom_store::{SqliteStore, Store, StoreConfig, StoreError};
+
+use crate::admin::{AdminHandle, AdminSocket};
+use crate::config::ServerConfig;
+use crate::policy::PolicyCache;
+use crate::session::Registry;
+use crate::stats::Stats;
+use crate::tls::{ServerTls, TlsError};
+use crate::transfer::Transfers;
+
+/// Why the server could not start or run.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// The data directory could not be created.
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// TLS could not be set up.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The store could not be opened or failed.
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    /// The listener or the admin socket could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address or socket path.
+        addr: String,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// State shared by every task of one server.
+pub(crate) struct Shared<S> {
+    pub(crate) config: ServerConfig,
+    pub(crate) limits: Limits,
+    pub(crate) store: S,
+    pub(crate) sessions: Registry,
+    pub(crate) policy: RwLock<PolicyCache>,
+    pub(crate) transfers: Transfers,
+    pub(crate) stats: Stats,
+    /// Cancelled when the server shuts down.
+    pub(crate) shutdown: CancellationToken,
+    /// Every connection task, so shutdown can wait for them.
+    pub(crate) tasks: TaskTracker,
+}
+
+impl<S> Shared<S> {
+    pub(crate) fn policy(&self) -> std::sync::RwLockReadGuard<'_, PolicyCache> {
+        // The cache is replaced whole under the write lock; a poisoned lock still holds
+        // a complete cache.
+        self.policy.read().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+type CloseFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// Stops a running [`Server`] from another task.
+#[derive(Debug, Clone)]
+pub struct ShutdownHandle(CancellationToken);
+
+impl ShutdownHandle {
+    /// Begins a graceful shutdown; [`Server::run`] returns once it is complete.
+    pub fn shutdown(&self) {
+        self.0.cancel();
+    }
+}
+
+/// A bound vCom server, ready to [`run`](Server::run).
+pub struct Server<S: Store = SqliteStore> {
+    shared: Arc<Shared<S>>,
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    admin_socket: Option<AdminSocket>,
+    local_addr: SocketAddr,
+    cert_sha256: String,
+    close_store: Option<Box<dyn FnOnce() -> CloseFuture + Send>>,
+}
+
+impl Server<SqliteStore> {
+    /// Creates the data directory, opens (or creates) the SQLite store and the TLS
+    /// certificate in it, binds the listener and the admin socket.
+    pub async fn bind(config: ServerConfig) -> Result<Self, ServerError> {
+        config.validate()?;
+        create_data_dir(&config)?;
+        let store_config = store_config(&config);
+        let path = config.database_path();
+        let store = tokio::task::spawn_blocking(move || SqliteStore::open(&path, store_config))
+            .await
+            .map_err(|e| StoreError::Migration(format!("store open task failed: {e}")))??;
+        let closer = store.clone();
+        let mut server = Self::with_store(config, store).await?;
+        server.close_store = Some(Box::new(move || {
+            Box::pin(async move { closer.close().await })
+        }));
+        Ok(server)
+    }
+}
+
+/// The store settings that follow from the server's `[retention]` keys (0 = no limit).
+fn store_config(config: &ServerConfig) -> StoreConfig {
+    let r = &config.retention;
+    StoreConfig {
+        delivered_max_age: (r.delivered_max_age_days > 0)
+            .then(|| Duration::from_secs(r.delivered_max_age_days.saturating_mul(24 * 3600))),
+        delivered_max_count: (r.delivered_max_count > 0).then_some(r.delivered_max_count),
+        pending_cap_per_user: (r.pending_per_user > 0).then_some(r.pending_per_user),
+        ..StoreConfig::default()
+    }
+}
+
+fn create_data_dir(config: &ServerConfig) -> Result<(), ServerError> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| ServerError::DataDir {
+        path: config.data_dir.clone(),
+        source,
+    })
+}
+
+impl<S: Store> Server<S> {
+    /// Binds a server over an already opened store.
+    pub async fn with_store(config: ServerConfig, store: S) -> Result<Self, ServerError> {
+        config.validate()?;
+        create_data_dir(&config)?;
+        let tls = ServerTls::load_or_generate(&config)?;
+        let policy = PolicyCache::new(&store.policy().await?);
+        let first_transfer = store.max_transfer_id().await?;
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| ServerError::Bind {
+                    addr: config.listen.to_string(),
+                    source,
+                })?;
+        let local_addr = listener.local_addr().map_err(|source| ServerError::Bind {
+            addr: config.listen.to_string(),
+            source,
+        })?;
+        let shared = Arc::new(Shared {
+            limits: config.protocol_limits(),
+            store,
+            sessions: Registry::default(),
+            policy: RwLock::new(policy),
+            transfers: Transfers::new(first_transfer),
+            stats: Stats::default(),
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+            config,
+        });
+        let admin_socket = Some(AdminSocket::bind(&shared.config.admin_socket_path())?);
+        Ok(Server {
+            acceptor: TlsAcceptor::from(tls.config.clone()),
+            cert_sha256: tls.cert_sha256,
+            shared,
+            listener,
+            admin_socket,
+            local_addr,
+            close_store: None,
+        })
+    }
+
+    /// The address the server listens on (with the real port when bound to port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// SHA-256 of the server's certificate, lower-case hex: what clients pin.
+    pub fn cert_sha256(&self) -> &str {
+        &self.cert_sha256
+    }
+
+    /// A handle that stops the server.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle(self.shared.shutdown.clone())
+    }
+
+    /// The administrator's commands, in process (what `admin.sock` calls).
+    pub fn admin(&self) -> AdminHandle<S> {
+        AdminHandle::new(self.shared.clone())
+    }
+
+    /// Serves until shut down, then finishes in-flight work and closes the store.
+    pub async fn run(mut self) -> Result<(), ServerError> {
+        let shared = self.shared.clone();
+        if let Some(socket) = self.admin_socket.take() {
+            let admin = AdminHandle::new(shared.clone());
+            shared
+                .tasks
+                .spawn(socket.serve(admin, shared.shutdown.clone()));
+        }
+        shared.tasks.spawn(crate::transfer::sweep(shared.clone()));
+        shared.tasks.spawn(retention(shared.clone()));
+        tracing::info!(addr = %self.local_addr, "vcom-server listening");
+        loop {
+            tokio::select! {
+                _ = shared.shutdown.cancelled() => break,
+                accepted = self.listener.accept() => match accepted {
+                    Ok((tcp, addr)) => {
+                        Stats::bump(&shared.stats.connections);
+                        let acceptor = self.acceptor.clone();
+                        shared.tasks.spawn(crate::connection::serve(shared.clone(), acceptor, tcp, addr));
+                    }
+                    Err(e) => {
+                        // Usually EMFILE: back off briefly instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+            }
+        }
+        tracing::info!("shutting down: closing sessions");
+        drop(self.listener);
+        shared.tasks.close();
+        if tokio::time::timeout(Duration::from_secs(15), shared.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("some connections did not close within 15 s");
+        }
+        if let Some(close) = self.close_store.take() {
+            close().await;
+        }
+        let _ = std::fs::remove_file(shared.config.admin_socket_path());
+        tracing::info!("vcom-server stopped");
+        Ok(())
+    }
+}
+
+/// Applies the retention rules once an hour (and once at start).
+async fn retention<S: Store>(shared: Arc<Shared<S>>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            _ = tick.tick() => match shared.store.prune(crate::now()).await {
+                Ok(report) if report.messages_deleted > 0 => {
+                    tracing::info!(deleted = report.messages_deleted, "retention removed delivered messages");
+                }
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %e, "retention pass failed"),
+            },
+        }
+    }
+}

@@ -1,0 +1,167 @@
+//! The registry of online sessions, keyed by user and device, and their outbound queues.
+//!
+//! Each logged-in connection registers a [`SessionHandle`]. Anything addressed to a user
+//! is pushed into the queues of that user's sessions without waiting: a session whose
+//! queue is full is not reading, and is disconnected rather than allowed to grow the
+//! server's memory. File chunks travel in a second, small queue so that a transfer
+//! waits for a slow recipient instead of filling the message queue.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use vcom_protocol::{DeviceId, ServerPacket, Timestamp, UserId};
+use vcom_store::MessageId;
+
+/// One item for a session's writer.
+#[derive(Debug)]
+pub(crate) enum Outbound {
+    /// A packet to write.
+    Packet(ServerPacket),
+    /// A stored message (264/265): once written, the device has received it.
+    Message { id: MessageId, packet: ServerPacket },
+}
+
+/// A logged-in session as the rest of the server sees it.
+#[derive(Debug, Clone)]
+pub(crate) struct SessionHandle {
+    pub(crate) conn: u64,
+    pub(crate) user: UserId,
+    pub(crate) device: DeviceId,
+    pub(crate) addr: SocketAddr,
+    pub(crate) since: Timestamp,
+    pub(crate) tx: mpsc::Sender<Outbound>,
+    /// File data (273) and completions (274) for this session as a recipient.
+    pub(crate) chunks: mpsc::Sender<ServerPacket>,
+    /// Cancelled to disconnect the session.
+    pub(crate) kill: CancellationToken,
+}
+
+impl SessionHandle {
+    /// Queues an item without waiting; a full queue disconnects the session.
+    pub(crate) fn push(&self, item: Outbound) -> bool {
+        match self.tx.try_send(item) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!(
+                    user = %self.user, device = %self.device, addr = %self.addr,
+                    "client is not reading its messages (outbound queue full): disconnecting"
+                );
+                self.kill.cancel();
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Sessions {
+    by_user: HashMap<UserId, Vec<SessionHandle>>,
+    per_ip: HashMap<IpAddr, usize>,
+    total: usize,
+}
+
+impl Sessions {
+    fn count_in(&mut self, ip: IpAddr) {
+        self.total += 1;
+        *self.per_ip.entry(ip).or_default() += 1;
+    }
+
+    fn count_out(&mut self, ip: IpAddr) {
+        self.total = self.total.saturating_sub(1);
+        if let Some(n) = self.per_ip.get_mut(&ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.per_ip.remove(&ip);
+            }
+        }
+    }
+}
+
+/// Every online session.
+#[derive(Debug, Default)]
+pub(crate) struct Registry {
+    sessions: Mutex<Sessions>,
+    next_conn: AtomicU64,
+}
+
+impl Registry {
+    /// A fresh connection number, for logs and for telling sessions apart.
+    pub(crate) fn next_conn(&self) -> u64 {
+        self.next_conn.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Sessions> {
+        // Every critical section below leaves the maps consistent before anything that
+        // could panic, so a poisoned lock still holds usable data.
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds a session; an older session of the same device is disconnected.
+    pub(crate) fn insert(&self, handle: SessionHandle) {
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        let sessions = inner.by_user.entry(handle.user.clone()).or_default();
+        let mut replaced = Vec::new();
+        sessions.retain(|old| {
+            if old.device == handle.device {
+                tracing::info!(user = %old.user, device = %old.device, "device logged in again: closing its older session");
+                old.kill.cancel();
+                replaced.push(old.addr.ip());
+                false
+            } else {
+                true
+            }
+        });
+        let ip = handle.addr.ip();
+        sessions.push(handle);
+        for old_ip in replaced {
+            inner.count_out(old_ip);
+        }
+        inner.count_in(ip);
+    }
+
+    /// Removes the session with this connection number, if still registered.
+    pub(crate) fn remove(&self, user: &UserId, conn: u64) {
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        let Some(sessions) = inner.by_user.get_mut(user) else {
+            return;
+        };
+        let mut removed = None;
+        sessions.retain(|s| {
+            if s.conn == conn {
+                removed = Some(s.addr.ip());
+                false
+            } else {
+                true
+            }
+        });
+        if sessions.is_empty() {
+            inner.by_user.remove(user);
+        }
+        if let Some(ip) = removed {
+            inner.count_out(ip);
+        }
+    }
+
+    /// The user's online sessions.
+    pub(crate) fn of_user(&self, user: &UserId) -> Vec<SessionHandle> {
+        self.lock().by_user.get(user).cloned().unwrap_or_default()
+    }
+
+    /// Every online session.
+    pub(crate) fn all(&self) -> Vec<SessionHandle> {
+        self.lock().by_user.values().flatten().cloned().collect()
+    }
+
+    /// How many sessions are online, in all and from one address.
+    pub(crate) fn counts(&self, ip: IpAddr) -> (usize, usize) {
+        let guard = self.lock();
+        (guard.total, guard.per_ip.get(&ip).copied().unwrap_or(0))
+    }
+}
