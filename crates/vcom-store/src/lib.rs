@@ -1,1 +1,411 @@
 //! Persistence for the vCom server: the [`Store`] trait and its SQLite backend.
+//!
+//! The server talks only to [`Store`]; [`SqliteStore`] is the embedded default (rusqlite,
+//! bundled SQLite, so a fresh machine needs nothing installed). A second backend
+//! implements the same trait and the server does not change.
+//!
+//! **Architecture invariant:** this is the only crate that speaks SQL for the server.
+//! It never sees a socket and never decides policy: the server computes who receives a
+//! message, and the store remembers it.
+//!
+//! # Layout
+//! - `lib.rs`: the [`Store`] trait and the records it takes and returns.
+//! - `sqlite`: [`SqliteStore`], schema migrations, the writer thread with group commit.
+
+use std::future::Future;
+
+use bytes::Bytes;
+use vcom_protocol::{DeviceId, GroupId, MessageKind, Timestamp, TransferId, UserId};
+
+mod sqlite;
+
+pub use sqlite::{SqliteStore, StoreConfig, Synchronous, WriteStats};
+
+/// Errors from a store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database reported an error.
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The database was written by a newer version of vCom than this one.
+    #[error("the database schema is version {found}, newer than this program's {supported}")]
+    NewerSchema {
+        /// The version found in the file.
+        found: usize,
+        /// The newest version this program knows.
+        supported: usize,
+    },
+    /// Applying schema migrations failed.
+    #[error("schema migration failed: {0}")]
+    Migration(String),
+    /// A named thing does not exist (an unknown group, user or device).
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The store has been shut down, or its writer thread is gone.
+    #[error("the store is closed")]
+    Closed,
+    /// Stored data could not be turned back into a record (a damaged row).
+    #[error("corrupt record: {0}")]
+    Corrupt(String),
+    /// The change contradicts what is stored: `bind_key` on a user already bound to a
+    /// different key (two first logins raced; the first one won).
+    #[error("conflict: {0}")]
+    Conflict(String),
+}
+
+/// Shorthand for store results.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// SHA-256 of a client certificate's SubjectPublicKeyInfo: the key a user is bound to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct KeyFingerprint(pub [u8; 32]);
+
+impl KeyFingerprint {
+    /// Lower-case hex, 64 characters.
+    pub fn to_hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// A user the server knows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRecord {
+    /// The identifier.
+    pub id: UserId,
+    /// The key the identifier is bound to; `None` until bound, or after a reset.
+    pub key: Option<KeyFingerprint>,
+    /// When the user first logged in.
+    pub created_at: Timestamp,
+}
+
+/// A device issued to a user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceRecord {
+    /// The device identifier (positive, unique per server).
+    pub id: DeviceId,
+    /// Whose device it is.
+    pub user: UserId,
+    /// When it was issued.
+    pub created_at: Timestamp,
+    /// When it last logged in.
+    pub last_seen: Timestamp,
+}
+
+/// Which of a user's two lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ListKind {
+    /// The friend list.
+    Friends,
+    /// The block list.
+    Blocks,
+}
+
+/// One stored list: its entries in order and the time of its last change.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct UserList {
+    /// Milliseconds of the last change; [`Timestamp::NEVER`] when never set.
+    pub timestamp: Timestamp,
+    /// The entries, in the order the client uploaded them.
+    pub entries: Vec<UserId>,
+}
+
+/// Both lists of a user.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct UserLists {
+    /// The friend list.
+    pub friends: UserList,
+    /// The block list.
+    pub blocks: UserList,
+}
+
+/// A group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Group {
+    /// Its identifier (positive, unique per server).
+    pub id: GroupId,
+    /// Its name.
+    pub name: String,
+    /// Its members, ordered by identifier.
+    pub members: Vec<UserId>,
+}
+
+/// The identifier the store gives a message; increases in the order messages are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct MessageId(pub i64);
+
+/// A message to store, addressed to the users the server computed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewMessage {
+    /// Who sent it.
+    pub sender: UserId,
+    /// The device it came from: it is never delivered back to that device.
+    pub origin_device: DeviceId,
+    /// `None` for a direct message, the group for a group message.
+    pub group: Option<GroupId>,
+    /// The users who should receive it (blocked recipients already removed by the
+    /// server). For a group this may include the sender, whose other devices get it.
+    pub recipients: Vec<UserId>,
+    /// The timestamp the sender gave (sent back as the mailing date).
+    pub sent_at: Timestamp,
+    /// The server's receive time (for retention).
+    pub received_at: Timestamp,
+    /// Text or image.
+    pub kind: MessageKind,
+    /// The body, stored byte-exact.
+    pub data: Bytes,
+}
+
+/// A stored message as one device should receive it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingMessage {
+    /// The store's identifier, to mark it delivered.
+    pub id: MessageId,
+    /// Who sent it.
+    pub sender: UserId,
+    /// `None` for a direct message, the group for a group message.
+    pub group: Option<GroupId>,
+    /// The sender's timestamp.
+    pub sent_at: Timestamp,
+    /// Text or image.
+    pub kind: MessageKind,
+    /// The body.
+    pub data: Bytes,
+    /// True when another device of the same user has already received it.
+    pub read: bool,
+}
+
+/// Which server policy list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PolicyList {
+    /// Refused logins (258 codes 0 and 1).
+    Blacklist,
+    /// When not empty, only these may log in (258 code 2).
+    Whitelist,
+}
+
+/// One policy entry: a user identifier, or an IP address or CIDR block as text.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PolicyEntry {
+    /// A user identifier.
+    User(String),
+    /// An IP address or CIDR block, e.g. `10.0.0.0/8` (validated by the server).
+    Ip(String),
+}
+
+/// All policy entries.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Policy {
+    /// Blacklisted users and addresses.
+    pub blacklist: Vec<PolicyEntry>,
+    /// Whitelisted users and addresses.
+    pub whitelist: Vec<PolicyEntry>,
+}
+
+/// How a file transfer ended, for the transfer log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransferRecord {
+    /// The transfer identifier.
+    pub id: TransferId,
+    /// Who sent the file.
+    pub sender: UserId,
+    /// Who it was for.
+    pub recipient: UserId,
+    /// The announced size.
+    pub size: i64,
+    /// The file name as announced.
+    pub name: String,
+    /// Bytes relayed before the end.
+    pub bytes_relayed: i64,
+    /// When it was requested.
+    pub started_at: Timestamp,
+    /// When it ended.
+    pub ended_at: Timestamp,
+    /// `None` when completed, else the 270 reason code.
+    pub abort_reason: Option<i32>,
+}
+
+/// What a retention pass removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PruneReport {
+    /// Messages deleted.
+    pub messages_deleted: u64,
+}
+
+/// Row counts, for `vcom-server admin stats`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StoreStats {
+    /// Known users.
+    pub users: u64,
+    /// Issued devices.
+    pub devices: u64,
+    /// Groups.
+    pub groups: u64,
+    /// Stored messages.
+    pub messages: u64,
+    /// (message, recipient user) pairs not yet received by any device of that user.
+    pub pending_deliveries: u64,
+    /// Logged file transfers.
+    pub transfers: u64,
+}
+
+/// Everything the server remembers.
+///
+/// Every method is async and never blocks the caller's runtime. A write method returns
+/// only once its change is durable (committed to disk); a read sees every write that
+/// has returned. Implementations are cheap to clone and shared between tasks.
+pub trait Store: Clone + Send + Sync + 'static {
+    // ---- users and keys -------------------------------------------------------------
+
+    /// The user with this identifier, if known.
+    fn user(&self, user: &UserId) -> impl Future<Output = StoreResult<Option<UserRecord>>> + Send;
+    /// Creates the user if unknown (binding `key` if given) and returns the record; an
+    /// existing user is returned unchanged.
+    fn register_user(
+        &self,
+        user: &UserId,
+        key: Option<KeyFingerprint>,
+        now: Timestamp,
+    ) -> impl Future<Output = StoreResult<UserRecord>> + Send;
+    /// Binds `key` to a known user that has none. `NotFound` for an unknown user.
+    fn bind_key(
+        &self,
+        user: &UserId,
+        key: KeyFingerprint,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Removes the user's key binding; the next login binds a new key. False if unknown.
+    fn reset_key(&self, user: &UserId) -> impl Future<Output = StoreResult<bool>> + Send;
+    /// Every known user, ordered by identifier.
+    fn users(&self) -> impl Future<Output = StoreResult<Vec<UserRecord>>> + Send;
+
+    // ---- devices --------------------------------------------------------------------
+
+    /// Issues a new device identifier to a known user: positive, never issued before.
+    ///
+    /// A new device receives the messages stored after this call, and older ones only
+    /// while no device of the user has received them yet.
+    fn issue_device(
+        &self,
+        user: &UserId,
+        now: Timestamp,
+    ) -> impl Future<Output = StoreResult<DeviceId>> + Send;
+    /// The user a device was issued to, if any.
+    fn device_owner(
+        &self,
+        device: DeviceId,
+    ) -> impl Future<Output = StoreResult<Option<UserId>>> + Send;
+    /// Records a login of the device.
+    fn touch_device(
+        &self,
+        device: DeviceId,
+        now: Timestamp,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+    /// The user's devices, ordered by identifier.
+    fn devices(&self, user: &UserId)
+    -> impl Future<Output = StoreResult<Vec<DeviceRecord>>> + Send;
+
+    // ---- friend and block lists -----------------------------------------------------
+
+    /// Both lists of the user (empty with timestamp 0 when never set).
+    fn lists(&self, user: &UserId) -> impl Future<Output = StoreResult<UserLists>> + Send;
+    /// Replaces one list and returns its new timestamp, `max(now, previous + 1)`.
+    fn replace_list(
+        &self,
+        user: &UserId,
+        kind: ListKind,
+        entries: Vec<UserId>,
+        now: Timestamp,
+    ) -> impl Future<Output = StoreResult<Timestamp>> + Send;
+    /// Whether `owner`'s block list holds `other`.
+    fn is_blocked(
+        &self,
+        owner: &UserId,
+        other: &UserId,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
+
+    // ---- groups ---------------------------------------------------------------------
+
+    /// Creates a group and returns its new identifier (positive).
+    fn create_group(
+        &self,
+        name: &str,
+        members: &[UserId],
+        now: Timestamp,
+    ) -> impl Future<Output = StoreResult<GroupId>> + Send;
+    /// Adds a member; false if already one. `NotFound` for an unknown group.
+    fn add_group_member(
+        &self,
+        group: GroupId,
+        user: &UserId,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
+    /// Removes a member; false if not one. `NotFound` for an unknown group.
+    fn remove_group_member(
+        &self,
+        group: GroupId,
+        user: &UserId,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
+    /// One group, if it exists.
+    fn group(&self, group: GroupId) -> impl Future<Output = StoreResult<Option<Group>>> + Send;
+    /// Every group, ordered by identifier.
+    fn groups(&self) -> impl Future<Output = StoreResult<Vec<Group>>> + Send;
+
+    // ---- messages -------------------------------------------------------------------
+
+    /// Stores a message durably; only then may the server relay it.
+    fn store_message(
+        &self,
+        message: NewMessage,
+    ) -> impl Future<Output = StoreResult<MessageId>> + Send;
+    /// Records that `device` has received these messages.
+    fn mark_delivered(
+        &self,
+        device: DeviceId,
+        messages: &[MessageId],
+        now: Timestamp,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Up to `limit` messages that `device` of `user` should still receive, oldest
+    /// first, with identifiers above `after` (to page through a long backlog).
+    fn pending(
+        &self,
+        user: &UserId,
+        device: DeviceId,
+        after: Option<MessageId>,
+        limit: usize,
+    ) -> impl Future<Output = StoreResult<Vec<PendingMessage>>> + Send;
+
+    // ---- policy ---------------------------------------------------------------------
+
+    /// Every blacklist and whitelist entry.
+    fn policy(&self) -> impl Future<Output = StoreResult<Policy>> + Send;
+    /// Adds an entry; false if it was there already.
+    fn add_policy(
+        &self,
+        list: PolicyList,
+        entry: PolicyEntry,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
+    /// Removes an entry; false if it was not there.
+    fn remove_policy(
+        &self,
+        list: PolicyList,
+        entry: PolicyEntry,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
+
+    // ---- file transfers -------------------------------------------------------------
+
+    /// Appends a finished transfer to the log (never its data).
+    fn log_transfer(&self, record: TransferRecord) -> impl Future<Output = StoreResult<()>> + Send;
+    /// The highest transfer identifier ever logged (0 if none), so identifiers stay
+    /// unique across restarts.
+    fn max_transfer_id(&self) -> impl Future<Output = StoreResult<i32>> + Send;
+    /// The most recent `limit` logged transfers, newest first.
+    fn transfers(
+        &self,
+        limit: usize,
+    ) -> impl Future<Output = StoreResult<Vec<TransferRecord>>> + Send;
+
+    // ---- housekeeping ---------------------------------------------------------------
+
+    /// Applies the retention rules of the store's configuration as of `now`.
+    fn prune(&self, now: Timestamp) -> impl Future<Output = StoreResult<PruneReport>> + Send;
+    /// Row counts.
+    fn stats(&self) -> impl Future<Output = StoreResult<StoreStats>> + Send;
+}

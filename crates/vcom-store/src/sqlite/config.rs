@@ -1,0 +1,71 @@
+//! [`StoreConfig`]: retention, the pending cap, durability and the writer's batching.
+
+use std::time::Duration;
+
+/// How hard SQLite works to make a commit survive a power cut (`PRAGMA synchronous`).
+///
+/// The database always runs in write-ahead-log mode; a crash of the *process* never
+/// loses a committed transaction in either mode. They differ on a crash of the *machine*.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Synchronous {
+    /// `FULL`: every commit waits for the log to reach the disk (`fsync`), so a write
+    /// method returns only once its change survives a power cut. Group commit shares one
+    /// `fsync` between every request of a batch, which keeps this affordable. The default.
+    #[default]
+    Full,
+    /// `NORMAL`: commits are not synced; the log is synced at checkpoints. Faster, but a
+    /// power cut or kernel crash may lose the most recent commits (the database stays
+    /// consistent). Breaks the store's durability promise; for tests and throwaway data.
+    Normal,
+}
+
+impl Synchronous {
+    pub(crate) fn pragma_value(self) -> &'static str {
+        match self {
+            Synchronous::Full => "FULL",
+            Synchronous::Normal => "NORMAL",
+        }
+    }
+}
+
+/// How a [`super::SqliteStore`] keeps and writes data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// `prune` deletes delivered messages received longer ago than this. `None` keeps
+    /// them regardless of age. Default: 30 days.
+    pub delivered_max_age: Option<Duration>,
+    /// `prune` keeps at most this many delivered messages, deleting the oldest. `None`:
+    /// no limit. Default: none.
+    pub delivered_max_count: Option<u64>,
+    /// The most messages kept waiting for one user; storing one more drops that user's
+    /// oldest waiting message (logged as a warning). `None`: no cap. Default: 10 000.
+    pub pending_cap_per_user: Option<u64>,
+    /// Durability of a commit; see [`Synchronous`]. Default: [`Synchronous::Full`].
+    pub synchronous: Synchronous,
+    /// The most write requests committed in one transaction (group commit). 1 commits
+    /// every request on its own (for comparison in benchmarks). Default: 1 024.
+    pub max_batch: usize,
+    /// Write requests that may wait for the writer thread; callers beyond it wait for
+    /// room (back-pressure). Default: 4 096.
+    pub queue_capacity: usize,
+    /// Read-only connections used at once (reads run beside the writer). Default: 4.
+    pub readers: usize,
+    /// How long a connection waits for a lock held by another process before failing.
+    /// Default: 5 s.
+    pub busy_timeout: Duration,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            delivered_max_age: Some(Duration::from_secs(30 * 24 * 60 * 60)),
+            delivered_max_count: None,
+            pending_cap_per_user: Some(10_000),
+            synchronous: Synchronous::Full,
+            max_batch: 1024,
+            queue_capacity: 4096,
+            readers: 4,
+            busy_timeout: Duration::from_secs(5),
+        }
+    }
+}

@@ -1,0 +1,83 @@
+//! Device identifiers: issued once, never reused, each with its message watermark.
+
+use rusqlite::{Connection, OptionalExtension, params};
+use vcom_protocol::{DeviceId, Timestamp, UserId};
+
+use super::records;
+use crate::{DeviceRecord, StoreError, StoreResult};
+
+pub(crate) fn issue(conn: &Connection, user: &UserId, now: Timestamp) -> StoreResult<DeviceId> {
+    let known = conn
+        .prepare_cached("SELECT 1 FROM users WHERE id = ?1")?
+        .query_row([user.as_str()], |_| Ok(()))
+        .optional()?;
+    if known.is_none() {
+        return Err(StoreError::NotFound(format!("user {user}")));
+    }
+    // The watermark is the highest message id ever assigned (AUTOINCREMENT keeps it in
+    // sqlite_sequence even when that message is gone): everything above it is new to
+    // this device, everything at or below it reaches the device only while no device
+    // of the user has it. The writer is the only writer, so no id can slip in between.
+    conn.prepare_cached(
+        "INSERT INTO devices (user, created_at, last_seen, watermark)
+         VALUES (?1, ?2, ?2,
+                 COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'messages'), 0))",
+    )?
+    .execute(params![user.as_str(), now.0])?;
+    Ok(DeviceId(records::i32_id(
+        conn.last_insert_rowid(),
+        "device id",
+    )?))
+}
+
+pub(crate) fn owner(conn: &Connection, device: DeviceId) -> StoreResult<Option<UserId>> {
+    conn.prepare_cached("SELECT user FROM devices WHERE id = ?1")?
+        .query_row([device.0], |r| r.get::<_, String>(0))
+        .optional()?
+        .map(records::user_id)
+        .transpose()
+}
+
+pub(crate) fn touch(conn: &Connection, device: DeviceId, now: Timestamp) -> StoreResult<()> {
+    let changed = conn
+        .prepare_cached("UPDATE devices SET last_seen = ?2 WHERE id = ?1")?
+        .execute(params![device.0, now.0])?;
+    if changed == 0 {
+        return Err(StoreError::NotFound(format!("device {device}")));
+    }
+    Ok(())
+}
+
+pub(crate) fn of_user(conn: &Connection, user: &UserId) -> StoreResult<Vec<DeviceRecord>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, created_at, last_seen FROM devices WHERE user = ?1 ORDER BY id",
+    )?;
+    let rows = stmt.query_map([user.as_str()], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, i64>(1)?,
+            r.get::<_, i64>(2)?,
+        ))
+    })?;
+    rows.map(|row| {
+        let (id, created_at, last_seen) = row?;
+        Ok(DeviceRecord {
+            id: DeviceId(records::i32_id(id, "device id")?),
+            user: user.clone(),
+            created_at: Timestamp(created_at),
+            last_seen: Timestamp(last_seen),
+        })
+    })
+    .collect()
+}
+
+/// The owner and watermark of a device, `NotFound` when it is unknown.
+pub(crate) fn owner_and_watermark(
+    conn: &Connection,
+    device: DeviceId,
+) -> StoreResult<(String, i64)> {
+    conn.prepare_cached("SELECT user, watermark FROM devices WHERE id = ?1")?
+        .query_row([device.0], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?
+        .ok_or_else(|| StoreError::NotFound(format!("device {device}")))
+}

@@ -1,0 +1,31 @@
+//! Turning column values back into records; a value that fails is a damaged row.
+
+use vcom_protocol::UserId;
+
+use crate::{KeyFingerprint, StoreError, StoreResult};
+
+/// A stored user identifier.
+pub(crate) fn user_id(text: String) -> StoreResult<UserId> {
+    UserId::new(text).map_err(|e| StoreError::Corrupt(format!("stored user identifier: {e}")))
+}
+
+/// A stored `i32` identifier (device, group, transfer).
+pub(crate) fn i32_id(value: i64, what: &str) -> StoreResult<i32> {
+    i32::try_from(value).map_err(|_| StoreError::Corrupt(format!("{what} {value} is out of range")))
+}
+
+/// A stored key fingerprint.
+pub(crate) fn key(bytes: Option<Vec<u8>>) -> StoreResult<Option<KeyFingerprint>> {
+    bytes
+        .map(|b| {
+            <[u8; 32]>::try_from(b.as_slice())
+                .map(KeyFingerprint)
+                .map_err(|_| StoreError::Corrupt(format!("key fingerprint of {} bytes", b.len())))
+        })
+        .transpose()
+}
+
+/// A `usize` limit as an SQL `LIMIT` (which is `i64`; larger means "all").
+pub(crate) fn limit(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}

@@ -1,0 +1,72 @@
+//! Users and the key each identifier is bound to.
+
+use rusqlite::{Connection, OptionalExtension, params};
+use vcom_protocol::{Timestamp, UserId};
+
+use super::records;
+use crate::{KeyFingerprint, StoreError, StoreResult, UserRecord};
+
+type Row = (String, Option<Vec<u8>>, i64);
+
+fn record((id, key, created_at): Row) -> StoreResult<UserRecord> {
+    Ok(UserRecord {
+        id: records::user_id(id)?,
+        key: records::key(key)?,
+        created_at: Timestamp(created_at),
+    })
+}
+
+pub(crate) fn get(conn: &Connection, user: &UserId) -> StoreResult<Option<UserRecord>> {
+    conn.prepare_cached("SELECT id, key_sha256, created_at FROM users WHERE id = ?1")?
+        .query_row([user.as_str()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()?
+        .map(record)
+        .transpose()
+}
+
+pub(crate) fn register(
+    conn: &Connection,
+    user: &UserId,
+    key: Option<KeyFingerprint>,
+    now: Timestamp,
+) -> StoreResult<UserRecord> {
+    conn.prepare_cached(
+        "INSERT INTO users (id, key_sha256, created_at) VALUES (?1, ?2, ?3)
+         ON CONFLICT (id) DO NOTHING",
+    )?
+    .execute(params![user.as_str(), key.map(|k| k.0), now.0])?;
+    get(conn, user)?
+        .ok_or_else(|| StoreError::Corrupt(format!("user {user} vanished after insert")))
+}
+
+pub(crate) fn bind_key(conn: &Connection, user: &UserId, key: KeyFingerprint) -> StoreResult<()> {
+    let bound = conn
+        .prepare_cached("UPDATE users SET key_sha256 = ?2 WHERE id = ?1 AND key_sha256 IS NULL")?
+        .execute(params![user.as_str(), key.0])?;
+    if bound == 1 {
+        return Ok(());
+    }
+    match get(conn, user)? {
+        None => Err(StoreError::NotFound(format!("user {user}"))),
+        // Binding the key it already has is a no-op, so a retried login is harmless.
+        Some(record) if record.key == Some(key) => Ok(()),
+        // Two first logins raced with different keys: the first one won.
+        Some(_) => Err(StoreError::Conflict(format!(
+            "user {user} is already bound to another key"
+        ))),
+    }
+}
+
+pub(crate) fn reset_key(conn: &Connection, user: &UserId) -> StoreResult<bool> {
+    let changed = conn
+        .prepare_cached("UPDATE users SET key_sha256 = NULL WHERE id = ?1")?
+        .execute([user.as_str()])?;
+    Ok(changed == 1)
+}
+
+pub(crate) fn all(conn: &Connection) -> StoreResult<Vec<UserRecord>> {
+    let mut stmt =
+        conn.prepare_cached("SELECT id, key_sha256, created_at FROM users ORDER BY id")?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+    rows.map(|row| record(row?)).collect()
+}

@@ -1,0 +1,73 @@
+//! Blacklist and whitelist.
+
+use vcom_store::{Policy, PolicyEntry, PolicyList, Store};
+
+use crate::support::store;
+
+#[tokio::test]
+async fn policy_entries_are_added_once_and_removed_once() {
+    let t = store();
+    let user = PolicyEntry::User("mallory".into());
+    assert!(
+        t.store
+            .add_policy(PolicyList::Blacklist, user.clone())
+            .await
+            .unwrap()
+    );
+    assert!(
+        !t.store
+            .add_policy(PolicyList::Blacklist, user.clone())
+            .await
+            .unwrap()
+    );
+    assert!(
+        t.store
+            .remove_policy(PolicyList::Blacklist, user.clone())
+            .await
+            .unwrap()
+    );
+    assert!(
+        !t.store
+            .remove_policy(PolicyList::Blacklist, user)
+            .await
+            .unwrap()
+    );
+    assert_eq!(t.store.policy().await.unwrap(), Policy::default());
+}
+
+#[tokio::test]
+async fn policy_lists_keep_users_and_addresses_apart() {
+    let t = store();
+    t.store
+        .add_policy(PolicyList::Whitelist, PolicyEntry::Ip("10.0.0.0/8".into()))
+        .await
+        .unwrap();
+    t.store
+        .add_policy(PolicyList::Whitelist, PolicyEntry::User("bob".into()))
+        .await
+        .unwrap();
+    t.store
+        .add_policy(PolicyList::Blacklist, PolicyEntry::Ip("192.0.2.1".into()))
+        .await
+        .unwrap();
+    // The same text as a user and as an address are two entries.
+    t.store
+        .add_policy(PolicyList::Blacklist, PolicyEntry::User("192.0.2.1".into()))
+        .await
+        .unwrap();
+    let policy = t.store.policy().await.unwrap();
+    assert_eq!(
+        policy.whitelist,
+        [
+            PolicyEntry::User("bob".into()),
+            PolicyEntry::Ip("10.0.0.0/8".into())
+        ]
+    );
+    assert_eq!(
+        policy.blacklist,
+        [
+            PolicyEntry::User("192.0.2.1".into()),
+            PolicyEntry::Ip("192.0.2.1".into())
+        ]
+    );
+}

@@ -1,0 +1,95 @@
+//! Retention: `prune` deletes delivered messages by age and by count, never pending ones.
+
+use std::time::Duration;
+
+use vcom_store::{PruneReport, Store, StoreConfig};
+
+use crate::support::{message_at, pending_bodies, store_with, ts, uid, user_with_device};
+
+fn retention(max_age_ms: Option<u64>, max_count: Option<u64>) -> StoreConfig {
+    StoreConfig {
+        delivered_max_age: max_age_ms.map(Duration::from_millis),
+        delivered_max_count: max_count,
+        ..StoreConfig::default()
+    }
+}
+
+#[tokio::test]
+async fn prune_deletes_delivered_messages_older_than_the_max_age() {
+    let t = store_with(retention(Some(1_000), None));
+    let alice = user_with_device(&t.store, "alice").await;
+    let bob = user_with_device(&t.store, "bob").await;
+    let old = message_at(&t.store, alice, &["bob"], "old", 1_000).await;
+    let recent = message_at(&t.store, alice, &["bob"], "recent", 5_000).await;
+    t.store
+        .mark_delivered(bob, &[old, recent], ts(6_000))
+        .await
+        .unwrap();
+
+    let report = t.store.prune(ts(5_500)).await.unwrap();
+
+    assert_eq!(
+        report,
+        PruneReport {
+            messages_deleted: 1
+        }
+    );
+    assert_eq!(t.store.stats().await.unwrap().messages, 1);
+}
+
+#[tokio::test]
+async fn prune_never_deletes_a_message_some_recipient_still_waits_for() {
+    let t = store_with(retention(Some(1), Some(0)));
+    let alice = user_with_device(&t.store, "alice").await;
+    let bob = user_with_device(&t.store, "bob").await;
+    let carol = user_with_device(&t.store, "carol").await;
+    let id = message_at(&t.store, alice, &["bob", "carol"], "for both", 0).await;
+    t.store.mark_delivered(bob, &[id], ts(10)).await.unwrap();
+
+    let report = t.store.prune(ts(1_000_000)).await.unwrap();
+
+    assert_eq!(report.messages_deleted, 0);
+    assert_eq!(pending_bodies(&t.store, "carol", carol).await, ["for both"]);
+    t.store.mark_delivered(carol, &[id], ts(20)).await.unwrap();
+    assert_eq!(
+        t.store.prune(ts(1_000_000)).await.unwrap().messages_deleted,
+        1
+    );
+}
+
+#[tokio::test]
+async fn prune_keeps_at_most_max_count_delivered_messages_newest_first() {
+    let t = store_with(retention(None, Some(2)));
+    let alice = user_with_device(&t.store, "alice").await;
+    let bob = user_with_device(&t.store, "bob").await;
+    let mut delivered = Vec::new();
+    for i in 0..5 {
+        delivered.push(message_at(&t.store, alice, &["bob"], &format!("d{i}"), 0).await);
+    }
+    message_at(&t.store, alice, &["bob"], "waiting", 0).await;
+    t.store
+        .mark_delivered(bob, &delivered, ts(10))
+        .await
+        .unwrap();
+
+    let report = t.store.prune(ts(10)).await.unwrap();
+
+    assert_eq!(report.messages_deleted, 3);
+    assert_eq!(t.store.stats().await.unwrap().messages, 3);
+    // A new device of bob still gets the message nobody received.
+    let tablet = t.store.issue_device(&uid("bob"), ts(11)).await.unwrap();
+    assert_eq!(pending_bodies(&t.store, "bob", tablet).await, ["waiting"]);
+}
+
+#[tokio::test]
+async fn prune_without_retention_rules_deletes_nothing() {
+    let t = store_with(retention(None, None));
+    let alice = user_with_device(&t.store, "alice").await;
+    let bob = user_with_device(&t.store, "bob").await;
+    let id = message_at(&t.store, alice, &["bob"], "kept", 0).await;
+    t.store.mark_delivered(bob, &[id], ts(1)).await.unwrap();
+    assert_eq!(
+        t.store.prune(ts(i64::MAX)).await.unwrap().messages_deleted,
+        0
+    );
+}

@@ -1,0 +1,130 @@
+//! Users and key binding.
+
+use vcom_store::{KeyFingerprint, Store, StoreError};
+
+use crate::support::{store, ts, uid};
+
+const KEY_A: KeyFingerprint = KeyFingerprint([0xaa; 32]);
+const KEY_B: KeyFingerprint = KeyFingerprint([0xbb; 32]);
+
+#[tokio::test]
+async fn registering_a_new_user_creates_it_with_its_key() {
+    let t = store();
+    let record = t
+        .store
+        .register_user(&uid("alice"), Some(KEY_A), ts(10))
+        .await
+        .unwrap();
+    assert_eq!(record.id, uid("alice"));
+    assert_eq!(record.key, Some(KEY_A));
+    assert_eq!(record.created_at, ts(10));
+    assert_eq!(t.store.user(&uid("alice")).await.unwrap(), Some(record));
+}
+
+#[tokio::test]
+async fn registering_a_known_user_returns_it_unchanged() {
+    let t = store();
+    let first = t
+        .store
+        .register_user(&uid("alice"), Some(KEY_A), ts(10))
+        .await
+        .unwrap();
+    let again = t
+        .store
+        .register_user(&uid("alice"), Some(KEY_B), ts(20))
+        .await
+        .unwrap();
+    assert_eq!(again, first);
+}
+
+#[tokio::test]
+async fn an_unknown_user_is_none() {
+    let t = store();
+    assert_eq!(t.store.user(&uid("nobody")).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn binding_a_key_to_an_unbound_user_sets_it() {
+    let t = store();
+    t.store
+        .register_user(&uid("alice"), None, ts(1))
+        .await
+        .unwrap();
+    t.store.bind_key(&uid("alice"), KEY_A).await.unwrap();
+    let record = t.store.user(&uid("alice")).await.unwrap().unwrap();
+    assert_eq!(record.key, Some(KEY_A));
+    // Binding the same key again is harmless (a retried login).
+    t.store.bind_key(&uid("alice"), KEY_A).await.unwrap();
+}
+
+#[tokio::test]
+async fn binding_a_key_to_an_unknown_user_is_not_found() {
+    let t = store();
+    let err = t.store.bind_key(&uid("nobody"), KEY_A).await.unwrap_err();
+    assert!(matches!(err, StoreError::NotFound(_)), "{err}");
+}
+
+#[tokio::test]
+async fn binding_a_different_key_to_a_bound_user_is_a_conflict() {
+    let t = store();
+    t.store
+        .register_user(&uid("alice"), Some(KEY_A), ts(1))
+        .await
+        .unwrap();
+    let err = t.store.bind_key(&uid("alice"), KEY_B).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+    assert_eq!(
+        t.store.user(&uid("alice")).await.unwrap().unwrap().key,
+        Some(KEY_A)
+    );
+}
+
+#[tokio::test]
+async fn resetting_a_key_unbinds_it_so_a_new_key_can_bind() {
+    let t = store();
+    t.store
+        .register_user(&uid("alice"), Some(KEY_A), ts(1))
+        .await
+        .unwrap();
+    assert!(t.store.reset_key(&uid("alice")).await.unwrap());
+    assert_eq!(
+        t.store.user(&uid("alice")).await.unwrap().unwrap().key,
+        None
+    );
+    t.store.bind_key(&uid("alice"), KEY_B).await.unwrap();
+    assert_eq!(
+        t.store.user(&uid("alice")).await.unwrap().unwrap().key,
+        Some(KEY_B)
+    );
+}
+
+#[tokio::test]
+async fn resetting_the_key_of_an_unknown_user_is_false() {
+    let t = store();
+    assert!(!t.store.reset_key(&uid("nobody")).await.unwrap());
+}
+
+#[tokio::test]
+async fn users_are_listed_by_identifier() {
+    let t = store();
+    for name in ["carol", "alice", "bob"] {
+        t.store
+            .register_user(&uid(name), None, ts(1))
+            .await
+            .unwrap();
+    }
+    let names: Vec<String> = t
+        .store
+        .users()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|u| u.id.to_string())
+        .collect();
+    assert_eq!(names, ["alice", "bob", "carol"]);
+}
+
+#[test]
+fn key_fingerprint_hex_is_64_lower_case_characters() {
+    assert_eq!(KEY_A.to_hex(), "aa".repeat(32));
+}
