@@ -1,6 +1,7 @@
 //! Shared support for vCom's cross-crate integration tests.
 //!
 //! # Layout
+//! - [`harness`]: an in-process server and raw TLS clients for integration tests.
 //! - [`hexdump`]: annotated hex dumps of encoded packets, for golden snapshots.
 //! - [`vectors`]: the golden vectors, one realistic value per packet and direction.
 //! - [`strategies`]: proptest strategies for every packet, within the default limits.
@@ -9,6 +10,7 @@
 
 #[path = "../../crates/vcom-protocol/fuzz/src/lib.rs"]
 pub mod fuzz_check;
+pub mod harness;
 pub mod hexdump;
 pub mod strategies;
 pub mod vectors;

@@ -1,0 +1,354 @@
+//! A real server in process and raw TLS clients that speak packets, for integration tests.
+//!
+//! [`TestServer`] runs `vcom_server::Server` on 127.0.0.1 with a free port and its own
+//! data directory. [`RawClient`] speaks the wire protocol directly, so tests can send
+//! exactly the bytes they mean, including malformed ones. Every wait is bounded by
+//! [`TIMEOUT`]; a test that would hang fails instead.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+use tokio_util::codec::Framed;
+use vcom_protocol::{
+    ClientPacket, ConnectionRequest, DenyCode, DeviceId, Limits, ServerPacket, UserListsSync,
+    VcomCodec,
+};
+use vcom_server::{AdminHandle, AdminRequest, Server, ServerConfig, ShutdownHandle};
+use vcom_store::SqliteStore;
+
+/// The bound on every wait in a test: generous, so a busy machine does not fail tests.
+pub const TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A server running in this process.
+pub struct TestServer {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its certificate's SHA-256, hex.
+    pub cert_sha256: String,
+    /// Its data directory.
+    pub data_dir: PathBuf,
+    /// Its administrator commands.
+    pub admin: AdminHandle<SqliteStore>,
+    shutdown: ShutdownHandle,
+    task: tokio::task::JoinHandle<Result<(), vcom_server::ServerError>>,
+}
+
+impl TestServer {
+    /// Starts a server on `data_dir` with the defaults changed by `configure`.
+    pub async fn start(data_dir: &Path, configure: impl FnOnce(&mut ServerConfig)) -> TestServer {
+        let mut config = ServerConfig::new(data_dir);
+        configure(&mut config);
+        let server = Server::bind(config).await.expect("the test server starts");
+        TestServer {
+            addr: server.local_addr(),
+            cert_sha256: server.cert_sha256().to_owned(),
+            data_dir: data_dir.to_owned(),
+            admin: server.admin(),
+            shutdown: server.shutdown_handle(),
+            task: tokio::spawn(server.run()),
+        }
+    }
+
+    /// Runs an admin command and returns its output, failing the test on error.
+    pub async fn admin(&self, request: AdminRequest) -> String {
+        self.admin
+            .execute(request)
+            .await
+            .expect("the admin command succeeds")
+    }
+
+    /// Shuts the server down gracefully and waits until it has stopped.
+    pub async fn stop(self) {
+        self.shutdown.shutdown();
+        let result = tokio::time::timeout(TIMEOUT, self.task).await;
+        result
+            .expect("the server stops in time")
+            .expect("the server task does not panic")
+            .expect("the server stops cleanly");
+    }
+}
+
+/// A client key and self-signed certificate, like the SDK generates.
+#[derive(Clone)]
+pub struct Identity {
+    cert: CertificateDer<'static>,
+    key_pkcs8: Vec<u8>,
+}
+
+impl Identity {
+    /// A fresh key with a self-signed certificate naming `user`.
+    pub fn generate(user: &str) -> Identity {
+        let key = rcgen::KeyPair::generate().expect("key generation works");
+        let params = rcgen::CertificateParams::new(vec![user.to_owned()])
+            .expect("valid certificate parameters");
+        let cert = params.self_signed(&key).expect("self-signing works");
+        Identity {
+            cert: cert.der().clone(),
+            key_pkcs8: key.serialize_der(),
+        }
+    }
+}
+
+/// Trusts exactly one server certificate, by SHA-256, like the SDK's pin.
+#[derive(Debug)]
+struct Pinned {
+    sha256: String,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl ServerCertVerifier for Pinned {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if vcom_server::tls::sha256_hex(end_entity.as_ref()) == self.sha256 {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::General(
+                "server certificate does not match the pin".into(),
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::General("TLS 1.2 is not used".into()))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+type Transport = Framed<TlsStream<TcpStream>, VcomCodec<ServerPacket, ClientPacket>>;
+
+/// A TLS connection that sends and receives raw packets.
+pub struct RawClient {
+    transport: Transport,
+}
+
+/// Opens a TLS 1.3 connection to the server, presenting `identity` if given.
+pub async fn tls_connect(server: &TestServer, identity: Option<&Identity>) -> TlsStream<TcpStream> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .expect("TLS 1.3 is supported")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(Pinned {
+            sha256: server.cert_sha256.clone(),
+            provider,
+        }));
+    let config = match identity {
+        Some(id) => builder
+            .with_client_auth_cert(
+                vec![id.cert.clone()],
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(id.key_pkcs8.clone())),
+            )
+            .expect("the client certificate is usable"),
+        None => builder.with_no_client_auth(),
+    };
+    let tcp = tokio::time::timeout(TIMEOUT, TcpStream::connect(server.addr))
+        .await
+        .expect("connect in time")
+        .expect("the server accepts TCP connections");
+    let name = ServerName::try_from("localhost").expect("a valid name");
+    tokio::time::timeout(
+        TIMEOUT,
+        TlsConnector::from(Arc::new(config)).connect(name, tcp),
+    )
+    .await
+    .expect("TLS handshake in time")
+    .expect("TLS handshake succeeds")
+}
+
+impl RawClient {
+    /// Connects with `identity` (or without a client certificate).
+    pub async fn connect(server: &TestServer, identity: Option<&Identity>) -> RawClient {
+        let tls = tls_connect(server, identity).await;
+        RawClient {
+            transport: Framed::new(tls, VcomCodec::new(Limits::default())),
+        }
+    }
+
+    /// Sends one packet.
+    pub async fn send(&mut self, packet: impl Into<ClientPacket>) {
+        let packet: ClientPacket = packet.into();
+        tokio::time::timeout(TIMEOUT, self.transport.send(packet))
+            .await
+            .expect("send in time")
+            .expect("send succeeds");
+    }
+
+    /// Writes raw bytes, bypassing the encoder (for malformed input).
+    pub async fn send_raw(&mut self, bytes: &[u8]) {
+        let io = self.transport.get_mut();
+        tokio::time::timeout(TIMEOUT, async {
+            io.write_all(bytes).await?;
+            io.flush().await
+        })
+        .await
+        .expect("write in time")
+        .expect("write succeeds");
+    }
+
+    /// The next packet from the server; fails the test on timeout, error or close.
+    pub async fn recv(&mut self) -> ServerPacket {
+        match tokio::time::timeout(TIMEOUT, self.transport.next()).await {
+            Err(_) => panic!("no packet from the server within {TIMEOUT:?}"),
+            Ok(None) => panic!("the server closed the connection"),
+            Ok(Some(Err(e))) => panic!("reading from the server failed: {e}"),
+            Ok(Some(Ok(packet))) => packet,
+        }
+    }
+
+    /// Reads until the server closes the connection; returns the packets seen before.
+    pub async fn recv_until_closed(&mut self) -> Vec<ServerPacket> {
+        let mut seen = Vec::new();
+        loop {
+            match tokio::time::timeout(TIMEOUT, self.transport.next()).await {
+                Err(_) => panic!("the server did not close the connection within {TIMEOUT:?}"),
+                Ok(None) | Ok(Some(Err(_))) => return seen,
+                Ok(Some(Ok(packet))) => seen.push(packet),
+            }
+        }
+    }
+
+    /// Sends a Ping and waits for its Pong, returning everything that arrived before it.
+    ///
+    /// The server handles a connection's packets in order, so once the Pong is back every
+    /// packet sent earlier on this connection has been fully processed.
+    pub async fn round_trip(&mut self) -> Vec<ServerPacket> {
+        let nonce = 0x5eed;
+        self.send(vcom_protocol::Ping { nonce }).await;
+        let mut before = Vec::new();
+        loop {
+            match self.recv().await {
+                ServerPacket::Pong(p) if p.nonce == nonce => return before,
+                other => before.push(other),
+            }
+        }
+    }
+
+    /// Sends a ConnectionRequest.
+    pub async fn request_login(&mut self, user: &str, device: DeviceId, password: &[u8]) {
+        self.send(ConnectionRequest {
+            user: user.to_owned(),
+            device,
+            password: bytes::Bytes::copy_from_slice(password),
+        })
+        .await;
+    }
+}
+
+/// The outcome of a login attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginOutcome {
+    /// 257 with this device.
+    Accepted(DeviceId),
+    /// 258 with this code.
+    Denied(DenyCode),
+}
+
+/// Connects and logs in; returns the client (positioned after 257) and the outcome.
+///
+/// After a 258 this also checks that the server closed the connection.
+pub async fn attempt_login(
+    server: &TestServer,
+    identity: Option<&Identity>,
+    user: &str,
+    device: DeviceId,
+    password: &[u8],
+) -> (RawClient, LoginOutcome) {
+    let mut client = RawClient::connect(server, identity).await;
+    client.request_login(user, device, password).await;
+    let outcome = match client.recv().await {
+        ServerPacket::ConnectionAccepted(a) => LoginOutcome::Accepted(a.device),
+        ServerPacket::ConnectionDenied(d) => {
+            let after = client.recv_until_closed().await;
+            assert!(
+                after.is_empty(),
+                "nothing may follow ConnectionDenied, got {after:?}"
+            );
+            LoginOutcome::Denied(d.code)
+        }
+        other => panic!("expected 257 or 258, got {other:?}"),
+    };
+    (client, outcome)
+}
+
+/// A logged-in raw client with its identity and device.
+pub struct Session {
+    /// The connection, positioned after 259 was answered with "in sync".
+    pub client: RawClient,
+    /// The device id the server issued or confirmed.
+    pub device: DeviceId,
+    /// The key it logged in with.
+    pub identity: Identity,
+}
+
+/// Logs `user` in as a new device with a fresh key, reads 259 and answers "in sync".
+pub async fn login(server: &TestServer, user: &str) -> Session {
+    login_as(server, user, &Identity::generate(user), DeviceId::NEW).await
+}
+
+/// Logs in with a given identity and device, reads 259 and answers "in sync".
+pub async fn login_as(
+    server: &TestServer,
+    user: &str,
+    identity: &Identity,
+    device: DeviceId,
+) -> Session {
+    let (mut client, outcome) = attempt_login(server, Some(identity), user, device, b"").await;
+    let LoginOutcome::Accepted(device) = outcome else {
+        panic!("login of {user} refused: {outcome:?}")
+    };
+    match client.recv().await {
+        ServerPacket::RequestUserListsSync(_) => {}
+        other => panic!("expected 259 after 257, got {other:?}"),
+    }
+    client
+        .send(UserListsSync {
+            friends: vcom_protocol::ListSync::InSync,
+            blocks: vcom_protocol::ListSync::InSync,
+        })
+        .await;
+    Session {
+        client,
+        device,
+        identity: identity.clone(),
+    }
+}

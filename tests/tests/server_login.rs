@@ -1,0 +1,289 @@
+//! Login over real TLS: 257 with device ids, and every ConnectionDenied (258) code in
+//! the order `DESIGN.md` section 2 fixes.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use vcom_protocol::{DenyCode, DeviceId, ServerPacket, Timestamp};
+use vcom_server::admin::{EntryKind, ListName};
+use vcom_server::{AdminRequest, AuthMode, Registration};
+use vcom_tests::harness::{
+    Identity, LoginOutcome, RawClient, TestServer, attempt_login, login, login_as,
+};
+
+fn denied(code: DenyCode) -> LoginOutcome {
+    LoginOutcome::Denied(code)
+}
+
+async fn policy_add(server: &TestServer, list: ListName, kind: EntryKind, value: &str) {
+    server
+        .admin(AdminRequest::PolicyAdd {
+            list,
+            kind,
+            value: value.into(),
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn a_new_device_gets_an_id_then_259_and_keeps_the_id_on_relogin() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), |_| {}).await;
+    let alice = Identity::generate("alice");
+    let (mut client, outcome) =
+        attempt_login(&server, Some(&alice), "alice", DeviceId::NEW, b"").await;
+    let LoginOutcome::Accepted(device) = outcome else {
+        panic!("{outcome:?}")
+    };
+    assert!(device.get() > 0, "issued device ids are positive");
+    match client.recv().await {
+        ServerPacket::RequestUserListsSync(r) => {
+            assert_eq!((r.friends, r.blocks), (Timestamp::NEVER, Timestamp::NEVER));
+        }
+        other => panic!("expected 259, got {other:?}"),
+    }
+    drop(client);
+    let again = login_as(&server, "alice", &alice, device).await;
+    assert_eq!(again.device, device);
+    let second = login_as(&server, "alice", &alice, DeviceId::NEW).await;
+    assert_ne!(second.device, device, "a second device gets its own id");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_invalid_user_identifier_is_code_7() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), |_| {}).await;
+    let id = Identity::generate("x");
+    for bad in ["", "a\nb", &"x".repeat(65)] {
+        let (_, outcome) = attempt_login(&server, Some(&id), bad, DeviceId::NEW, b"").await;
+        assert_eq!(outcome, denied(DenyCode::InvalidUser), "for {bad:?}");
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn blacklists_whitelist_and_password_are_codes_0_to_3_in_that_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), |c| c.password = Some("s3cret".into())).await;
+    let id = Identity::generate("u");
+    let try_login = |user: &'static str, password: &'static [u8]| {
+        let (server, id) = (&server, &id);
+        async move {
+            attempt_login(server, Some(id), user, DeviceId::NEW, password)
+                .await
+                .1
+        }
+    };
+
+    assert_eq!(
+        try_login("carol", b"wrong").await,
+        denied(DenyCode::WrongPassword)
+    );
+    assert_eq!(
+        try_login("carol", b"").await,
+        denied(DenyCode::WrongPassword)
+    );
+
+    // A whitelist naming someone else refuses carol before her password is looked at.
+    policy_add(&server, ListName::Whitelist, EntryKind::User, "dave").await;
+    assert_eq!(
+        try_login("carol", b"wrong").await,
+        denied(DenyCode::NotWhitelisted)
+    );
+
+    // The IP blacklist comes before the whitelist.
+    policy_add(&server, ListName::Blacklist, EntryKind::Ip, "127.0.0.0/8").await;
+    assert_eq!(
+        try_login("carol", b"wrong").await,
+        denied(DenyCode::IpBlacklisted)
+    );
+
+    // The user blacklist comes before the IP blacklist.
+    policy_add(&server, ListName::Blacklist, EntryKind::User, "carol").await;
+    assert_eq!(
+        try_login("carol", b"wrong").await,
+        denied(DenyCode::UserBlacklisted)
+    );
+
+    // Removing the entries lets a whitelisted user with the password in.
+    server
+        .admin(AdminRequest::PolicyRemove {
+            list: ListName::Blacklist,
+            kind: EntryKind::Ip,
+            value: "127.0.0.0/8".into(),
+        })
+        .await;
+    assert_eq!(
+        try_login("carol", b"s3cret").await,
+        denied(DenyCode::UserBlacklisted)
+    );
+    assert_eq!(
+        try_login("erin", b"s3cret").await,
+        denied(DenyCode::NotWhitelisted)
+    );
+    assert!(matches!(
+        try_login("dave", b"s3cret").await,
+        LoginOutcome::Accepted(_)
+    ));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_ip_whitelist_entry_admits_everyone_from_that_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), |_| {}).await;
+    policy_add(&server, ListName::Whitelist, EntryKind::Ip, "127.0.0.1").await;
+    let (_, outcome) = attempt_login(
+        &server,
+        Some(&Identity::generate("f")),
+        "frank",
+        DeviceId::NEW,
+        b"",
+    )
+    .await;
+    assert!(matches!(outcome, LoginOutcome::Accepted(_)));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn closed_registration_refuses_unknown_users_with_code_7() {
+    let dir = tempfile::tempdir().unwrap();
+    let alice = Identity::generate("alice");
+    let server = TestServer::start(dir.path(), |_| {}).await;
+    login_as(&server, "alice", &alice, DeviceId::NEW).await;
+    server.stop().await;
+
+    let server = TestServer::start(dir.path(), |c| c.registration = Registration::Closed).await;
+    let (_, outcome) = attempt_login(
+        &server,
+        Some(&Identity::generate("bob")),
+        "bob",
+        DeviceId::NEW,
+        b"",
+    )
+    .await;
+    assert_eq!(outcome, denied(DenyCode::InvalidUser));
+    let (_, outcome) = attempt_login(&server, Some(&alice), "alice", DeviceId::NEW, b"").await;
+    assert!(
+        matches!(outcome, LoginOutcome::Accepted(_)),
+        "known users still log in"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn another_key_or_no_certificate_is_code_4_until_the_key_is_reset() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), |_| {}).await;
+    let first = login(&server, "alice").await;
+    let thief = Identity::generate("alice");
+    let (_, outcome) = attempt_login(&server, Some(&thief), "alice", DeviceId::NEW, b"").await;
+    assert_eq!(outcome, denied(DenyCode::KeyMismatch));
+    let (_, outcome) = attempt_login(&server, None, "alice", DeviceId::NEW, b"").await;
+    assert_eq!(outcome, denied(DenyCode::KeyMismatch));
+    let (_, outcome) = attempt_login(&server, None, "newcomer", DeviceId::NEW, b"").await;
+    assert_eq!(
+        outcome,
+        denied(DenyCode::KeyMismatch),
+        "key auth needs a certificate"
+    );
+
+    let out = server
+        .admin(AdminRequest::UserResetKey {
+            user: "alice".into(),
+        })
+        .await;
+    assert!(out.contains("reset"), "{out}");
+    let (_, outcome) = attempt_login(&server, Some(&thief), "alice", DeviceId::NEW, b"").await;
+    assert!(
+        matches!(outcome, LoginOutcome::Accepted(_)),
+        "the next login binds the new key"
+    );
+    let (_, outcome) =
+        attempt_login(&server, Some(&first.identity), "alice", first.device, b"").await;
+    assert_eq!(
+        outcome,
+        denied(DenyCode::KeyMismatch),
+        "the old key is no longer bound"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn open_auth_needs_no_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), |c| c.auth = AuthMode::Open).await;
+    let (_, outcome) = attempt_login(&server, None, "oldclient", DeviceId::NEW, b"").await;
+    assert!(matches!(outcome, LoginOutcome::Accepted(_)));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_device_id_not_issued_to_the_user_is_code_5() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), |_| {}).await;
+    let alice = login(&server, "alice").await;
+    let bob = Identity::generate("bob");
+    let (_, outcome) = attempt_login(&server, Some(&bob), "bob", alice.device, b"").await;
+    assert_eq!(
+        outcome,
+        denied(DenyCode::UnknownDevice),
+        "another user's device"
+    );
+    let (_, outcome) = attempt_login(&server, Some(&bob), "bob", DeviceId(987_654), b"").await;
+    assert_eq!(
+        outcome,
+        denied(DenyCode::UnknownDevice),
+        "a device never issued"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_full_server_or_address_is_code_6() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), |c| c.max_connections = 1).await;
+    let _first = login(&server, "alice").await;
+    let (_, outcome) = attempt_login(
+        &server,
+        Some(&Identity::generate("b")),
+        "bob",
+        DeviceId::NEW,
+        b"",
+    )
+    .await;
+    assert_eq!(outcome, denied(DenyCode::ServerFull));
+    server.stop().await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), |c| c.max_connections_per_ip = 1).await;
+    let _first = login(&server, "alice").await;
+    let (_, outcome) = attempt_login(
+        &server,
+        Some(&Identity::generate("b")),
+        "bob",
+        DeviceId::NEW,
+        b"",
+    )
+    .await;
+    assert_eq!(outcome, denied(DenyCode::ServerFull));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_that_does_not_log_in_in_time_is_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), |c| c.login_timeout_secs = 1).await;
+    let mut idle = RawClient::connect(&server, Some(&Identity::generate("idle"))).await;
+    assert!(idle.recv_until_closed().await.is_empty());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_packet_other_than_256_before_login_closes_the_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), |_| {}).await;
+    let mut early = RawClient::connect(&server, Some(&Identity::generate("e"))).await;
+    early.send(vcom_protocol::Ping { nonce: 1 }).await;
+    assert!(early.recv_until_closed().await.is_empty());
+    server.stop().await;
+}
