@@ -1,0 +1,331 @@
+//! Direct and group messages, offline delivery across a restart, the block list,
+//! group membership and broadcasts, over real TLS.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use bytes::Bytes;
+use vcom_protocol::{
+    GroupId, ListSync, MessageKind, SendGroupMessage, SendUserMessage, ServerPacket, Timestamp,
+    UserId, UserListsSync,
+};
+use vcom_server::AdminRequest;
+use vcom_tests::harness::{Session, TestServer, login, login_as};
+
+fn uid(s: &str) -> UserId {
+    UserId::new(s).unwrap()
+}
+
+fn direct(to: &str, text: &str, at: i64) -> SendUserMessage {
+    SendUserMessage {
+        recipient: uid(to),
+        sent_at: Timestamp(at),
+        kind: MessageKind::Text,
+        data: Bytes::from(text.to_owned()),
+    }
+}
+
+fn to_group(group: GroupId, text: &str) -> SendGroupMessage {
+    SendGroupMessage {
+        group,
+        sent_at: Timestamp(42),
+        kind: MessageKind::Text,
+        data: Bytes::from(text.to_owned()),
+    }
+}
+
+/// The next packet, which must be a direct message: (sender, read, text).
+async fn next_direct(s: &mut Session) -> (String, bool, String) {
+    match s.client.recv().await {
+        ServerPacket::UserMessage(m) => (
+            m.sender.to_string(),
+            m.read,
+            String::from_utf8(m.data.to_vec()).unwrap(),
+        ),
+        other => panic!("expected 264, got {other:?}"),
+    }
+}
+
+async fn create_group(server: &TestServer, members: &[&str]) -> GroupId {
+    let out = server
+        .admin(AdminRequest::GroupCreate {
+            name: "team".into(),
+            members: members.iter().map(|m| m.to_string()).collect(),
+        })
+        .await;
+    GroupId(out.trim().parse().unwrap())
+}
+
+#[tokio::test]
+async fn a_direct_message_reaches_every_online_device_of_the_recipient() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), |_| {}).await;
+    let mut bob1 = login(&server, "bob").await;
+    let mut bob2 = login_as(&server, "bob", &bob1.identity, vcom_protocol::DeviceId::NEW).await;
+    let mut alice = login(&server, "alice").await;
+    let image = Bytes::from_static(&[0x89, b'P', b'N', b'G', 0, 255]);
+    alice
+        .client
+        .send(direct("bob", "hi bob", 1_700_000_000_000))
+        .await;
+    alice
+        .client
+        .send(SendUserMessage {
+            recipient: uid("bob"),
+            sent_at: Timestamp(7),
+            kind: MessageKind::Image,
+            data: image.clone(),
+        })
+        .await;
+    for bob in [&mut bob1, &mut bob2] {
+        match bob.client.recv().await {
+            ServerPacket::UserMessage(m) => {
+                assert_eq!(m.sender, uid("alice"));
+                assert!(!m.read);
+                assert_eq!(
+                    m.sent_at,
+                    Timestamp(1_700_000_000_000),
+                    "the mailing date is the sender's timestamp"
+                );
+                assert_eq!(m.kind, MessageKind::Text);
+                assert_eq!(&m.data[..], b"hi bob");
+            }
+            other => panic!("expected 264, got {other:?}"),
+        }
+        match bob.client.recv().await {
+            ServerPacket::UserMessage(m) => {
+                assert_eq!(m.kind, MessageKind::Image);
+                assert_eq!(m.data, image, "image bytes arrive byte-exact");
+            }
+            other => panic!("expected 264, got {other:?}"),
+        }
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn messages_for_an_offline_user_survive_a_restart_and_arrive_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), |_| {}).await;
+    let bob = login(&server, "bob").await;
+    let (bob_identity, bob_device) = (bob.identity.clone(), bob.device);
+    drop(bob);
+    let mut alice = login(&server, "alice").await;
+    for i in 0..20 {
+        alice
+            .client
+            .send(direct("bob", &format!("message {i}"), i))
+            .await;
+    }
+    alice.client.round_trip().await; // every message is stored before the Pong
+    server.stop().await;
+
+    let server = TestServer::start(dir.path(), |_| {}).await;
+    let mut bob = login_as(&server, "bob", &bob_identity, bob_device).await;
+    for i in 0..20 {
+        let (from, read, text) = next_direct(&mut bob).await;
+        assert_eq!(
+            (from.as_str(), read, text),
+            ("alice", false, format!("message {i}"))
+        );
+    }
+    // The writer records the backlog as delivered before it writes anything queued
+    // later, so once the Pong arrives the delivery is on disk.
+    bob.client.round_trip().await;
+    // Delivered once: a fresh login of the same device gets nothing more.
+    drop(bob);
+    let mut bob = login_as(&server, "bob", &bob_identity, bob_device).await;
+    assert!(bob.client.round_trip().await.is_empty());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_message_seen_on_one_device_arrives_read_on_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), |_| {}).await;
+    let mut bob1 = login(&server, "bob").await;
+    let bob2 = login_as(&server, "bob", &bob1.identity, vcom_protocol::DeviceId::NEW).await;
+    let (id2, dev2) = (bob2.identity.clone(), bob2.device);
+    drop(bob2);
+    let mut alice = login(&server, "alice").await;
+    alice
+        .client
+        .send(direct("bob", "seen on device one", 1))
+        .await;
+    assert_eq!(
+        next_direct(&mut bob1).await,
+        ("alice".into(), false, "seen on device one".into())
+    );
+    // The writer records a batch as delivered before it writes the next batch, so the
+    // second Pong proves the first batch's delivery is on disk.
+    bob1.client.round_trip().await;
+    bob1.client.round_trip().await;
+
+    let mut bob2 = login_as(&server, "bob", &id2, dev2).await;
+    assert_eq!(
+        next_direct(&mut bob2).await,
+        ("alice".into(), true, "seen on device one".into())
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_message_from_a_blocked_sender_is_dropped_silently() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), |_| {}).await;
+    let mut bob = login(&server, "bob").await;
+    bob.client
+        .send(UserListsSync {
+            friends: ListSync::InSync,
+            blocks: ListSync::Upload(vec![uid("mallory")]),
+        })
+        .await;
+    assert!(matches!(
+        bob.client.recv().await,
+        ServerPacket::RequestUserListsSync(_)
+    ));
+    let mut mallory = login(&server, "mallory").await;
+    let mut carol = login(&server, "carol").await;
+    mallory.client.send(direct("bob", "spam", 1)).await;
+    assert!(
+        mallory.client.round_trip().await.is_empty(),
+        "the sender is not told"
+    );
+    carol.client.send(direct("bob", "hello", 2)).await;
+    assert_eq!(
+        next_direct(&mut bob).await,
+        ("carol".into(), false, "hello".into())
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_message_to_an_unknown_user_is_dropped_and_the_sender_carries_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), |_| {}).await;
+    let mut alice = login(&server, "alice").await;
+    alice.client.send(direct("nobody", "hello?", 1)).await;
+    assert!(alice.client.round_trip().await.is_empty());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn group_messages_reach_members_but_not_the_sending_device() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), |_| {}).await;
+    let mut alice1 = login(&server, "alice").await;
+    let mut alice2 = login_as(
+        &server,
+        "alice",
+        &alice1.identity,
+        vcom_protocol::DeviceId::NEW,
+    )
+    .await;
+    let mut bob = login(&server, "bob").await;
+    let mut carol = login(&server, "carol").await;
+    let group = create_group(&server, &["alice", "bob"]).await;
+
+    alice1.client.send(to_group(group, "hello team")).await;
+    for member in [&mut alice2, &mut bob] {
+        match member.client.recv().await {
+            ServerPacket::GroupMessage(m) => {
+                assert_eq!(
+                    (m.sender.as_str(), m.group, m.read),
+                    ("alice", group, false)
+                );
+                assert_eq!(&m.data[..], b"hello team");
+            }
+            other => panic!("expected 265, got {other:?}"),
+        }
+    }
+    assert!(
+        alice1.client.round_trip().await.is_empty(),
+        "not echoed to the sending device"
+    );
+
+    // A non-member's message is dropped; after being added, carol can send.
+    carol.client.send(to_group(group, "let me in")).await;
+    assert!(carol.client.round_trip().await.is_empty());
+    server
+        .admin(AdminRequest::GroupAdd {
+            group: group.get(),
+            user: "carol".into(),
+        })
+        .await;
+    carol.client.send(to_group(group, "thanks")).await;
+    match bob.client.recv().await {
+        ServerPacket::GroupMessage(m) => {
+            assert_eq!((&m.data[..], m.sender.as_str()), (&b"thanks"[..], "carol"))
+        }
+        other => panic!("expected carol's 265, got {other:?}"),
+    }
+    // A removed member no longer receives.
+    server
+        .admin(AdminRequest::GroupRemove {
+            group: group.get(),
+            user: "bob".into(),
+        })
+        .await;
+    alice1.client.send(to_group(group, "bye bob")).await;
+    alice1.client.round_trip().await;
+    carol.client.round_trip().await;
+    alice1
+        .client
+        .send(direct("bob", "direct still works", 1))
+        .await;
+    match bob.client.recv().await {
+        ServerPacket::UserMessage(m) => assert_eq!(&m.data[..], b"direct still works"),
+        other => panic!("bob got {other:?} after leaving the group"),
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_group_message_for_an_offline_member_is_delivered_at_login() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), |_| {}).await;
+    let bob = login(&server, "bob").await;
+    let (bob_id, bob_dev) = (bob.identity.clone(), bob.device);
+    drop(bob);
+    let mut alice = login(&server, "alice").await;
+    let group = create_group(&server, &["alice", "bob"]).await;
+    alice
+        .client
+        .send(to_group(group, "while you were out"))
+        .await;
+    alice.client.round_trip().await;
+    let mut bob = login_as(&server, "bob", &bob_id, bob_dev).await;
+    match bob.client.recv().await {
+        ServerPacket::GroupMessage(m) => {
+            assert_eq!((&m.data[..], m.group), (&b"while you were out"[..], group))
+        }
+        other => panic!("expected 265, got {other:?}"),
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_broadcast_reaches_every_online_device() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), |_| {}).await;
+    let mut sessions = vec![login(&server, "alice").await, login(&server, "bob").await];
+    let extra = login_as(
+        &server,
+        "bob",
+        &sessions[1].identity,
+        vcom_protocol::DeviceId::NEW,
+    )
+    .await;
+    sessions.push(extra);
+    let out = server
+        .admin(AdminRequest::Broadcast {
+            text: "maintenance at 5 ✓".into(),
+        })
+        .await;
+    assert!(out.contains('3'), "{out}");
+    for s in &mut sessions {
+        match s.client.recv().await {
+            ServerPacket::Broadcast(b) => assert_eq!(b.text, "maintenance at 5 ✓"),
+            other => panic!("expected 263, got {other:?}"),
+        }
+    }
+    server.stop().await;
+}
