@@ -4,6 +4,10 @@
 //! data directory. [`RawClient`] speaks the wire protocol directly, so tests can send
 //! exactly the bytes they mean, including malformed ones. Every wait is bounded by
 //! [`TIMEOUT`]; a test that would hang fails instead.
+//!
+//! This is test support: a failed expectation here is a failed test, so it panics with
+//! a message rather than returning errors.
+#![allow(clippy::expect_used)]
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -216,10 +216,16 @@ impl ServerConfig {
     pub fn from_toml(text: &str, origin: &Path) -> Result<Self, ConfigError> {
         let config: ServerConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: origin.to_owned(),
-            message: e.message().to_owned()
-                + &e.span()
-                    .map(|s| format!(" (at byte {})", s.start))
-                    .unwrap_or_default(),
+            message: match e.span() {
+                // Name the line and quote it, so the key at fault is in the one line.
+                Some(span) => {
+                    let start = span.start.min(text.len());
+                    let line_no = text[..start].matches('\n').count() + 1;
+                    let line = text.lines().nth(line_no - 1).unwrap_or("").trim();
+                    format!("line {line_no} (`{line}`): {}", e.message())
+                }
+                None => e.message().to_owned(),
+            },
         })?;
         config.validate()?;
         Ok(config)

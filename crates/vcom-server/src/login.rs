@@ -69,10 +69,10 @@ pub(crate) async fn check<S: Store>(
             return deny(DenyCode::NotWhitelisted);
         }
     }
-    if let Some(expected) = &shared.config.password {
-        if !password_matches(expected.as_bytes(), &request.password) {
-            return deny(DenyCode::WrongPassword);
-        }
+    if let Some(expected) = &shared.config.password
+        && !password_matches(expected.as_bytes(), &request.password)
+    {
+        return deny(DenyCode::WrongPassword);
     }
     let known = shared.store.user(&user).await?;
     if known.is_none() && shared.config.registration == Registration::Closed {
@@ -84,10 +84,10 @@ pub(crate) async fn check<S: Store>(
             let Some(key) = key else {
                 return deny(DenyCode::KeyMismatch);
             };
-            if let Some(bound) = known.as_ref().and_then(|u| u.key) {
-                if bound != key {
-                    return deny(DenyCode::KeyMismatch);
-                }
+            if let Some(bound) = known.as_ref().and_then(|u| u.key)
+                && bound != key
+            {
+                return deny(DenyCode::KeyMismatch);
             }
             Some(key)
         }

@@ -75,13 +75,12 @@ impl Transfers {
 
     fn next_id(&self) -> TransferId {
         // Positive identifiers; after i32::MAX they start again at 1.
-        let id = self
+        let step = |n: i32| n.checked_add(1).unwrap_or(1);
+        let prev = self
             .next
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-                Some(if n >= i32::MAX { 1 } else { n + 1 })
-            });
-        let prev = id.unwrap_or(0);
-        TransferId(if prev >= i32::MAX { 1 } else { prev + 1 })
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| Some(step(n)))
+            .unwrap_or(0);
+        TransferId(step(prev))
     }
 
     /// How many transfers are in progress.
@@ -431,10 +430,8 @@ pub(crate) async fn connection_closed<S: Store>(conn: &Conn<S>) {
                         devices.is_empty()
                     }
                 };
-            if gone {
-                if let Some(t) = map.remove(&id) {
-                    ended.push((id, t));
-                }
+            if gone && let Some(t) = map.remove(&id) {
+                ended.push((id, t));
             }
         }
     }
