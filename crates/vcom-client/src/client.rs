@@ -1,0 +1,289 @@
+//! The application's handle: cheap to clone, it talks to the connection's session task.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
+use vcom_protocol::{
+    ClientPacket, DeviceId, GroupId, Limits, MessageKind, SendGroupMessage, SendUserMessage, UserId,
+};
+
+use crate::ClientError;
+use crate::config::ClientConfig;
+use crate::event::EventStream;
+use crate::history::{History, HistoryEntry, HistoryQuery};
+use crate::session::{Command, Handles};
+use crate::sync::{ListKind, Lists};
+use crate::transfer::{self, TransferHandle};
+
+/// A connection to a vCom server, logged in as one user on one device.
+///
+/// Clones share the connection. Dropping every clone (and every unanswered file offer)
+/// closes it, as does [`Client::close`]. Every method fails with
+/// [`ClientError::Closed`] once the connection has ended.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    user: UserId,
+    device: DeviceId,
+    limits: Limits,
+    out: mpsc::Sender<ClientPacket>,
+    commands: mpsc::Sender<Command>,
+    lists: watch::Receiver<Lists>,
+    history: History,
+    received: Arc<AtomicU64>,
+    request_slot: Arc<Semaphore>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("user", &self.inner.user)
+            .field("device", &self.inner.device)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// Connects to the server, verifies it, logs in, and starts the connection task.
+    ///
+    /// Creates the profile and the identity on first use, pins the server's certificate
+    /// as the trust mode says, and stores the device identifier the server issues.
+    /// Returns the handle and the stream of events; read the stream (or drop it).
+    pub async fn connect(config: ClientConfig) -> Result<(Client, EventStream), ClientError> {
+        crate::login::connect(config).await
+    }
+
+    pub(crate) fn new(
+        user: UserId,
+        device: DeviceId,
+        limits: Limits,
+        history: History,
+        handles: Handles,
+    ) -> Client {
+        Client {
+            inner: Arc::new(Inner {
+                user,
+                device,
+                limits,
+                out: handles.out,
+                commands: handles.commands,
+                lists: handles.lists,
+                history,
+                received: handles.received,
+                request_slot: Arc::new(Semaphore::new(1)),
+            }),
+        }
+    }
+
+    /// The logged-in user.
+    pub fn user(&self) -> &UserId {
+        &self.inner.user
+    }
+
+    /// The device identifier the server issued (stored in the profile for next time).
+    pub fn device_id(&self) -> DeviceId {
+        self.inner.device
+    }
+
+    /// Sends a text message to a user (266).
+    pub async fn send_text(&self, to: &UserId, text: &str) -> Result<(), ClientError> {
+        self.send_direct(
+            to,
+            MessageKind::Text,
+            Bytes::copy_from_slice(text.as_bytes()),
+        )
+        .await
+    }
+
+    /// Sends image data to a user (266).
+    pub async fn send_image(&self, to: &UserId, data: Bytes) -> Result<(), ClientError> {
+        self.send_direct(to, MessageKind::Image, data).await
+    }
+
+    /// Sends a text message to a group this user is a member of (267).
+    pub async fn send_group_text(&self, group: GroupId, text: &str) -> Result<(), ClientError> {
+        self.send_group(
+            group,
+            MessageKind::Text,
+            Bytes::copy_from_slice(text.as_bytes()),
+        )
+        .await
+    }
+
+    /// Sends image data to a group this user is a member of (267).
+    pub async fn send_group_image(&self, group: GroupId, data: Bytes) -> Result<(), ClientError> {
+        self.send_group(group, MessageKind::Image, data).await
+    }
+
+    async fn send_direct(
+        &self,
+        to: &UserId,
+        kind: MessageKind,
+        data: Bytes,
+    ) -> Result<(), ClientError> {
+        self.check_message_len(&data)?;
+        let packet = SendUserMessage {
+            recipient: to.clone(),
+            sent_at: crate::now(),
+            kind,
+            data,
+        };
+        self.send(packet.into()).await
+    }
+
+    async fn send_group(
+        &self,
+        group: GroupId,
+        kind: MessageKind,
+        data: Bytes,
+    ) -> Result<(), ClientError> {
+        self.check_message_len(&data)?;
+        let packet = SendGroupMessage {
+            group,
+            sent_at: crate::now(),
+            kind,
+            data,
+        };
+        self.send(packet.into()).await
+    }
+
+    fn check_message_len(&self, data: &[u8]) -> Result<(), ClientError> {
+        let max = self.inner.limits.max_message_len;
+        if data.len() > max {
+            return Err(ClientError::InvalidInput(format!(
+                "a message may hold at most {max} bytes, this one has {}",
+                data.len()
+            )));
+        }
+        Ok(())
+    }
+
+    async fn send(&self, packet: ClientPacket) -> Result<(), ClientError> {
+        self.inner
+            .out
+            .send(packet)
+            .await
+            .map_err(|_| ClientError::Closed)
+    }
+
+    async fn command<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, ClientError> {
+        let (reply, answer) = oneshot::channel();
+        self.inner
+            .commands
+            .send(make(reply))
+            .await
+            .map_err(|_| ClientError::Closed)?;
+        answer.await.map_err(|_| ClientError::Closed)
+    }
+
+    /// Both lists as they are now, with their timestamps.
+    pub fn lists(&self) -> Lists {
+        self.inner.lists.borrow().clone()
+    }
+
+    /// The friend list.
+    pub fn friends(&self) -> Vec<UserId> {
+        self.inner.lists.borrow().friends.entries.clone()
+    }
+
+    /// The block list.
+    pub fn blocks(&self) -> Vec<UserId> {
+        self.inner.lists.borrow().blocks.entries.clone()
+    }
+
+    async fn change_list(
+        &self,
+        kind: ListKind,
+        user: &UserId,
+        add: bool,
+    ) -> Result<bool, ClientError> {
+        let user = user.clone();
+        self.command(|reply| Command::ChangeList {
+            kind,
+            user,
+            add,
+            reply,
+        })
+        .await?
+    }
+
+    /// Adds a friend and uploads the friend list; `false` if already a friend.
+    pub async fn add_friend(&self, user: &UserId) -> Result<bool, ClientError> {
+        self.change_list(ListKind::Friends, user, true).await
+    }
+
+    /// Removes a friend and uploads the friend list; `false` if not a friend.
+    pub async fn remove_friend(&self, user: &UserId) -> Result<bool, ClientError> {
+        self.change_list(ListKind::Friends, user, false).await
+    }
+
+    /// Blocks a user (the server drops their messages to us) and uploads the block list;
+    /// `false` if already blocked.
+    pub async fn block(&self, user: &UserId) -> Result<bool, ClientError> {
+        self.change_list(ListKind::Blocks, user, true).await
+    }
+
+    /// Unblocks a user and uploads the block list; `false` if not blocked.
+    pub async fn unblock(&self, user: &UserId) -> Result<bool, ClientError> {
+        self.change_list(ListKind::Blocks, user, false).await
+    }
+
+    /// Starts sending the file at `path` to a user; the file name sent is the path's
+    /// last component. Fails at once if the file cannot be opened, is empty, or is
+    /// larger than 2 GiB - 1 (the protocol's limit). File requests of one connection are
+    /// made one at a time, as the protocol requires.
+    pub async fn send_file(&self, to: &UserId, path: &Path) -> Result<TransferHandle, ClientError> {
+        let ctx = transfer::Outgoing {
+            commands: self.inner.commands.clone(),
+            out: self.inner.out.clone(),
+            request_slot: self.inner.request_slot.clone(),
+        };
+        transfer::start(ctx, to.clone(), path, &self.inner.limits).await
+    }
+
+    /// Messages from the local history, oldest first.
+    pub async fn history(&self, query: HistoryQuery) -> Result<Vec<HistoryEntry>, ClientError> {
+        self.inner.history.query(query).await
+    }
+
+    /// The local history database.
+    pub fn history_store(&self) -> &History {
+        &self.inner.history
+    }
+
+    /// How many messages (direct and group) this connection has received and stored.
+    pub fn received_count(&self) -> u64 {
+        self.inner.received.load(Ordering::Relaxed)
+    }
+
+    /// Sends a Ping (512) and waits for its Pong; returns the round-trip time.
+    ///
+    /// Packets are handled in order, so when this returns, everything the server sent
+    /// before its Pong (e.g. the messages stored for this device at login) has been
+    /// written to the history.
+    pub async fn ping(&self) -> Result<Duration, ClientError> {
+        let start = Instant::now();
+        self.command(|reply| Command::Ping { reply }).await?;
+        Ok(start.elapsed())
+    }
+
+    /// Closes the connection: sends what is queued, ends TLS cleanly, and waits until
+    /// that is done. The event stream then ends with `Disconnected { reason: Closed }`.
+    /// Closing a closed connection is not an error.
+    pub async fn close(&self) -> Result<(), ClientError> {
+        match self.command(|reply| Command::Close { reply }).await {
+            Ok(()) | Err(ClientError::Closed) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
