@@ -229,6 +229,19 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
         .await
         .context("cannot start the server")?;
     let shutdown = server.shutdown_handle();
+    // Signal handlers go in before the ready line: a supervisor may stop the server as
+    // soon as it has read that line, and must get a graceful shutdown.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot install the SIGTERM handler")?;
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .context("cannot install the SIGINT handler")?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = int.recv() => tracing::info!("SIGINT received"),
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+        }
+        shutdown.shutdown();
+    });
     let mut stdout = std::io::stdout().lock();
     writeln!(
         stdout,
@@ -239,15 +252,6 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
     .and_then(|()| stdout.flush())
     .context("cannot write the ready line")?;
     drop(stdout);
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("cannot install the SIGTERM handler")?;
-    tokio::spawn(async move {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
-            _ = term.recv() => tracing::info!("SIGTERM received"),
-        }
-        shutdown.shutdown();
-    });
     server.run().await.context("server failed")?;
     Ok(())
 }
