@@ -414,4 +414,17 @@ mod tests {
         let err = ServerConfig::from_toml("[tls]\ncert = \"a\"", Path::new("c.toml")).unwrap_err();
         assert!(err.to_string().contains("tls"), "{err}");
     }
+
+    #[test]
+    fn the_example_in_the_configuration_docs_is_valid() {
+        let doc = include_str!("../../../docs/configuration.md");
+        let example = doc
+            .split("```toml")
+            .nth(1)
+            .and_then(|rest| rest.split("```").next())
+            .expect("docs/configuration.md has a toml example");
+        let c = ServerConfig::from_toml(example, Path::new("configuration.md")).unwrap();
+        assert_eq!(c.max_file_size, 104_857_600);
+        assert_eq!(c.tls.names, vec!["chat.example.org".to_string()]);
+    }
 }
