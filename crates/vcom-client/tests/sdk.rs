@@ -1,0 +1,433 @@
+//! The SDK against a real server over TLS: login, pinning, identities, list sync,
+//! messages, history and file transfers.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+mod support;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use support::{TIMEOUT, TestServer, uid, wait_for, wait_until};
+use vcom_client::{
+    AbortReason, Client, ClientError, DenyCode, DisconnectReason, Event, HistoryQuery, MessageKind,
+    Profile, TransferOutcome, Trust,
+};
+
+#[tokio::test]
+async fn a_new_device_gets_an_id_that_the_next_login_reuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&dir.path().join("server")).await;
+    let profile = dir.path().join("alice");
+
+    let (client, _events) = server.connect("alice", &profile).await;
+    let device = client.device_id();
+    assert!(device.get() > 0);
+    client.close().await.unwrap();
+
+    let stored = Profile::open(&profile).unwrap();
+    assert_eq!(stored.state().device_id, Some(device));
+    assert_eq!(
+        stored.state().server_fingerprint.as_deref(),
+        Some(server.cert_sha256.as_str())
+    );
+
+    let (again, _events) = server.connect("alice", &profile).await;
+    assert_eq!(again.device_id(), device);
+    again.close().await.unwrap();
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_pinned_fingerprint_refuses_a_server_with_another_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = TestServer::start(&dir.path().join("first")).await;
+    let profile = dir.path().join("alice");
+    let (client, _events) = first.connect("alice", &profile).await;
+    client.close().await.unwrap();
+
+    // Another server (another data directory) has another generated certificate.
+    let second = TestServer::start(&dir.path().join("second")).await;
+    assert_ne!(first.cert_sha256, second.cert_sha256);
+    match second.try_connect(second.config("alice", &profile)).await {
+        Err(ClientError::FingerprintMismatch { expected, found }) => {
+            assert_eq!(expected, first.cert_sha256);
+            assert_eq!(found, second.cert_sha256);
+        }
+        other => panic!("expected a fingerprint mismatch, got {other:?}"),
+    }
+
+    // An explicit pin is checked the same way, and a right one is accepted.
+    let fresh = dir.path().join("bob");
+    let wrong = second
+        .config("bob", &fresh)
+        .with_trust(Trust::Fingerprint(first.cert_sha256.clone()));
+    assert!(matches!(
+        second.try_connect(wrong).await,
+        Err(ClientError::FingerprintMismatch { .. })
+    ));
+    let right = second
+        .config("bob", &fresh)
+        .with_trust(Trust::Fingerprint(second.cert_sha256.to_uppercase()));
+    let (bob, _events) = second.try_connect(right).await.unwrap();
+    bob.close().await.unwrap();
+
+    // Without a pin and without trust on first use, nothing is trusted.
+    let strict = second
+        .config("carol", &dir.path().join("carol"))
+        .with_trust(Trust::PinnedOnly);
+    assert!(matches!(
+        second.try_connect(strict).await,
+        Err(ClientError::NoPinnedFingerprint)
+    ));
+    first.stop().await;
+    second.stop().await;
+}
+
+#[tokio::test]
+async fn a_second_device_with_the_imported_identity_logs_in_and_a_foreign_key_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&dir.path().join("server")).await;
+    let laptop = dir.path().join("laptop");
+    let (first, _events) = server.connect("alice", &laptop).await;
+
+    let exported = dir.path().join("alice.pem");
+    Profile::open(&laptop)
+        .unwrap()
+        .export_identity(&exported)
+        .unwrap();
+    let phone = dir.path().join("phone");
+    Profile::open(&phone)
+        .unwrap()
+        .import_identity(&exported)
+        .unwrap();
+    let (second, _events) = server.connect("alice", &phone).await;
+    assert_ne!(second.device_id(), first.device_id());
+
+    // A profile with its own, new key cannot log in as alice.
+    let intruder = server
+        .try_connect(server.config("alice", &dir.path().join("intruder")))
+        .await;
+    assert!(matches!(
+        intruder,
+        Err(ClientError::LoginDenied(DenyCode::KeyMismatch))
+    ));
+    first.close().await.unwrap();
+    second.close().await.unwrap();
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn friend_and_block_lists_sync_both_ways_between_two_devices() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&dir.path().join("server")).await;
+    let laptop = dir.path().join("laptop");
+    let (one, mut one_events) = server.connect("alice", &laptop).await;
+    assert!(one.add_friend(&uid("bob")).await.unwrap());
+    assert!(!one.add_friend(&uid("bob")).await.unwrap());
+    assert!(one.block(&uid("spammer")).await.unwrap());
+    assert_eq!(one.friends(), vec![uid("bob")]);
+    // The server answers each upload with a fresh 259, whose timestamps are adopted.
+    one.ping().await.unwrap();
+
+    let exported = dir.path().join("alice.pem");
+    Profile::open(&laptop)
+        .unwrap()
+        .export_identity(&exported)
+        .unwrap();
+    let phone = dir.path().join("phone");
+    Profile::open(&phone)
+        .unwrap()
+        .import_identity(&exported)
+        .unwrap();
+
+    // Device two starts empty and downloads both lists at login.
+    let (two, mut two_events) = server.connect("alice", &phone).await;
+    wait_until(&two, &mut two_events, "both lists on device two", |c| {
+        c.friends() == vec![uid("bob")] && c.blocks() == vec![uid("spammer")]
+    })
+    .await;
+
+    // A change on device two reaches device one while both are online.
+    assert!(two.add_friend(&uid("carol")).await.unwrap());
+    assert!(two.unblock(&uid("spammer")).await.unwrap());
+    wait_until(
+        &one,
+        &mut one_events,
+        "device two's changes on device one",
+        |c| c.friends() == vec![uid("bob"), uid("carol")] && c.blocks().is_empty(),
+    )
+    .await;
+    two.ping().await.unwrap();
+    one.ping().await.unwrap();
+    assert_eq!(one.lists(), two.lists());
+
+    // The lists are kept in the profile for the next run.
+    one.close().await.unwrap();
+    let stored = Profile::open(&laptop).unwrap();
+    assert_eq!(
+        stored.state().lists.friends.entries,
+        vec![uid("bob"), uid("carol")]
+    );
+    two.close().await.unwrap();
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn direct_messages_reach_an_online_recipient_and_are_written_to_the_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&dir.path().join("server")).await;
+    let (alice, _alice_events) = server.connect("alice", &dir.path().join("alice")).await;
+    let (bob, mut bob_events) = server.connect("bob", &dir.path().join("bob")).await;
+
+    alice.send_text(&uid("bob"), "hello bob").await.unwrap();
+    let image = Bytes::from_static(&[0x89, b'P', b'N', b'G', 0, 255]);
+    alice.send_image(&uid("bob"), image.clone()).await.unwrap();
+
+    let text = wait_for(&mut bob_events, "the text", |e| match e {
+        Event::Message(m) => Some(m),
+        _ => None,
+    })
+    .await;
+    assert_eq!(text.sender, uid("alice"));
+    assert_eq!(text.text(), Some("hello bob"));
+    assert!(!text.read);
+    let picture = wait_for(&mut bob_events, "the image", |e| match e {
+        Event::Message(m) => Some(m),
+        _ => None,
+    })
+    .await;
+    assert_eq!(picture.kind, MessageKind::Image);
+    assert_eq!(picture.data, image);
+
+    let history = bob.history(HistoryQuery::With(uid("alice"))).await.unwrap();
+    assert_eq!(history.len(), 2);
+    assert_eq!(history[0].data, Bytes::from_static(b"hello bob"));
+    assert_eq!(history[0].id, text.history_id);
+    assert_eq!(bob.received_count(), 2);
+    alice.close().await.unwrap();
+    bob.close().await.unwrap();
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn messages_for_an_offline_user_arrive_at_the_next_login_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&dir.path().join("server")).await;
+    let bob_profile = dir.path().join("bob");
+    // Bob must exist (and own his key) before others write to him.
+    let (bob, _events) = server.connect("bob", &bob_profile).await;
+    bob.close().await.unwrap();
+
+    let (alice, _alice_events) = server.connect("alice", &dir.path().join("alice")).await;
+    for n in 0..3 {
+        alice
+            .send_text(&uid("bob"), &format!("note {n}"))
+            .await
+            .unwrap();
+    }
+    alice.ping().await.unwrap();
+
+    // A one-shot client that wants no events still gets everything into the history.
+    let (bob, events) = server.connect("bob", &bob_profile).await;
+    drop(events);
+    bob.ping().await.unwrap();
+    let history = bob.history(HistoryQuery::All).await.unwrap();
+    let bodies: Vec<_> = history.iter().map(|e| e.data.clone()).collect();
+    assert_eq!(
+        bodies,
+        vec![
+            Bytes::from_static(b"note 0"),
+            Bytes::from_static(b"note 1"),
+            Bytes::from_static(b"note 2"),
+        ]
+    );
+    assert_eq!(bob.received_count(), 3);
+    alice.close().await.unwrap();
+    bob.close().await.unwrap();
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn group_messages_reach_the_other_members_and_the_group_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&dir.path().join("server")).await;
+    let (alice, _alice_events) = server.connect("alice", &dir.path().join("alice")).await;
+    let (bob, mut bob_events) = server.connect("bob", &dir.path().join("bob")).await;
+    let group = server.create_group(&["alice", "bob"]).await;
+
+    alice.send_group_text(group, "hello team").await.unwrap();
+    let message = wait_for(&mut bob_events, "the group message", |e| match e {
+        Event::GroupMessage(m) => Some(m),
+        _ => None,
+    })
+    .await;
+    assert_eq!(message.group, Some(group));
+    assert_eq!(message.sender, uid("alice"));
+    assert_eq!(message.text(), Some("hello team"));
+    let history = bob.history(HistoryQuery::Group(group)).await.unwrap();
+    assert_eq!(history.len(), 1);
+    assert!(
+        bob.history(HistoryQuery::With(uid("alice")))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    alice.close().await.unwrap();
+    bob.close().await.unwrap();
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_file_is_streamed_to_the_accepting_recipient_without_overwriting() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&dir.path().join("server")).await;
+    let (alice, _alice_events) = server.connect("alice", &dir.path().join("alice")).await;
+    let (_bob, mut bob_events) = server.connect("bob", &dir.path().join("bob")).await;
+
+    // 5000 bytes: four full chunks and a short one.
+    let content: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
+    let source = dir.path().join("report.bin");
+    std::fs::write(&source, &content).unwrap();
+    let downloads = dir.path().join("downloads");
+    std::fs::create_dir_all(&downloads).unwrap();
+    std::fs::write(downloads.join("report.bin"), b"older file").unwrap();
+
+    let handle = alice.send_file(&uid("bob"), &source).await.unwrap();
+    let offer = wait_for(&mut bob_events, "the offer", |e| match e {
+        Event::FileOffer(offer) => Some(offer),
+        _ => None,
+    })
+    .await;
+    assert_eq!(offer.sender(), &uid("alice"));
+    assert_eq!(offer.size(), 5000);
+    assert_eq!(offer.offered_name(), "report.bin");
+    offer.accept(&downloads).await.unwrap();
+
+    let (transfer, outcome) = wait_for(&mut bob_events, "the end of the transfer", |e| match e {
+        Event::TransferFinished { transfer, outcome } => Some((transfer, outcome)),
+        _ => None,
+    })
+    .await;
+    let sent = tokio::time::timeout(TIMEOUT, handle.finish())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        sent,
+        TransferOutcome::Completed {
+            path: source.clone()
+        }
+    );
+    let saved = downloads.join("report (1).bin");
+    assert_eq!(
+        outcome,
+        TransferOutcome::Completed {
+            path: saved.clone()
+        }
+    );
+    assert_eq!(std::fs::read(&saved).unwrap(), content);
+    assert_eq!(
+        std::fs::read(downloads.join("report.bin")).unwrap(),
+        b"older file"
+    );
+    assert!(transfer.get() > 0);
+    // No temporary file is left behind.
+    let mut names: Vec<_> = std::fs::read_dir(&downloads)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, vec!["report (1).bin", "report.bin"]);
+    alice.close().await.unwrap();
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_declined_file_ends_the_senders_transfer_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&dir.path().join("server")).await;
+    let (alice, _alice_events) = server.connect("alice", &dir.path().join("alice")).await;
+    let (_bob, mut bob_events) = server.connect("bob", &dir.path().join("bob")).await;
+    let source = dir.path().join("x.txt");
+    std::fs::write(&source, b"not wanted").unwrap();
+
+    let handle = alice.send_file(&uid("bob"), &source).await.unwrap();
+    let offer = wait_for(&mut bob_events, "the offer", |e| match e {
+        Event::FileOffer(offer) => Some(offer),
+        _ => None,
+    })
+    .await;
+    offer.decline().await.unwrap();
+    let outcome = tokio::time::timeout(TIMEOUT, handle.finish())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(outcome, TransferOutcome::Aborted(AbortReason::Declined));
+
+    // A file for an offline user is refused at once.
+    let (carol, _events) = server.connect("carol", &dir.path().join("carol")).await;
+    carol.close().await.unwrap();
+    let handle = alice.send_file(&uid("carol"), &source).await.unwrap();
+    let outcome = tokio::time::timeout(TIMEOUT, handle.finish())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        outcome,
+        TransferOutcome::Aborted(AbortReason::RecipientOffline)
+    );
+    alice.close().await.unwrap();
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn closing_ends_the_event_stream_and_later_calls_fail() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&dir.path().join("server")).await;
+    let config = server
+        .config("alice", &dir.path().join("alice"))
+        .with_keepalive(Duration::from_millis(200));
+    let (alice, mut events) = server.try_connect(config).await.unwrap();
+    assert!(alice.ping().await.unwrap() < TIMEOUT);
+    alice.close().await.unwrap();
+    let reason = wait_for_disconnect(&mut events).await;
+    assert!(matches!(reason, DisconnectReason::Closed), "{reason:?}");
+    assert!(matches!(
+        alice.send_text(&uid("bob"), "late").await,
+        Err(ClientError::Closed)
+    ));
+    alice.close().await.unwrap();
+    server.stop().await;
+}
+
+async fn wait_for_disconnect(events: &mut vcom_client::EventStream) -> DisconnectReason {
+    let wait = async {
+        while let Some(event) = events.next().await {
+            if let Event::Disconnected { reason } = event {
+                return Some(reason);
+            }
+        }
+        None
+    };
+    tokio::time::timeout(TIMEOUT, wait)
+        .await
+        .expect("the stream ends in time")
+        .expect("a Disconnected event")
+}
+
+#[tokio::test]
+async fn a_server_shutdown_is_reported_as_a_disconnect() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&dir.path().join("server")).await;
+    let (alice, mut events): (Client, _) = server.connect("alice", &dir.path().join("alice")).await;
+    server.stop().await;
+    let reason = wait_for_disconnect(&mut events).await;
+    assert!(
+        matches!(
+            reason,
+            DisconnectReason::ServerClosed | DisconnectReason::Error(_)
+        ),
+        "{reason:?}"
+    );
+    assert!(alice.ping().await.is_err());
+}

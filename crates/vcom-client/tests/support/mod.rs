@@ -1,0 +1,124 @@
+//! Test support: a real vCom server in this process, SDK clients for it, and bounded
+//! waits for events. A failed expectation here is a failed test, so it panics.
+#![allow(clippy::expect_used, clippy::unwrap_used, dead_code, unreachable_pub)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use vcom_client::{Client, ClientConfig, ClientError, Event, EventStream, GroupId, Trust, UserId};
+use vcom_server::{AdminHandle, AdminRequest, Server, ServerConfig, ShutdownHandle};
+use vcom_store::SqliteStore;
+
+/// The bound on every wait: generous, so a busy machine does not fail tests.
+pub const TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A server running in this process on 127.0.0.1 with a free port.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub cert_sha256: String,
+    pub admin: AdminHandle<SqliteStore>,
+    shutdown: ShutdownHandle,
+    task: tokio::task::JoinHandle<Result<(), vcom_server::ServerError>>,
+}
+
+impl TestServer {
+    pub async fn start(data_dir: &Path) -> TestServer {
+        let server = Server::bind(ServerConfig::new(data_dir))
+            .await
+            .expect("the test server starts");
+        TestServer {
+            addr: server.local_addr(),
+            cert_sha256: server.cert_sha256().to_owned(),
+            admin: server.admin(),
+            shutdown: server.shutdown_handle(),
+            task: tokio::spawn(server.run()),
+        }
+    }
+
+    /// A client configuration for `user` with `profile`, trusting on first use.
+    pub fn config(&self, user: &str, profile: &Path) -> ClientConfig {
+        ClientConfig::new(self.addr.to_string(), uid(user), profile)
+            .with_trust(Trust::TrustOnFirstUse)
+    }
+
+    /// Connects `user` with `profile`, failing the test on error.
+    pub async fn connect(&self, user: &str, profile: &Path) -> (Client, EventStream) {
+        self.try_connect(self.config(user, profile))
+            .await
+            .unwrap_or_else(|e| panic!("{user} could not connect: {e}"))
+    }
+
+    pub async fn try_connect(
+        &self,
+        config: ClientConfig,
+    ) -> Result<(Client, EventStream), ClientError> {
+        tokio::time::timeout(TIMEOUT, Client::connect(config))
+            .await
+            .expect("connecting finishes in time")
+    }
+
+    pub async fn create_group(&self, members: &[&str]) -> GroupId {
+        let out = self
+            .admin
+            .execute(AdminRequest::GroupCreate {
+                name: "team".into(),
+                members: members.iter().map(|m| m.to_string()).collect(),
+            })
+            .await
+            .expect("the group is created");
+        GroupId(out.trim().parse().expect("the admin prints the group id"))
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.shutdown();
+        let _ = tokio::time::timeout(TIMEOUT, self.task).await;
+    }
+}
+
+pub fn uid(s: &str) -> UserId {
+    UserId::new(s).expect("a valid user id")
+}
+
+/// A fresh directory for one profile.
+pub fn profile_dir(root: &Path, name: &str) -> PathBuf {
+    root.join(name)
+}
+
+/// Waits for the first event `pick` accepts, skipping others; fails after [`TIMEOUT`].
+pub async fn wait_for<T>(
+    events: &mut EventStream,
+    what: &str,
+    mut pick: impl FnMut(Event) -> Option<T>,
+) -> T {
+    let found = tokio::time::timeout(TIMEOUT, async {
+        while let Some(event) = events.next().await {
+            if let Event::Disconnected { reason } = &event {
+                panic!("disconnected while waiting for {what}: {reason:?}");
+            }
+            if let Some(found) = pick(event) {
+                return Some(found);
+            }
+        }
+        None
+    })
+    .await;
+    match found {
+        Ok(Some(found)) => found,
+        Ok(None) => panic!("the event stream ended while waiting for {what}"),
+        Err(_) => panic!("timed out waiting for {what}"),
+    }
+}
+
+/// Waits until the predicate over the client holds, re-checking after each event.
+pub async fn wait_until(
+    client: &Client,
+    events: &mut EventStream,
+    what: &str,
+    holds: impl Fn(&Client) -> bool,
+) {
+    if holds(client) {
+        return;
+    }
+    wait_for(events, what, |_| holds(client).then_some(())).await;
+}
