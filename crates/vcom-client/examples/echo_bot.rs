@@ -1,0 +1,27 @@
+//! A bot that echoes every direct message back to its sender.
+//!
+//! `cargo run -p vcom-client --example echo_bot -- HOST:PORT USER PROFILE_DIR`
+//! (the server's certificate is pinned on first use).
+
+use vcom_client::{Client, ClientConfig, Event, UserId};
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let [server, user, profile] = args.as_slice() else {
+        return Err("usage: echo_bot HOST:PORT USER PROFILE_DIR".into());
+    };
+    let config = ClientConfig::new(server, UserId::new(user.as_str())?, profile);
+    let (client, mut events) = Client::connect(config).await?;
+    while let Some(event) = events.next().await {
+        match event {
+            Event::Message(m) => match m.text() {
+                Some(text) => client.send_text(&m.sender, text).await?,
+                None => client.send_image(&m.sender, m.data).await?,
+            },
+            Event::Disconnected { reason } => eprintln!("disconnected: {reason:?}"),
+            _ => {}
+        }
+    }
+    Ok(())
+}
