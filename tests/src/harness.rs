@@ -165,8 +165,47 @@ pub struct RawClient {
     transport: Transport,
 }
 
+/// Where a server listens and the certificate it must present: enough to reach a
+/// server started in process or as a separate `vcom-server` program.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The listening address.
+    pub addr: SocketAddr,
+    /// SHA-256 of the server certificate, lower-case hex.
+    pub cert_sha256: String,
+}
+
+/// Anything clients can connect to: a [`TestServer`] or a [`Target`].
+pub trait Endpoint {
+    /// How clients reach it.
+    fn target(&self) -> Target;
+}
+
+impl Endpoint for TestServer {
+    fn target(&self) -> Target {
+        Target {
+            addr: self.addr,
+            cert_sha256: self.cert_sha256.clone(),
+        }
+    }
+}
+
+impl Endpoint for Target {
+    fn target(&self) -> Target {
+        self.clone()
+    }
+}
+
 /// Opens a TLS 1.3 connection to the server, presenting `identity` if given.
-pub async fn tls_connect(server: &TestServer, identity: Option<&Identity>) -> TlsStream<TcpStream> {
+pub async fn tls_connect(
+    server: &impl Endpoint,
+    identity: Option<&Identity>,
+) -> TlsStream<TcpStream> {
+    tls_connect_to(&server.target(), identity).await
+}
+
+/// Opens a TLS 1.3 connection to a target, presenting `identity` if given.
+pub async fn tls_connect_to(server: &Target, identity: Option<&Identity>) -> TlsStream<TcpStream> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])
@@ -201,8 +240,13 @@ pub async fn tls_connect(server: &TestServer, identity: Option<&Identity>) -> Tl
 
 impl RawClient {
     /// Connects with `identity` (or without a client certificate).
-    pub async fn connect(server: &TestServer, identity: Option<&Identity>) -> RawClient {
-        let tls = tls_connect(server, identity).await;
+    pub async fn connect(server: &impl Endpoint, identity: Option<&Identity>) -> RawClient {
+        Self::connect_to(&server.target(), identity).await
+    }
+
+    /// Connects to a target with `identity` (or without a client certificate).
+    pub async fn connect_to(server: &Target, identity: Option<&Identity>) -> RawClient {
+        let tls = tls_connect_to(server, identity).await;
         RawClient {
             transport: Framed::new(tls, VcomCodec::new(Limits::default())),
         }
@@ -291,7 +335,7 @@ pub enum LoginOutcome {
 ///
 /// After a 258 this also checks that the server closed the connection.
 pub async fn attempt_login(
-    server: &TestServer,
+    server: &impl Endpoint,
     identity: Option<&Identity>,
     user: &str,
     device: DeviceId,
@@ -325,13 +369,13 @@ pub struct Session {
 }
 
 /// Logs `user` in as a new device with a fresh key, reads 259 and answers "in sync".
-pub async fn login(server: &TestServer, user: &str) -> Session {
+pub async fn login(server: &impl Endpoint, user: &str) -> Session {
     login_as(server, user, &Identity::generate(user), DeviceId::NEW).await
 }
 
 /// Logs in with a given identity and device, reads 259 and answers "in sync".
 pub async fn login_as(
-    server: &TestServer,
+    server: &impl Endpoint,
     user: &str,
     identity: &Identity,
     device: DeviceId,

@@ -149,6 +149,11 @@ pub struct ServerConfig {
     /// `--data-dir`).
     #[serde(skip)]
     pub data_dir: PathBuf,
+    /// Test-only: count every packet by identifier, direction and code, and write the
+    /// counts to this file (JSON lines) when the server stops. Not a file key: the
+    /// `vcom-server` program sets it from the `VCOM_PACKET_TAP` environment variable.
+    #[serde(skip)]
+    pub packet_tap: Option<PathBuf>,
     /// Address to listen on (default `127.0.0.1:7420`; [`ServerConfig::new`] picks a
     /// free port on 127.0.0.1 instead, for tests and embedding).
     pub listen: SocketAddr,
@@ -184,6 +189,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             data_dir: PathBuf::from("vcom-data"),
+            packet_tap: None,
             listen: SocketAddr::from(([127, 0, 0, 1], 7420)),
             password: None,
             auth: AuthMode::Key,

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use vcom_protocol::codec::CodecError;
 use vcom_protocol::{
     ClientPacket, ConnectionAccepted, ConnectionDenied, DeviceId, Pong, RequestUserListsSync,
-    ServerPacket, UserId, VcomCodec,
+    ServerPacket, UserId,
 };
 use vcom_store::{MessageId, Store};
 
@@ -25,9 +25,10 @@ use crate::login::{self, Accepted, Refused};
 use crate::server::Shared;
 use crate::session::{Outbound, SessionHandle};
 use crate::stats::Stats;
+use crate::tap::TappedCodec;
 use crate::{delivery, sync, transfer};
 
-type Transport = Framed<TlsStream<TcpStream>, VcomCodec<ClientPacket, ServerPacket>>;
+type Transport = Framed<TlsStream<TcpStream>, TappedCodec>;
 type Sink = futures::stream::SplitSink<Transport, ServerPacket>;
 type Stream = futures::stream::SplitStream<Transport>;
 
@@ -135,7 +136,7 @@ async fn handshake_and_login<S: Store>(
         .peer_certificates()
         .and_then(|certs| certs.first())
         .and_then(crate::tls::key_fingerprint);
-    let mut transport = Framed::new(tls, VcomCodec::new(shared.limits));
+    let mut transport = Framed::new(tls, TappedCodec::new(shared.limits, shared.tap.clone()));
     let request = match transport.next().await {
         Some(Ok(ClientPacket::ConnectionRequest(request))) => request,
         Some(Ok(other)) => {

@@ -27,6 +27,7 @@
 //! - `transfer`: file transfers (268-274), relayed with backpressure.
 //! - `policy`: blacklist and whitelist, compiled for login.
 //! - [`admin`]: the administrator's commands, in process and over `admin.sock`.
+//! - [`tap`]: the test-only packet counter behind `cargo xtask e2e`'s coverage table.
 //!
 //! **Architecture invariant:** the server never prints to stdout (only `vcom-cli` does)
 //! and never speaks SQL (only `vcom-store` does).
@@ -41,6 +42,7 @@ mod server;
 mod session;
 mod stats;
 mod sync;
+pub mod tap;
 pub mod tls;
 mod transfer;
 

@@ -20,6 +20,7 @@ use crate::config::ServerConfig;
 use crate::policy::PolicyCache;
 use crate::session::Registry;
 use crate::stats::Stats;
+use crate::tap::Tap;
 use crate::tls::{ServerTls, TlsError};
 use crate::transfer::Transfers;
 
@@ -62,6 +63,7 @@ pub(crate) struct Shared<S> {
     pub(crate) policy: RwLock<PolicyCache>,
     pub(crate) transfers: Transfers,
     pub(crate) stats: Stats,
+    pub(crate) tap: Arc<Tap>,
     /// Cancelled when the server shuts down.
     pub(crate) shutdown: CancellationToken,
     /// Every connection task, so shutdown can wait for them.
@@ -165,6 +167,7 @@ impl<S: Store> Server<S> {
             policy: RwLock::new(policy),
             transfers: Transfers::new(first_transfer),
             stats: Stats::default(),
+            tap: Arc::new(Tap::new(config.packet_tap.clone())),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             config,
@@ -242,6 +245,7 @@ impl<S: Store> Server<S> {
         if let Some(close) = self.close_store.take() {
             close().await;
         }
+        shared.tap.write();
         let _ = std::fs::remove_file(shared.config.admin_socket_path());
         tracing::info!("vcom-server stopped");
         Ok(())

@@ -208,6 +208,8 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<ServerConfig> {
         None => ServerConfig::default(),
     };
     config.data_dir = args.data_dir.clone();
+    // Test-only: `cargo xtask e2e` counts packets through this switch.
+    config.packet_tap = std::env::var_os("VCOM_PACKET_TAP").map(PathBuf::from);
     if let Some(listen) = args.listen {
         config.listen = listen;
     }
