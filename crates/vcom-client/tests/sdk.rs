@@ -431,3 +431,155 @@ async fn a_server_shutdown_is_reported_as_a_disconnect() {
     );
     assert!(alice.ping().await.is_err());
 }
+
+/// A CA and a server certificate for "localhost" that it signed, as PEM files in `dir`:
+/// returns (CA file, server certificate file, server key file).
+fn issue_server_certificate(
+    dir: &std::path::Path,
+) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "vCom test CA");
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate().unwrap())
+        .unwrap();
+    let server_key = rcgen::KeyPair::generate().unwrap();
+    let server_cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .signed_by(&server_key, &ca)
+        .unwrap();
+    let paths = (
+        dir.join("ca.pem"),
+        dir.join("server.pem"),
+        dir.join("server.key"),
+    );
+    std::fs::write(&paths.0, ca.pem()).unwrap();
+    std::fs::write(&paths.1, server_cert.pem()).unwrap();
+    std::fs::write(&paths.2, server_key.serialize_pem()).unwrap();
+    paths
+}
+
+#[tokio::test]
+async fn a_ca_file_verifies_the_server_certificate_and_its_host_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = issue_server_certificate(dir.path());
+    let server = TestServer::start_with(&dir.path().join("server"), |config| {
+        config.tls.cert = Some(cert);
+        config.tls.key = Some(key);
+    })
+    .await;
+
+    let mut good = server
+        .config("alice", &dir.path().join("alice"))
+        .with_trust(Trust::CaFile(ca.clone()));
+    good.server_name = Some("localhost".into());
+    let (alice, _events) = server.try_connect(good).await.unwrap();
+    alice.close().await.unwrap();
+    // CA trust pins nothing.
+    let stored = Profile::open(dir.path().join("alice")).unwrap();
+    assert_eq!(stored.state().server_fingerprint, None);
+
+    let mut wrong_name = server
+        .config("alice", &dir.path().join("alice"))
+        .with_trust(Trust::CaFile(ca));
+    wrong_name.server_name = Some("chat.example.org".into());
+    assert!(matches!(
+        server.try_connect(wrong_name).await,
+        Err(ClientError::Tls(_))
+    ));
+
+    // Another CA does not vouch for this server.
+    let other = tempfile::tempdir().unwrap();
+    let (other_ca, _, _) = issue_server_certificate(other.path());
+    let mut untrusted = server
+        .config("bob", &dir.path().join("bob"))
+        .with_trust(Trust::CaFile(other_ca));
+    untrusted.server_name = Some("localhost".into());
+    assert!(matches!(
+        server.try_connect(untrusted).await,
+        Err(ClientError::Tls(_))
+    ));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn commands_are_served_while_unread_events_hold_back_the_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&dir.path().join("server")).await;
+    let (alice, _alice_events) = server.connect("alice", &dir.path().join("alice")).await;
+    let mut config = server.config("bob", &dir.path().join("bob"));
+    config.event_capacity = 1;
+    let (bob, mut bob_events) = server.try_connect(config).await.unwrap();
+
+    for n in 0..5 {
+        alice
+            .send_text(&uid("bob"), &format!("m{n}"))
+            .await
+            .unwrap();
+    }
+    alice.ping().await.unwrap();
+    // Bob reads no events, yet his handle still gets answers.
+    tokio::time::timeout(TIMEOUT, bob.add_friend(&uid("alice")))
+        .await
+        .expect("a command is answered while events wait")
+        .unwrap();
+
+    let mut texts = Vec::new();
+    while texts.len() < 5 {
+        let m = wait_for(&mut bob_events, "a message", |e| match e {
+            Event::Message(m) => Some(m),
+            _ => None,
+        })
+        .await;
+        texts.push(m.text().unwrap().to_owned());
+    }
+    assert_eq!(texts, ["m0", "m1", "m2", "m3", "m4"]);
+    alice.close().await.unwrap();
+    bob.close().await.unwrap();
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_offer_with_a_reserved_name_must_be_renamed_to_be_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&dir.path().join("server")).await;
+    let (alice, _alice_events) = server.connect("alice", &dir.path().join("alice")).await;
+    let (_bob, mut bob_events) = server.connect("bob", &dir.path().join("bob")).await;
+    let source = dir.path().join("con.txt");
+    std::fs::write(&source, b"device name").unwrap();
+    let downloads = dir.path().join("downloads");
+
+    let handle = alice.send_file(&uid("bob"), &source).await.unwrap();
+    let offer = wait_for(&mut bob_events, "the offer", |e| match e {
+        Event::FileOffer(offer) => Some(offer),
+        _ => None,
+    })
+    .await;
+    assert!(offer.file_name().is_err());
+    offer
+        .accept_as(&downloads, "renamed.txt", false)
+        .await
+        .unwrap();
+    let outcome = wait_for(&mut bob_events, "the end of the transfer", |e| match e {
+        Event::TransferFinished { outcome, .. } => Some(outcome),
+        _ => None,
+    })
+    .await;
+    let saved = downloads.join("renamed.txt");
+    assert_eq!(
+        outcome,
+        TransferOutcome::Completed {
+            path: saved.clone()
+        }
+    );
+    assert_eq!(std::fs::read(saved).unwrap(), b"device name");
+    assert!(matches!(
+        tokio::time::timeout(TIMEOUT, handle.finish())
+            .await
+            .unwrap(),
+        Ok(TransferOutcome::Completed { .. })
+    ));
+    alice.close().await.unwrap();
+    server.stop().await;
+}

@@ -24,9 +24,17 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start(data_dir: &Path) -> TestServer {
-        let server = Server::bind(ServerConfig::new(data_dir))
-            .await
-            .expect("the test server starts");
+        Self::start_with(data_dir, |_| {}).await
+    }
+
+    /// Starts a server with the defaults changed by `configure`.
+    pub async fn start_with(
+        data_dir: &Path,
+        configure: impl FnOnce(&mut ServerConfig),
+    ) -> TestServer {
+        let mut config = ServerConfig::new(data_dir);
+        configure(&mut config);
+        let server = Server::bind(config).await.expect("the test server starts");
         TestServer {
             addr: server.local_addr(),
             cert_sha256: server.cert_sha256().to_owned(),
