@@ -206,6 +206,17 @@ pub async fn tls_connect(
 
 /// Opens a TLS 1.3 connection to a target, presenting `identity` if given.
 pub async fn tls_connect_to(server: &Target, identity: Option<&Identity>) -> TlsStream<TcpStream> {
+    tokio::time::timeout(TIMEOUT, try_tls_connect_to(server, identity))
+        .await
+        .expect("TLS connection in time")
+        .expect("TLS connection succeeds")
+}
+
+/// Tries to open a TLS 1.3 connection; the error says why it failed.
+pub async fn try_tls_connect_to(
+    server: &Target,
+    identity: Option<&Identity>,
+) -> std::io::Result<TlsStream<TcpStream>> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])
@@ -224,18 +235,11 @@ pub async fn tls_connect_to(server: &Target, identity: Option<&Identity>) -> Tls
             .expect("the client certificate is usable"),
         None => builder.with_no_client_auth(),
     };
-    let tcp = tokio::time::timeout(TIMEOUT, TcpStream::connect(server.addr))
-        .await
-        .expect("connect in time")
-        .expect("the server accepts TCP connections");
+    let tcp = TcpStream::connect(server.addr).await?;
     let name = ServerName::try_from("localhost").expect("a valid name");
-    tokio::time::timeout(
-        TIMEOUT,
-        TlsConnector::from(Arc::new(config)).connect(name, tcp),
-    )
-    .await
-    .expect("TLS handshake in time")
-    .expect("TLS handshake succeeds")
+    TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
 }
 
 impl RawClient {

@@ -287,3 +287,41 @@ async fn a_packet_other_than_256_before_login_closes_the_connection() {
     assert!(early.recv_until_closed().await.is_empty());
     server.stop().await;
 }
+
+#[tokio::test]
+async fn connections_that_never_log_in_are_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), |c| c.max_pending_logins = 1).await;
+    let target = vcom_tests::harness::Endpoint::target(&server);
+    let squatter = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    // The server may take the squatter's permit only once it accepts it; a refused
+    // handshake proves the bound held, so retry until one is refused.
+    let refused = async {
+        loop {
+            if vcom_tests::harness::try_tls_connect_to(&target, None)
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    };
+    tokio::time::timeout(vcom_tests::harness::TIMEOUT, refused)
+        .await
+        .expect("a second handshake is refused");
+    drop(squatter);
+    // Once the squatter is gone, logins work again.
+    let login_again = async {
+        loop {
+            if let Ok(tls) = vcom_tests::harness::try_tls_connect_to(&target, None).await {
+                drop(tls);
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(vcom_tests::harness::TIMEOUT, login_again)
+        .await
+        .expect("handshakes work again");
+    let _alice = login(&server, "alice").await;
+    server.stop().await;
+}

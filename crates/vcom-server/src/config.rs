@@ -177,6 +177,9 @@ pub struct ServerConfig {
     pub max_connections_per_ip: usize,
     /// Packets queued for one client before it counts as not reading and is dropped.
     pub outbound_queue: usize,
+    /// Connections that may be in the TLS handshake or login at once; more are closed
+    /// at once (they have not logged in, so there is no one to answer).
+    pub max_pending_logins: usize,
     /// Decoder limits.
     pub limits: LimitsConfig,
     /// TLS certificate and key.
@@ -201,6 +204,7 @@ impl Default for ServerConfig {
             max_connections: 100_000,
             max_connections_per_ip: 1_000,
             outbound_queue: 1024,
+            max_pending_logins: 1024,
             limits: LimitsConfig::default(),
             tls: TlsConfig::default(),
             retention: RetentionConfig::default(),
@@ -384,6 +388,7 @@ mod tests {
             max_connections = 10
             max_connections_per_ip = 2
             outbound_queue = 64
+            max_pending_logins = 10
             [limits]
             max_user_id_len = 32
             max_password_len = 64

@@ -90,6 +90,12 @@ pub(crate) async fn serve<S: Store>(
     let addr = SocketAddr::new(addr.ip().to_canonical(), addr.port());
     let _ = tcp.set_nodelay(true);
     set_keepalive(&tcp);
+    // Connections still logging in are bounded: a flood of half-open handshakes cannot
+    // exhaust memory or file descriptors for everyone else.
+    let Ok(login_permit) = shared.pending_logins.clone().try_acquire_owned() else {
+        tracing::warn!(%addr, "too many connections still logging in: refused");
+        return;
+    };
     let deadline = shared.config.login_timeout();
     let login = tokio::select! {
         _ = shared.shutdown.cancelled() => return,
@@ -103,6 +109,7 @@ pub(crate) async fn serve<S: Store>(
         Ok(None) => return,
         Ok(Some(ok)) => ok,
     };
+    drop(login_permit);
     run_session(shared, transport, accepted, addr).await;
 }
 
@@ -229,7 +236,10 @@ async fn run_session<S: Store>(
         session,
     };
     read_loop(&conn, stream).await;
-    kill.cancel();
+    if !shared.shutdown.is_cancelled() {
+        kill.cancel();
+    }
+    // On shutdown the writer sees it itself, writes what is queued, and closes.
     shared.sessions.remove(conn.user(), conn.session.conn);
     transfer::connection_closed(&conn).await;
     if let Err(e) = writer.await {

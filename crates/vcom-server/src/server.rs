@@ -64,6 +64,8 @@ pub(crate) struct Shared<S> {
     pub(crate) transfers: Transfers,
     pub(crate) stats: Stats,
     pub(crate) tap: Arc<Tap>,
+    /// Permits for connections that have not logged in yet.
+    pub(crate) pending_logins: Arc<tokio::sync::Semaphore>,
     /// Cancelled when the server shuts down.
     pub(crate) shutdown: CancellationToken,
     /// Every connection task, so shutdown can wait for them.
@@ -168,6 +170,7 @@ impl<S: Store> Server<S> {
             transfers: Transfers::new(first_transfer),
             stats: Stats::default(),
             tap: Arc::new(Tap::new(config.packet_tap.clone())),
+            pending_logins: Arc::new(tokio::sync::Semaphore::new(config.max_pending_logins)),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             config,
