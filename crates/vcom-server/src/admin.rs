@@ -110,6 +110,26 @@ pub enum AdminRequest {
     Stats,
 }
 
+impl AdminRequest {
+    /// The command's name, for logs (which never show a broadcast's text).
+    pub fn name(&self) -> &'static str {
+        match self {
+            AdminRequest::Broadcast { .. } => "broadcast",
+            AdminRequest::PolicyAdd { .. } => "policy-add",
+            AdminRequest::PolicyRemove { .. } => "policy-remove",
+            AdminRequest::PolicyList { .. } => "policy-list",
+            AdminRequest::GroupCreate { .. } => "group-create",
+            AdminRequest::GroupAdd { .. } => "group-add",
+            AdminRequest::GroupRemove { .. } => "group-remove",
+            AdminRequest::GroupList => "group-list",
+            AdminRequest::UserList => "user-list",
+            AdminRequest::UserResetKey { .. } => "user-reset-key",
+            AdminRequest::Sessions => "sessions",
+            AdminRequest::Stats => "stats",
+        }
+    }
+}
+
 /// The answer to one [`AdminRequest`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AdminResponse {
@@ -440,7 +460,7 @@ async fn serve_client<S: Store>(admin: AdminHandle<S>, stream: UnixStream) {
                 output: format!("invalid request: {e}"),
             },
             Ok(request) => {
-                tracing::info!(?request, "admin command");
+                tracing::info!(command = request.name(), "admin command");
                 match admin.execute(request).await {
                     Ok(output) => AdminResponse { ok: true, output },
                     Err(e) => AdminResponse {
