@@ -229,6 +229,13 @@ fn role(t: &Transfer, conn: u64) -> Role {
     }
 }
 
+/// A device of the recipient that is not the one streaming: it was offered the file and
+/// lost the race to accept it, so its 272 or 270 crossed our 270 (reason 7) on the wire.
+/// That answer is stale, not a protocol violation, and is ignored.
+fn lost_the_race(t: &Transfer, user: &UserId) -> bool {
+    matches!(t.phase, Phase::Streaming(_)) && t.recipient == *user
+}
+
 fn no_role(id: TransferId, packet: &str) -> Close {
     Close::Violation(format!(
         "{packet} for transfer {id}, which this connection is not part of"
@@ -247,8 +254,13 @@ pub(crate) async fn on_accept<S: Store>(
             tracing::debug!(transfer = %id, "accept for a finished transfer ignored");
             return Ok(());
         };
-        if role(t, conn.session.conn) != Role::Recipient {
-            return Err(no_role(id, "FileTransferAccept (272)"));
+        match role(t, conn.session.conn) {
+            Role::Recipient => {}
+            Role::None if lost_the_race(t, conn.user()) => {
+                tracing::debug!(transfer = %id, device = %conn.device(), "accept that lost the race ignored");
+                return Ok(());
+            }
+            _ => return Err(no_role(id, "FileTransferAccept (272)")),
         }
         let Phase::Offered(devices) = &t.phase else {
             return Err(Close::Violation(format!(
@@ -281,10 +293,12 @@ pub(crate) async fn on_abort<S: Store>(conn: &Conn<S>, p: FileTransferAbort) -> 
     let shared = &conn.shared;
     let t = {
         let mut map = shared.transfers.lock();
-        match map.get(&id).map(|t| role(t, conn.session.conn)) {
-            None => return Ok(()), // already over: the abort crossed another end
-            Some(Role::None) => return Err(no_role(id, "FileTransferAbort (270)")),
-            Some(_) => map.remove(&id),
+        // None: already over, the abort crossed another end.
+        let Some(t) = map.get(&id) else { return Ok(()) };
+        match role(t, conn.session.conn) {
+            Role::None if lost_the_race(t, conn.user()) => return Ok(()),
+            Role::None => return Err(no_role(id, "FileTransferAbort (270)")),
+            Role::Sender | Role::Recipient => map.remove(&id),
         }
     };
     let Some(t) = t else { return Ok(()) };
