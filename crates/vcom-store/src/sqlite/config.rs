@@ -43,10 +43,10 @@ pub struct StoreConfig {
     /// Durability of a commit; see [`Synchronous`]. Default: [`Synchronous::Full`].
     pub synchronous: Synchronous,
     /// The most write requests committed in one transaction (group commit). 1 commits
-    /// every request on its own (for comparison in benchmarks). Default: 1 024.
+    /// every request on its own (for comparison in benchmarks). Default: 4 096.
     pub max_batch: usize,
     /// Write requests that may wait for the writer thread; callers beyond it wait for
-    /// room (back-pressure). Default: 4 096.
+    /// room (back-pressure). Default: 8 192.
     pub queue_capacity: usize,
     /// Read-only connections used at once (reads run beside the writer). Default: 4.
     pub readers: usize,
@@ -62,8 +62,8 @@ impl Default for StoreConfig {
             delivered_max_count: None,
             pending_cap_per_user: Some(10_000),
             synchronous: Synchronous::Full,
-            max_batch: 1024,
-            queue_capacity: 4096,
+            max_batch: 4096,
+            queue_capacity: 8192,
             readers: 4,
             busy_timeout: Duration::from_secs(5),
         }
