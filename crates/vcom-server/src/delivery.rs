@@ -70,7 +70,18 @@ pub(crate) async fn on_group<S: Store>(conn: &Conn<S>, p: SendGroupMessage) -> R
     }
     let mut recipients = Vec::with_capacity(group.members.len());
     for member in group.members {
-        if member == sender || !store.is_blocked(&member, &sender).await? {
+        let wanted = if member == sender {
+            // The sender's other devices get it too; with no other device, nobody would
+            // ever collect it and it would wait in the store forever.
+            store
+                .devices(&sender)
+                .await?
+                .iter()
+                .any(|d| d.id != conn.device())
+        } else {
+            !store.is_blocked(&member, &sender).await?
+        };
+        if wanted {
             recipients.push(member);
         }
     }

@@ -112,7 +112,11 @@ pub(crate) async fn check<S: Store>(
             // Another login registered the same new identifier with another key first.
             Some(bound) if bound != key => return deny(DenyCode::KeyMismatch),
             Some(_) => {}
-            None => shared.store.bind_key(&user, key).await?,
+            None => match shared.store.bind_key(&user, key).await {
+                // Another login bound a different key between our read and this write.
+                Err(StoreError::Conflict(_)) => return deny(DenyCode::KeyMismatch),
+                other => other?,
+            },
         }
     }
     let device = if request.device == DeviceId::NEW {
