@@ -831,11 +831,42 @@ async fn a_recipient_that_stops_reading_holds_the_sender_back_with_bounded_memor
     });
     pusher.until_past(pushed).await;
     let mut alice = pusher.cancel().await;
-    let (_bob, (reason, _)) = tokio::time::timeout(TIMEOUT, reader)
+    let (bob, (reason, _)) = tokio::time::timeout(TIMEOUT, reader)
         .await
         .unwrap()
         .unwrap();
     assert_eq!(reason, AbortReason::Cancelled);
     assert!(alice.client.round_trip().await.is_empty());
+    drop(bob); // its unread chunks must not hold up the shutdown
+    server.stop().await;
+}
+
+/// While the relay waits for room in a stalled recipient's queue, the sender's packets
+/// are not read: that is the backpressure. Once the transfer ends another way (here the
+/// recipient declines mid-stream), that wait must end at once, so the sender's connection
+/// is served again long before any write or idle timeout (both far above [`TIMEOUT`]).
+#[tokio::test]
+async fn a_sender_held_back_by_a_recipient_who_then_declines_is_released_at_once() {
+    const SIZE: u64 = 100 * MIB;
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), |c| c.write_timeout_secs = 120).await;
+    let mut alice = login(&server, "alice").await;
+    let mut bob = login(&server, "bob").await;
+    let id = accepted(&mut alice, &mut bob, "bob", SIZE).await;
+    let pusher = Pusher::start(alice, id, SIZE);
+    let pushed = pusher.until_stalled(SIZE).await;
+
+    bob.client
+        .send(FileTransferAbort {
+            transfer: id,
+            reason: AbortReason::Declined,
+        })
+        .await;
+    // Bob still reads nothing, yet alice's connection moves again.
+    pusher.until_past(pushed).await;
+    let mut alice = pusher.cancel().await;
+    assert_eq!(expect_abort(&mut alice).await, (id, AbortReason::Declined));
+    assert!(alice.client.round_trip().await.is_empty());
+    drop(bob);
     server.stop().await;
 }

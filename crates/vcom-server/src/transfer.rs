@@ -11,6 +11,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
+use tokio_util::sync::CancellationToken;
 use vcom_protocol::{
     AbortReason, FileChunk, FileSize, FileTransferAbort, FileTransferAccept, FileTransferComplete,
     FileTransferId, FileTransferOffer, FileTransferRequest, ServerPacket, Timestamp, TransferId,
@@ -41,6 +42,9 @@ struct Transfer {
     relayed: u64,
     started_at: Timestamp,
     last_activity: Instant,
+    /// Cancelled when the transfer ends, however it ends: it releases a sender's reader
+    /// that is waiting for room in the recipient's chunk queue.
+    ended: CancellationToken,
 }
 
 impl Transfer {
@@ -105,6 +109,7 @@ async fn finish<S: Store>(
     outcome: Option<AbortReason>,
     notify: &[(SessionHandle, AbortReason)],
 ) {
+    t.ended.cancel();
     for (session, reason) in notify {
         session.push(Outbound::Packet(abort_packet(id, *reason)));
     }
@@ -162,6 +167,7 @@ pub(crate) async fn on_request<S: Store>(
         relayed: 0,
         started_at: crate::now(),
         last_activity: Instant::now(),
+        ended: CancellationToken::new(),
     };
     let refusal = if p.size.bytes() > shared.config.max_file_size {
         Some(AbortReason::TooLarge)
@@ -328,7 +334,7 @@ pub(crate) async fn on_abort<S: Store>(conn: &Conn<S>, p: FileTransferAbort) -> 
 enum Step {
     Ignore,
     Violation(AbortReason),
-    Forward(SessionHandle),
+    Forward(SessionHandle, CancellationToken),
 }
 
 fn step_for<S>(conn: &Conn<S>, id: TransferId, len: u64, completing: bool) -> Result<Step, Close> {
@@ -354,19 +360,29 @@ fn step_for<S>(conn: &Conn<S>, id: TransferId, len: u64, completing: bool) -> Re
     }
     t.relayed = relayed;
     t.last_activity = Instant::now();
-    Ok(Step::Forward(recipient.clone()))
+    Ok(Step::Forward(recipient.clone(), t.ended.clone()))
 }
 
 /// Hands a packet to the recipient's chunk queue, waiting for room at most the idle
 /// timeout: this wait is the backpressure that keeps the relay's memory constant.
+///
+/// The wait also ends as soon as the transfer ends some other way (the recipient
+/// declines, its connection drops, the sweep times it out): while it lasts, nothing else
+/// the sender sends is read, so it must not outlive the transfer.
 async fn forward<S: Store>(
     conn: &Conn<S>,
     id: TransferId,
     recipient: &SessionHandle,
+    ended: &CancellationToken,
     packet: ServerPacket,
 ) -> bool {
     let timeout = conn.shared.config.transfer_idle_timeout();
-    match tokio::time::timeout(timeout, recipient.chunks.send(packet)).await {
+    let send = tokio::time::timeout(timeout, recipient.chunks.send(packet));
+    let sent = tokio::select! {
+        r = send => r,
+        _ = ended.cancelled() => return false,
+    };
+    match sent {
         Ok(Ok(())) => true,
         Ok(Err(_)) => {
             abort_both(&conn.shared, id, AbortReason::ConnectionDropped).await;
@@ -389,8 +405,8 @@ pub(crate) async fn on_chunk<S: Store>(conn: &Conn<S>, p: FileChunk) -> Result<(
             abort_both(&conn.shared, id, reason).await;
             Ok(())
         }
-        Step::Forward(recipient) => {
-            if forward(conn, id, &recipient, p.into()).await {
+        Step::Forward(recipient, ended) => {
+            if forward(conn, id, &recipient, &ended, p.into()).await {
                 conn.shared
                     .stats
                     .file_bytes_relayed
@@ -413,8 +429,8 @@ pub(crate) async fn on_complete<S: Store>(
             abort_both(&conn.shared, id, reason).await;
             Ok(())
         }
-        Step::Forward(recipient) => {
-            if forward(conn, id, &recipient, p.into()).await {
+        Step::Forward(recipient, ended) => {
+            if forward(conn, id, &recipient, &ended, p.into()).await {
                 let done = conn.shared.transfers.lock().remove(&id);
                 if let Some(t) = done {
                     tracing::info!(transfer = %id, from = %t.sender.user, to = %t.recipient, bytes = t.relayed, "file transferred");
