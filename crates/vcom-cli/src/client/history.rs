@@ -1,0 +1,50 @@
+//! `history [--with USER | --group GID] [--json]`: the received messages kept in the
+//! profile. Works offline: it reads the profile's database and never connects.
+
+use std::io::Write;
+
+use anyhow::Context;
+use vcom_client::{GroupId, History, HistoryQuery, UserId};
+
+use super::Global;
+use super::connect::open_profile;
+use super::format::{Received, message_json, message_line};
+
+/// `vcom history`.
+pub(crate) async fn show(
+    global: &Global,
+    with: Option<UserId>,
+    group: Option<GroupId>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let profile = open_profile(global, true).await?;
+    let history = History::open(profile.history_path())
+        .await
+        .with_context(|| format!("cannot open {}", profile.history_path().display()))?;
+    let query = match (with, group) {
+        (Some(user), _) => HistoryQuery::With(user),
+        (None, Some(group)) => HistoryQuery::Group(group),
+        (None, None) => HistoryQuery::All,
+    };
+    let entries = history
+        .query(query)
+        .await
+        .context("cannot read the history")?;
+    let mut out = std::io::stdout().lock();
+    for entry in &entries {
+        let m = Received::from(entry);
+        let line = if json {
+            message_json(&m).to_string()
+        } else {
+            message_line(&m)
+        };
+        if writeln!(out, "{line}").is_err() {
+            // stdout closed (`| head`): nothing more to do.
+            return Ok(());
+        }
+    }
+    if entries.is_empty() && !json {
+        eprintln!("no messages");
+    }
+    Ok(())
+}

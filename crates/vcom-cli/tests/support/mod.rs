@@ -1,0 +1,299 @@
+//! Test support for the `vcom` program: a real `vcom-server` child process on a free
+//! port with its own data directory, `vcom` commands bound to it, and long-running
+//! `vcom` processes whose output is read line by line with a deadline.
+//!
+//! Every wait is bounded by [`TIMEOUT`] and waits for an event (a line, an exit), never
+//! for a fixed time. A failed expectation here is a failed test, so it panics.
+#![allow(clippy::unwrap_used, clippy::expect_used, dead_code, unreachable_pub)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use assert_cmd::Command as AssertCommand;
+
+pub const VCOM: &str = env!("CARGO_BIN_EXE_vcom");
+pub const SERVER: &str = env!("CARGO_BIN_EXE_vcom-server");
+/// The bound on every wait: generous, so a busy 2-core machine does not fail tests.
+pub const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A `vcom-server serve` child process, killed when dropped.
+pub struct Server {
+    child: Child,
+    pub addr: String,
+    pub fingerprint: String,
+    pub data: PathBuf,
+}
+
+impl Server {
+    /// Starts a server on 127.0.0.1:0 with `data` as its data directory; `config` is
+    /// written to `data/vcom.toml` first when given.
+    pub fn start(data: &Path, config: Option<&str>) -> Server {
+        std::fs::create_dir_all(data).unwrap();
+        if let Some(config) = config {
+            std::fs::write(data.join("vcom.toml"), config).unwrap();
+        }
+        let mut child = Command::new(SERVER)
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(stdout);
+            let mut line = String::new();
+            let _ = reader.read_line(&mut line);
+            let _ = tx.send(line);
+            // Keep draining so the server never blocks on a full pipe.
+            let _ = std::io::copy(&mut reader, &mut std::io::sink());
+        });
+        let line = rx
+            .recv_timeout(TIMEOUT)
+            .expect("the server prints its ready line in time");
+        let (addr, fingerprint) = parse_ready(&line);
+        Server {
+            child,
+            addr,
+            fingerprint,
+            data: data.to_owned(),
+        }
+    }
+
+    /// `vcom-server admin --data-dir DATA ...`.
+    pub fn admin(&self) -> AssertCommand {
+        let mut cmd = AssertCommand::new(SERVER);
+        cmd.arg("admin")
+            .arg("--data-dir")
+            .arg(&self.data)
+            .timeout(TIMEOUT);
+        cmd
+    }
+
+    /// Creates a group with these members and returns its identifier.
+    pub fn create_group(&self, name: &str, members: &[&str]) -> i32 {
+        let mut cmd = self.admin();
+        cmd.args(["group", "create", name]);
+        for member in members {
+            cmd.args(["--member", member]);
+        }
+        let out = cmd.assert().success().get_output().stdout.clone();
+        String::from_utf8(out)
+            .unwrap()
+            .trim()
+            .parse()
+            .expect("`group create` prints the group id")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `vcom-server ready addr=IP:PORT cert-sha256=HEX` -> (address, fingerprint).
+fn parse_ready(line: &str) -> (String, String) {
+    let rest = line
+        .trim_end()
+        .strip_prefix("vcom-server ready addr=")
+        .unwrap_or_else(|| panic!("unexpected ready line {line:?}"));
+    let (addr, fingerprint) = rest
+        .split_once(" cert-sha256=")
+        .unwrap_or_else(|| panic!("unexpected ready line {line:?}"));
+    (addr.to_owned(), fingerprint.to_owned())
+}
+
+/// One test's world: a temporary directory holding the server's data and the users'
+/// profiles, and the running server.
+pub struct World {
+    pub dir: tempfile::TempDir,
+    pub server: Server,
+}
+
+impl World {
+    pub fn new() -> World {
+        Self::with_config(None)
+    }
+
+    pub fn with_config(config: Option<&str>) -> World {
+        let dir = tempfile::tempdir().unwrap();
+        let server = Server::start(&dir.path().join("server"), config);
+        World { dir, server }
+    }
+
+    /// The profile directory named `name` (one per user, or per device).
+    pub fn profile(&self, name: &str) -> PathBuf {
+        self.dir.path().join("profiles").join(name)
+    }
+
+    /// A path in the test's directory.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// `vcom --server ADDR --user USER --profile profiles/USER`.
+    pub fn vcom(&self, user: &str) -> AssertCommand {
+        self.vcom_device(user, user)
+    }
+
+    /// `vcom` for `user` with the profile named `profile` (a second device).
+    pub fn vcom_device(&self, user: &str, profile: &str) -> AssertCommand {
+        let mut cmd = AssertCommand::new(VCOM);
+        cmd.args(self.args(user, profile))
+            .env("HOME", self.dir.path())
+            .env_remove("XDG_CONFIG_HOME")
+            .env_remove("VCOM_PASSWORD")
+            .timeout(TIMEOUT);
+        cmd
+    }
+
+    /// The connection arguments of `vcom` for `user` with profile `profile`.
+    pub fn args(&self, user: &str, profile: &str) -> Vec<String> {
+        vec![
+            "--server".into(),
+            self.server.addr.clone(),
+            "--user".into(),
+            user.into(),
+            "--profile".into(),
+            self.profile(profile).display().to_string(),
+        ]
+    }
+
+    /// Logs `user` in once, so that the server knows the user (messages to unknown
+    /// users are dropped).
+    pub fn register(&self, user: &str) {
+        self.vcom(user).args(["friends", "list"]).assert().success();
+    }
+
+    /// Starts a long-running `vcom` command (`listen`, `receive`) for `user`.
+    pub fn spawn(&self, user: &str, args: &[&str]) -> Spawned {
+        let mut cmd = Command::new(VCOM);
+        cmd.args(self.args(user, user))
+            .args(args)
+            .env("HOME", self.dir.path())
+            .env_remove("XDG_CONFIG_HOME")
+            .env_remove("VCOM_PASSWORD");
+        Spawned::start(cmd)
+    }
+}
+
+/// A running process whose stdout and stderr are read line by line by two threads.
+pub struct Spawned {
+    pub child: Child,
+    stdout: mpsc::Receiver<String>,
+    stderr: mpsc::Receiver<String>,
+    /// stderr lines seen so far, for failure messages.
+    pub seen_stderr: Vec<String>,
+}
+
+fn lines(stream: impl Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+impl Spawned {
+    pub fn start(mut cmd: Command) -> Spawned {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = lines(child.stdout.take().unwrap());
+        let stderr = lines(child.stderr.take().unwrap());
+        Spawned {
+            child,
+            stdout,
+            stderr,
+            seen_stderr: Vec::new(),
+        }
+    }
+
+    /// Waits for a stderr line containing `needle` and returns it.
+    pub fn wait_stderr(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.stderr.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen_stderr.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!(
+                    "no stderr line containing {needle:?} in time; stderr so far: {:?}",
+                    self.seen_stderr
+                ),
+            }
+        }
+    }
+
+    /// Waits for the next stdout line.
+    pub fn next_stdout(&mut self) -> String {
+        match self.stdout.recv_timeout(TIMEOUT) {
+            Ok(line) => line,
+            Err(_) => {
+                while let Ok(line) = self.stderr.try_recv() {
+                    self.seen_stderr.push(line);
+                }
+                panic!("no stdout line in time; stderr: {:?}", self.seen_stderr)
+            }
+        }
+    }
+
+    /// Waits for the process to exit and returns its exit code.
+    pub fn wait_exit(&mut self) -> Option<i32> {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the process did not exit in time"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Every stderr line, after the process has exited.
+    pub fn rest_of_stderr(&mut self) -> Vec<String> {
+        while let Ok(line) = self.stderr.recv_timeout(TIMEOUT) {
+            self.seen_stderr.push(line);
+        }
+        self.seen_stderr.clone()
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The stdout of a finished command as text.
+pub fn stdout_of(assert: &assert_cmd::assert::Assert) -> String {
+    String::from_utf8_lossy(&assert.get_output().stdout).into_owned()
+}
+
+/// The stderr of a finished command as text.
+pub fn stderr_of(assert: &assert_cmd::assert::Assert) -> String {
+    String::from_utf8_lossy(&assert.get_output().stderr).into_owned()
+}
