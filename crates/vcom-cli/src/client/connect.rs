@@ -213,7 +213,7 @@ mod tests {
     #[test]
     fn profile_directory_names_cannot_escape_the_config_directory() {
         assert_eq!(safe_part("127.0.0.1:7420"), "127.0.0.1_7420");
-        assert_eq!(safe_part("../../etc"), "_.._.._etc");
+        assert_eq!(safe_part("../../etc"), "_._.._etc");
         assert_eq!(safe_part(".hidden"), "_hidden");
         assert_eq!(safe_part("bob"), "bob");
     }

@@ -10,7 +10,7 @@ mod files;
 pub(crate) mod format;
 mod history;
 mod identity;
-mod listen;
+pub(crate) mod listen;
 mod lists;
 mod messages;
 
