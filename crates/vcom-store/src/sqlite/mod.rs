@@ -8,7 +8,8 @@
 //! # Layout
 //! - `config`: [`StoreConfig`] and [`Synchronous`].
 //! - `schema`: tables, indexes (each with its reason), migrations, connection set-up.
-//! - `writer`: the writer thread, savepoint per request, one commit per batch.
+//! - `writer`: the writer thread, optimistic batches replayed with a savepoint per
+//!   request when one fails, one commit per batch.
 //! - `readers`: the read-only connection pool.
 //! - `users`, `devices`, `lists`, `groups`, `messages`, `policy`, `transfers`,
 //!   `retention`: the SQL of each part of the [`Store`] trait, as plain functions on a
@@ -144,7 +145,9 @@ impl SqliteStore {
     fn write<T, F>(&self, op: F) -> impl Future<Output = StoreResult<T>> + Send + 'static
     where
         T: Send + 'static,
-        F: FnOnce(&Connection, &StoreConfig) -> StoreResult<T> + Send + 'static,
+        // `Fn`: the writer may run it twice (see `writer`), so it must not consume what
+        // it captured.
+        F: Fn(&Connection, &StoreConfig) -> StoreResult<T> + Send + 'static,
     {
         let inner = Arc::clone(&self.inner);
         async move {

@@ -1,10 +1,13 @@
 //! The writer thread: the only owner of the read-write connection, with group commit.
 //!
 //! Callers queue a request on a bounded channel and await a oneshot. The thread takes
-//! every request already queued (up to `max_batch`), runs each inside its own SAVEPOINT
-//! of one transaction, commits once, and only then answers. A request that fails rolls
-//! back its own savepoint and nothing else. This thread never runs on the async runtime
-//! and never answers before the commit that made a change durable.
+//! every request already queued (up to `max_batch`) into one transaction, commits once,
+//! and only then answers. A request that fails must not fail the others, and it must
+//! leave nothing behind: the batch is first run *optimistically*, every request straight
+//! in the transaction; only if one of them fails is the whole transaction rolled back
+//! and the batch replayed with each request inside its own SAVEPOINT, where a failure
+//! rolls back that request alone. This thread never runs on the async runtime and never
+//! answers before the commit that made a change durable.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -15,45 +18,66 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::{StoreError, StoreResult};
 
-/// A queued write: its operation and the caller waiting for the result.
+/// A queued write: its operation, the caller waiting for the result, and the result
+/// once run (kept until the batch's fate is known).
+///
+/// The operation may run twice (optimistically, then replayed after a rollback), so it
+/// must be a deterministic function of the database and what it captured: everything it
+/// did the first time is undone by the rollback, including identifiers SQLite assigned.
 trait Request: Send {
-    /// Runs inside the open transaction and returns how to answer once the batch's fate
-    /// is known, and whether the transaction is still sound (false when a savepoint
-    /// could not be rolled back: the batch must then be abandoned whole).
-    fn run(self: Box<Self>, conn: &Connection) -> (Reply, bool);
-    /// Answers without running: the batch's transaction could not begin.
-    fn refuse(self: Box<Self>, error: &StoreError);
+    /// Runs straight in the open transaction; false when it failed (the transaction may
+    /// then hold part of it and must be rolled back).
+    fn run(&mut self, conn: &Connection) -> bool;
+    /// Runs inside its own savepoint, keeping its changes only when it succeeds; false
+    /// when the savepoint could not be rolled back (the batch must be abandoned whole).
+    fn run_in_savepoint(&mut self, conn: &Connection) -> bool;
+    /// Records that it was not run because the transaction was already broken.
+    fn skip(&mut self, error: &StoreError);
+    /// Sends the result: `batch_error` is `None` once the batch committed, else why it
+    /// did not (then nothing of the request was kept).
+    fn answer(self: Box<Self>, batch_error: Option<&StoreError>);
 }
-
-/// Sends a request's result: after the commit (`None`) or after it failed (`Some`).
-type Reply = Box<dyn FnOnce(Option<&StoreError>) + Send>;
 
 struct Write<T, F> {
     op: F,
     answer: oneshot::Sender<StoreResult<T>>,
+    result: Option<StoreResult<T>>,
 }
 
 impl<T, F> Request for Write<T, F>
 where
     T: Send + 'static,
-    F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    F: Fn(&Connection) -> StoreResult<T> + Send + 'static,
 {
-    fn run(self: Box<Self>, conn: &Connection) -> (Reply, bool) {
-        let Write { op, answer } = *self;
-        let (result, sound) = in_savepoint(conn, op);
-        let reply: Reply = Box::new(move |batch_error: Option<&StoreError>| {
-            let result = match (result, batch_error) {
-                (Ok(_), Some(error)) => Err(replicate(error)),
-                (result, _) => result,
-            };
-            // The caller may have stopped waiting; the outcome stands regardless.
-            let _ = answer.send(result);
-        });
-        (reply, sound)
+    fn run(&mut self, conn: &Connection) -> bool {
+        let result = (self.op)(conn);
+        let ok = result.is_ok();
+        self.result = Some(result);
+        ok
     }
 
-    fn refuse(self: Box<Self>, error: &StoreError) {
-        let _ = self.answer.send(Err(replicate(error)));
+    fn run_in_savepoint(&mut self, conn: &Connection) -> bool {
+        let (result, sound) = in_savepoint(conn, &self.op);
+        self.result = Some(result);
+        sound
+    }
+
+    fn skip(&mut self, error: &StoreError) {
+        self.result = Some(Err(replicate(error)));
+    }
+
+    fn answer(self: Box<Self>, batch_error: Option<&StoreError>) {
+        let result = match (self.result, batch_error) {
+            // Its own failure is the better answer, whatever became of the batch.
+            (Some(Err(error)), _) => Err(error),
+            (_, Some(error)) => Err(replicate(error)),
+            (Some(Ok(value)), None) => Ok(value),
+            // Unreachable by construction (a committed batch ran every request), but an
+            // answer is owed either way.
+            (None, None) => Err(aborted("the request was not run")),
+        };
+        // The caller may have stopped waiting; the outcome stands regardless.
+        let _ = self.answer.send(result);
     }
 }
 
@@ -78,6 +102,7 @@ pub(crate) struct Writer {
 struct Counters {
     batches: AtomicU64,
     requests: AtomicU64,
+    replayed: AtomicU64,
 }
 
 /// How much group commit is sharing: `requests / batches` is the mean batch size.
@@ -87,6 +112,9 @@ pub struct WriteStats {
     pub batches: u64,
     /// Write requests run in them.
     pub requests: u64,
+    /// Batches that had a failing request, so were rolled back and replayed with one
+    /// savepoint per request (each counted once in `batches`).
+    pub replayed: u64,
 }
 
 impl Writer {
@@ -116,6 +144,7 @@ impl Writer {
         WriteStats {
             batches: self.counters.batches.load(Ordering::Relaxed),
             requests: self.counters.requests.load(Ordering::Relaxed),
+            replayed: self.counters.replayed.load(Ordering::Relaxed),
         }
     }
 
@@ -123,10 +152,14 @@ impl Writer {
     pub(crate) async fn write<T, F>(&self, op: F) -> StoreResult<T>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+        F: Fn(&Connection) -> StoreResult<T> + Send + 'static,
     {
         let (answer, answered) = oneshot::channel();
-        let job: Job = Box::new(Write { op, answer });
+        let job: Job = Box::new(Write {
+            op,
+            answer,
+            result: None,
+        });
         self.queue
             .send(Command::Run(job))
             .await
@@ -160,7 +193,7 @@ impl Writer {
 /// hold part of a failed request and must not be committed.
 fn in_savepoint<T>(
     conn: &Connection,
-    op: impl FnOnce(&Connection) -> StoreResult<T>,
+    op: impl Fn(&Connection) -> StoreResult<T>,
 ) -> (StoreResult<T>, bool) {
     let step = |sql: &str| conn.prepare_cached(sql).and_then(|mut s| s.execute([]));
     if let Err(e) = step("SAVEPOINT request") {
@@ -187,7 +220,6 @@ fn run(
     counters: &Counters,
 ) {
     let mut jobs: Vec<Job> = Vec::with_capacity(max_batch);
-    let mut replies: Vec<Reply> = Vec::with_capacity(max_batch);
     loop {
         let Some(first) = commands.blocking_recv() else {
             return;
@@ -210,7 +242,9 @@ fn run(
             counters
                 .requests
                 .fetch_add(jobs.len() as u64, Ordering::Relaxed);
-            commit_batch(&conn, &mut jobs, &mut replies);
+            if commit_batch(&conn, &mut jobs) == Outcome::Replayed {
+                counters.replayed.fetch_add(1, Ordering::Relaxed);
+            }
         }
         if let Some(done) = close {
             // Requests queued after Close are dropped with the receiver: their callers
@@ -223,56 +257,99 @@ fn run(
     }
 }
 
+/// How a batch was run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    /// Every request ran straight in the transaction (or none could begin).
+    Optimistic,
+    /// A request failed; the batch was rolled back and replayed with savepoints.
+    Replayed,
+}
+
 /// Runs `jobs` in one transaction, commits, and answers every caller.
-fn commit_batch(conn: &Connection, jobs: &mut Vec<Job>, replies: &mut Vec<Reply>) {
-    let begun = conn
-        .prepare_cached("BEGIN IMMEDIATE")
-        .and_then(|mut s| s.execute([]));
-    if let Err(e) = begun {
-        let error = StoreError::Sqlite(e);
-        tracing::error!(%error, requests = jobs.len(), "store: cannot begin a write transaction");
-        for job in jobs.drain(..) {
-            job.refuse(&error);
-        }
-        return;
-    }
-    let mut sound = true;
-    for job in jobs.drain(..) {
-        if sound {
-            let (reply, still_sound) = job.run(conn);
-            replies.push(reply);
-            sound = still_sound;
-        } else {
-            job.refuse(&StoreError::Sqlite(rusqlite::Error::SqliteFailure(
-                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ABORT),
-                Some("an earlier request of the same batch broke the transaction".into()),
-            )));
-        }
-    }
-    let committed = if sound {
-        conn.prepare_cached("COMMIT")
-            .and_then(|mut s| s.execute([]))
-    } else {
-        Err(rusqlite::Error::SqliteFailure(
-            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ABORT),
-            Some("a request's savepoint could not be rolled back; batch abandoned".into()),
-        ))
-    };
-    let error = match committed {
-        Ok(_) => None,
-        Err(e) => {
-            // Leave no half-open transaction behind for the next batch.
-            if !conn.is_autocommit() {
-                let _ = conn.execute_batch("ROLLBACK");
-            }
-            let error = StoreError::Sqlite(e);
-            tracing::error!(%error, requests = replies.len(), "store: commit failed");
+///
+/// The common batch has no failing request, so it runs without savepoints: a savepoint
+/// per request costs two statements and a copy of every page the request touches into
+/// the savepoint journal, and a batch of hundreds of messages touches the same few
+/// pages hundreds of times. When a request fails, the whole transaction is rolled back
+/// (nothing has been answered yet, nothing is lost) and the batch is replayed the
+/// careful way, so the outcome is exactly what one savepoint per request gives.
+fn commit_batch(conn: &Connection, jobs: &mut Vec<Job>) -> Outcome {
+    let mut outcome = Outcome::Optimistic;
+    let error = match execute(conn, "BEGIN IMMEDIATE") {
+        Err(error) => {
+            tracing::error!(%error, requests = jobs.len(), "store: cannot begin a write transaction");
             Some(error)
         }
+        Ok(()) => {
+            // `all` short-circuits: requests after a failure are not run optimistically.
+            let ran = jobs.iter_mut().all(|job| job.run(conn));
+            let committed = if ran {
+                execute(conn, "COMMIT")
+            } else {
+                outcome = Outcome::Replayed;
+                rollback(conn)
+                    .and_then(|()| execute(conn, "BEGIN IMMEDIATE"))
+                    .and_then(|()| run_in_savepoints(conn, jobs))
+                    .and_then(|()| execute(conn, "COMMIT"))
+            };
+            match committed {
+                Ok(()) => None,
+                Err(error) => {
+                    // Leave no half-open transaction behind for the next batch.
+                    let _ = rollback(conn);
+                    tracing::error!(%error, requests = jobs.len(), "store: commit failed");
+                    Some(error)
+                }
+            }
+        }
     };
-    for reply in replies.drain(..) {
-        reply(error.as_ref());
+    for job in jobs.drain(..) {
+        job.answer(error.as_ref());
     }
+    outcome
+}
+
+/// The careful pass: each request in its own savepoint, so a failing one is rolled back
+/// alone. Fails when a savepoint could not be rolled back: the transaction may then
+/// hold part of a failed request and must not be committed.
+fn run_in_savepoints(conn: &Connection, jobs: &mut [Job]) -> StoreResult<()> {
+    let mut jobs = jobs.iter_mut();
+    for job in jobs.by_ref() {
+        if !job.run_in_savepoint(conn) {
+            let broken = aborted("an earlier request of the same batch broke the transaction");
+            for job in jobs {
+                job.skip(&broken);
+            }
+            return Err(aborted(
+                "a request's savepoint could not be rolled back; batch abandoned",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Runs one statement of the writer's own (kept in the statement cache).
+fn execute(conn: &Connection, sql: &str) -> StoreResult<()> {
+    conn.prepare_cached(sql)?.execute([])?;
+    Ok(())
+}
+
+/// Rolls back the open transaction, if any: some errors (a full disk, I/O) make SQLite
+/// roll it back on its own.
+fn rollback(conn: &Connection) -> StoreResult<()> {
+    if conn.is_autocommit() {
+        return Ok(());
+    }
+    execute(conn, "ROLLBACK")
+}
+
+/// The error of a request or batch given up on.
+fn aborted(why: &str) -> StoreError {
+    StoreError::Sqlite(rusqlite::Error::SqliteFailure(
+        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ABORT),
+        Some(why.into()),
+    ))
 }
 
 /// A copy of `error` for every caller of a failed batch (errors are not `Clone`).
@@ -294,10 +371,24 @@ mod tests {
     use super::*;
 
     fn job<T: Send + 'static>(
-        op: impl FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+        op: impl Fn(&Connection) -> StoreResult<T> + Send + 'static,
     ) -> (Job, oneshot::Receiver<StoreResult<T>>) {
         let (answer, answered) = oneshot::channel();
-        (Box::new(Write { op, answer }), answered)
+        let job = Write {
+            op,
+            answer,
+            result: None,
+        };
+        (Box::new(job), answered)
+    }
+
+    fn rows(conn: &Connection) -> Vec<i64> {
+        conn.prepare("SELECT x FROM t ORDER BY rowid")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
     }
 
     fn insert(conn: &Connection, x: i64) -> StoreResult<()> {
@@ -316,23 +407,61 @@ mod tests {
         });
         let (c, c_answer) = job(|c| insert(c, 3));
 
-        commit_batch(&conn, &mut vec![a, b, c], &mut Vec::new());
+        let outcome = commit_batch(&conn, &mut vec![a, b, c]);
 
+        assert_eq!(outcome, Outcome::Replayed);
         assert!(a_answer.blocking_recv().unwrap().is_ok());
         assert!(matches!(
             b_answer.blocking_recv().unwrap(),
             Err(StoreError::NotFound(_))
         ));
         assert!(c_answer.blocking_recv().unwrap().is_ok());
-        let rows: Vec<i64> = conn
-            .prepare("SELECT x FROM t ORDER BY x")
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
-        assert_eq!(rows, [1, 3]);
+        assert_eq!(rows(&conn), [1, 3]);
         assert!(conn.is_autocommit(), "no transaction left open");
+    }
+
+    #[test]
+    fn a_batch_without_failures_runs_once_without_savepoints() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE t (x INTEGER)").unwrap();
+        let (a, a_answer) = job(|c| insert(c, 1).map(|()| c.last_insert_rowid()));
+        let (b, b_answer) = job(|c| insert(c, 2).map(|()| c.last_insert_rowid()));
+
+        let outcome = commit_batch(&conn, &mut vec![a, b]);
+
+        assert_eq!(outcome, Outcome::Optimistic);
+        assert_eq!(a_answer.blocking_recv().unwrap().unwrap(), 1);
+        assert_eq!(b_answer.blocking_recv().unwrap().unwrap(), 2);
+        assert_eq!(rows(&conn), [1, 2]);
+        assert!(conn.is_autocommit());
+    }
+
+    #[test]
+    fn a_replayed_batch_answers_what_the_replay_assigned_and_keeps_no_duplicate() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE t (x INTEGER UNIQUE)")
+            .unwrap();
+        // Row ids assigned by the optimistic pass are undone by the rollback, so the
+        // replay assigns the same ones again; the answers are the replay's.
+        let (a, a_answer) = job(|c| insert(c, 1).map(|()| c.last_insert_rowid()));
+        // Fails on a constraint after a partial change of its own.
+        let (b, b_answer) = job(|c| {
+            insert(c, 5)?;
+            insert(c, 1)
+        });
+        let (c, c_answer) = job(|c| insert(c, 3).map(|()| c.last_insert_rowid()));
+
+        let outcome = commit_batch(&conn, &mut vec![a, b, c]);
+
+        assert_eq!(outcome, Outcome::Replayed);
+        assert_eq!(a_answer.blocking_recv().unwrap().unwrap(), 1);
+        assert!(matches!(
+            b_answer.blocking_recv().unwrap(),
+            Err(StoreError::Sqlite(_))
+        ));
+        assert_eq!(c_answer.blocking_recv().unwrap().unwrap(), 2);
+        assert_eq!(rows(&conn), [1, 3], "nothing of the failed request is kept");
+        assert!(conn.is_autocommit());
     }
 
     #[test]
@@ -354,7 +483,7 @@ mod tests {
             Ok(())
         });
 
-        commit_batch(&conn, &mut vec![a, b], &mut Vec::new());
+        commit_batch(&conn, &mut vec![a, b]);
 
         assert!(matches!(
             a_answer.blocking_recv().unwrap(),

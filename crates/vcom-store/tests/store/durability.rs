@@ -203,6 +203,8 @@ async fn a_failing_request_does_not_fail_the_others_in_its_batch() {
         }
     }
     assert_eq!(t.store.stats().await.unwrap().messages, 32);
+    // Every batch holding a failing request was rolled back and replayed carefully.
+    assert!(t.store.write_stats().replayed >= 1);
 }
 
 #[tokio::test]
