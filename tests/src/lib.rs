@@ -1,6 +1,7 @@
 //! Shared support for vCom's cross-crate integration tests.
 //!
 //! # Layout
+//! - [`e2e`]: the end-to-end runner behind `cargo xtask e2e` (binary `vcom-e2e`).
 //! - [`harness`]: an in-process server and raw TLS clients for integration tests.
 //! - [`hexdump`]: annotated hex dumps of encoded packets, for golden snapshots.
 //! - [`vectors`]: the golden vectors, one realistic value per packet and direction.
@@ -8,6 +9,7 @@
 //! - [`fuzz_check`]: the checks the fuzz target `decode` runs, compiled from
 //!   `crates/vcom-protocol/fuzz/src/lib.rs` so tests replay exactly what the fuzzer does.
 
+pub mod e2e;
 #[path = "../../crates/vcom-protocol/fuzz/src/lib.rs"]
 pub mod fuzz_check;
 pub mod harness;

@@ -1,2 +1,161 @@
-//! `cargo xtask`: project automation.
-fn main() {}
+//! `cargo xtask`: project automation, in Rust rather than shell scripts.
+//!
+//! - `cargo xtask ci`: what CI runs: `cargo fmt --check`, `cargo clippy -D warnings`,
+//!   `cargo test`, then `e2e`. Stops at the first failure.
+//! - `cargo xtask e2e`: builds `vcom-server`, `vcom` and the runner `vcom-e2e` (debug
+//!   profile, so the test build is reused), then runs the end-to-end scenarios against
+//!   the real programs and checks packet coverage (see `vcom_tests::e2e`). Extra
+//!   arguments go to the runner (`--only NAME`, `--keep`, `--list`).
+//! - `cargo xtask bench [ARGS]`: `cargo bench --workspace [ARGS]`.
+//!
+//! Dependencies: anyhow and std only (this crate is built on every `cargo xtask`).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use anyhow::{Context, bail};
+
+const USAGE: &str = "usage: cargo xtask <ci | e2e [RUNNER ARGS] | bench [CARGO BENCH ARGS]>";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("ci") if args.len() == 1 => ci(),
+        Some("e2e") => e2e(&args[1..]),
+        Some("bench") => bench(&args[1..]),
+        _ => {
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(Status::Passed) => ExitCode::SUCCESS,
+        Ok(Status::Failed(code)) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// How a step ended, when it could run at all.
+enum Status {
+    Passed,
+    /// It ran and failed; the process exits with this code.
+    Failed(u8),
+}
+
+/// The workspace root: the parent of this crate's directory.
+fn root() -> anyhow::Result<PathBuf> {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_owned)
+        .context("xtask is not inside the workspace")
+}
+
+/// The cargo that runs us (`$CARGO`), or `cargo`.
+fn cargo() -> Command {
+    let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    if let Ok(root) = root() {
+        command.current_dir(root);
+    }
+    command
+}
+
+/// Runs a command, echoing it; `Failed` with its exit code when it fails.
+fn run(what: &str, command: &mut Command) -> anyhow::Result<Status> {
+    eprintln!("xtask: {what}");
+    let status = command
+        .status()
+        .with_context(|| format!("cannot run {what}"))?;
+    if status.success() {
+        return Ok(Status::Passed);
+    }
+    eprintln!("xtask: {what} failed ({status})");
+    let code = status
+        .code()
+        .and_then(|c| u8::try_from(c).ok())
+        .filter(|c| *c != 0)
+        .unwrap_or(1);
+    Ok(Status::Failed(code))
+}
+
+fn ci() -> anyhow::Result<Status> {
+    let steps: [(&str, &[&str]); 3] = [
+        ("cargo fmt --all --check", &["fmt", "--all", "--check"]),
+        (
+            "cargo clippy --workspace --all-targets --locked -- -D warnings",
+            &[
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--locked",
+                "--",
+                "-D",
+                "warnings",
+            ],
+        ),
+        (
+            "cargo test --workspace --locked",
+            &["test", "--workspace", "--locked"],
+        ),
+    ];
+    for (what, args) in steps {
+        if let Status::Failed(code) = run(what, cargo().args(args))? {
+            return Ok(Status::Failed(code));
+        }
+    }
+    e2e(&[])
+}
+
+/// Where cargo puts the debug binaries: `$CARGO_TARGET_DIR/debug` or `target/debug`.
+fn debug_dir() -> anyhow::Result<PathBuf> {
+    let root = root()?;
+    let target = match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => root.join(dir),
+        None => root.join("target"),
+    };
+    Ok(target.join("debug"))
+}
+
+fn e2e(runner_args: &[String]) -> anyhow::Result<Status> {
+    let build = run(
+        "cargo build -p vcom-cli --bins -p vcom-tests --bin vcom-e2e",
+        cargo().args([
+            "build",
+            "-p",
+            "vcom-cli",
+            "--bins",
+            "-p",
+            "vcom-tests",
+            "--bin",
+            "vcom-e2e",
+        ]),
+    )?;
+    if let Status::Failed(code) = build {
+        return Ok(Status::Failed(code));
+    }
+    let bin = debug_dir()?;
+    let runner = bin.join("vcom-e2e");
+    let server = bin.join("vcom-server");
+    let vcom = bin.join("vcom");
+    for program in [&runner, &server] {
+        if !program.is_file() {
+            bail!("{} was not built", program.display());
+        }
+    }
+    let mut command = Command::new(&runner);
+    command.arg("--server-bin").arg(&server);
+    if vcom.is_file() {
+        command.arg("--vcom-bin").arg(&vcom);
+    }
+    command.args(runner_args);
+    run("vcom-e2e", &mut command)
+}
+
+fn bench(args: &[String]) -> anyhow::Result<Status> {
+    run(
+        "cargo bench --workspace",
+        cargo().args(["bench", "--workspace"]).args(args),
+    )
+}
