@@ -87,8 +87,35 @@ impl Terminal {
                 !left.is_zero(),
                 "{needle:?} did not appear on the screen in time; the screen:\n{screen}"
             );
-            // Woken by new output; the timeout only bounds the wait.
-            let _ = self.updates.recv_timeout(left.min(Duration::from_secs(1)));
+            self.pause(left);
+        }
+    }
+
+    /// Waits for new output, at most `left`; once the output has ended, only briefly.
+    fn pause(&self, left: Duration) {
+        if let Err(mpsc::RecvTimeoutError::Disconnected) =
+            self.updates.recv_timeout(left.min(Duration::from_secs(1)))
+        {
+            std::thread::sleep(left.min(Duration::from_millis(20)));
+        }
+    }
+
+    /// Waits until the raw output contains `needle`.
+    fn wait_raw(&self, needle: &[u8]) {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            if self
+                .raw
+                .lock()
+                .unwrap()
+                .windows(needle.len())
+                .any(|w| w == needle)
+            {
+                return;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(!left.is_zero(), "{needle:?} never appeared in the output");
+            self.pause(left);
         }
     }
 
@@ -109,7 +136,7 @@ impl Terminal {
                 "the program did not exit in time; the screen:\n{}",
                 self.contents()
             );
-            let _ = self.updates.recv_timeout(Duration::from_millis(50));
+            self.pause(Duration::from_millis(50));
         }
     }
 }
@@ -171,13 +198,9 @@ fn chat_logs_in_sends_a_message_and_shows_the_reply_then_restores_the_terminal()
 
     alice.type_text("/quit\r");
     assert_eq!(alice.wait_exit(), 0);
-    let raw = alice.raw.lock().unwrap().clone();
-    let leave_alternate_screen = b"\x1b[?1049l";
-    assert!(
-        raw.windows(leave_alternate_screen.len())
-            .any(|w| w == leave_alternate_screen),
-        "the terminal is restored (alternate screen left)"
-    );
+    // The terminal is restored: the alternate screen is left (the output may still be
+    // on its way when the process has exited).
+    alice.wait_raw(b"\x1b[?1049l");
     assert!(!alice.screen.lock().unwrap().screen().alternate_screen());
 }
 
