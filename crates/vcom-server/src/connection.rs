@@ -38,6 +38,10 @@ pub(crate) const CHUNK_QUEUE: usize = 16;
 const BACKLOG_PAGE: usize = 256;
 /// Most queued packets written before one flush.
 const WRITE_BATCH: usize = 64;
+/// Encoded bytes the writer gathers before the framing layer writes them out on its own.
+/// Framed's default (8 KiB) would cut a batch of file chunks (the whole chunk queue,
+/// about 17 KiB) into several TLS records and system calls; one is enough.
+const WRITE_BUFFER: usize = 32 * 1024;
 
 /// Why a connection ends: logged, never sent (the protocol has no packet for it).
 #[derive(Debug)]
@@ -204,7 +208,7 @@ fn log_read_error<S>(shared: &Shared<S>, addr: SocketAddr, user: Option<&UserId>
 
 async fn run_session<S: Store>(
     shared: Arc<Shared<S>>,
-    transport: Transport,
+    mut transport: Transport,
     accepted: Accepted,
     addr: SocketAddr,
 ) {
@@ -223,6 +227,7 @@ async fn run_session<S: Store>(
     };
     // Registered before the backlog is read, so nothing stored meanwhile is missed.
     shared.sessions.insert(session.clone());
+    transport.set_backpressure_boundary(WRITE_BUFFER);
     let (sink, stream) = transport.split();
     let writer = tokio::spawn(write_loop(
         shared.clone(),

@@ -379,6 +379,9 @@ async fn forward<S: Store>(
     let timeout = conn.shared.config.transfer_idle_timeout();
     let send = tokio::time::timeout(timeout, recipient.chunks.send(packet));
     let sent = tokio::select! {
+        // The send first: while there is room, the token is never polled (polling it
+        // registers a waiter, a cost on every chunk).
+        biased;
         r = send => r,
         _ = ended.cancelled() => return false,
     };
