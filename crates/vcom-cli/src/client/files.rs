@@ -61,6 +61,7 @@ pub(crate) async fn send_file(global: &Global, to: &UserId, path: &Path) -> anyh
     let interrupted = tokio::signal::ctrl_c();
     tokio::pin!(interrupted);
     let mut cancelled = false;
+    let mut started = false;
     loop {
         tokio::select! {
             _ = &mut interrupted, if !cancelled => {
@@ -68,7 +69,14 @@ pub(crate) async fn send_file(global: &Global, to: &UserId, path: &Path) -> anyh
                 handle.cancel();
             }
             progress = handle.progress_changed() => match progress {
-                Some(progress) => bar.set_position(progress.done),
+                Some(progress) => {
+                    if !started && progress.done > 0 {
+                        // Measure the rate from the acceptance, not from the offer.
+                        started = true;
+                        bar.reset();
+                    }
+                    bar.set_position(progress.done);
+                }
                 None => break,
             },
         }

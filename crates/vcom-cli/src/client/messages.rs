@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use anyhow::Context;
+use anyhow::{Context, anyhow};
 use bytes::Bytes;
 use vcom_client::{GroupId, UserId};
 
@@ -31,6 +31,14 @@ pub(crate) async fn send_image(global: &Global, to: &UserId, file: &Path) -> any
     let data = tokio::fs::read(file)
         .await
         .with_context(|| format!("cannot read {}", file.display()))?;
+    let max = vcom_client::Limits::default().max_message_len;
+    if data.len() > max {
+        return Err(anyhow!(
+            "{} has {} bytes; an image message may hold at most {max}",
+            file.display(),
+            data.len()
+        ));
+    }
     let connection = connect(global).await?;
     connection
         .client
