@@ -53,11 +53,33 @@ fn root() -> anyhow::Result<PathBuf> {
         .context("xtask is not inside the workspace")
 }
 
-/// The cargo that runs us (`$CARGO`), or `cargo`.
+/// The cargo that runs us (`$CARGO`), or `cargo`, in the workspace root.
+///
+/// `cargo run` gives xtask the variables of a running package (`CARGO_PKG_NAME=xtask`,
+/// `CARGO_MANIFEST_DIR`, ...). Passed on, they would differ from a plain `cargo build`'s
+/// environment, and build scripts that watch them (ring's does) would rebuild on every
+/// switch between `cargo test` and `cargo xtask`; so they are removed.
 fn cargo() -> Command {
     let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     if let Ok(root) = root() {
         command.current_dir(root);
+    }
+    for (key, _) in std::env::vars_os() {
+        let Some(key) = key.to_str() else { continue };
+        let package_var = key.starts_with("CARGO_PKG_")
+            || matches!(
+                key,
+                "CARGO_MANIFEST_DIR"
+                    | "CARGO_MANIFEST_PATH"
+                    | "CARGO_MANIFEST_LINKS"
+                    | "CARGO_CRATE_NAME"
+                    | "CARGO_BIN_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+                    | "CARGO_RUSTC_CURRENT_DIR"
+            );
+        if package_var {
+            command.env_remove(key);
+        }
     }
     command
 }
