@@ -789,7 +789,8 @@ async fn a_message_overtakes_file_data_queued_for_a_recipient_who_is_not_reading
 /// - alice stalls (no write completes for 2 s) after pushing a few MiB: what the TCP and
 ///   TLS buffers on both legs hold plus bob's 16-chunk queue, far below the file size;
 /// - the process's resident memory (server and clients share it) grows by less than
-///   64 MiB meanwhile, so the server is not buffering the file;
+///   64 MiB meanwhile, so the server is not buffering the file in user space (kernel
+///   socket buffers are not part of it: they are the bytes the first point allows);
 /// - the stall is backpressure, not a broken transfer: once bob reads, alice moves on,
 ///   and her cancel still reaches bob.
 #[tokio::test]
@@ -811,8 +812,10 @@ async fn a_recipient_that_stops_reading_holds_the_sender_back_with_bounded_memor
         SIZE / MIB,
         grown / KIB
     );
+    // What the kernel may hold: both legs' send buffers (tcp_wmem max, 4 MiB on a stock
+    // Linux) and receive windows that do not grow while nobody reads. 7.5 MiB measured.
     assert!(
-        pushed < 16 * MIB,
+        pushed < 24 * MIB,
         "the server took {pushed} bytes from a sender whose recipient reads nothing"
     );
     assert!(grown < 64 * MIB, "resident memory grew by {grown} bytes");
