@@ -34,7 +34,15 @@ pub(crate) fn store(
         "INSERT INTO message_recipients (user, message_id) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
     )?;
     for recipient in &message.recipients {
-        add.execute(params![recipient.as_str(), id])?;
+        // A duplicate recipient adds no row, so nothing more waits (schema version 2:
+        // this statement, not a trigger, keeps the count).
+        if add.execute(params![recipient.as_str(), id])? == 1 {
+            conn.prepare_cached(
+                "INSERT INTO pending_counts (user, pending) VALUES (?1, 1)
+                 ON CONFLICT (user) DO UPDATE SET pending = pending + 1",
+            )?
+            .execute([recipient.as_str()])?;
+        }
         if let Some(cap) = pending_cap {
             enforce_pending_cap(conn, recipient, cap)?;
         }
@@ -109,7 +117,12 @@ pub(crate) fn mark_delivered(
     )?;
     for id in messages {
         record.execute(params![id.0, device.0, now.0])?;
-        flag.execute(params![owner, id.0])?;
+        // Only a row that was waiting and is no more changes the count (schema version
+        // 2: this statement, not a trigger, keeps it).
+        if flag.execute(params![owner, id.0])? == 1 {
+            conn.prepare_cached("UPDATE pending_counts SET pending = pending - 1 WHERE user = ?1")?
+                .execute([&owner])?;
+        }
     }
     Ok(())
 }

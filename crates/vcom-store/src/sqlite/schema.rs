@@ -161,8 +161,24 @@ CREATE TABLE transfers (
 CREATE INDEX transfers_by_transfer_id ON transfers (transfer_id);
 "#;
 
+/// Version 2: `pending_counts` is kept by the two statements that add and deliver
+/// waiting rows (`messages::store` and `messages::mark_delivered`) instead of row
+/// triggers.
+///
+/// Why: a trigger makes its statement a multi-row write, so SQLite opens a statement
+/// journal and copies every page the statement touches into it, and runs the trigger's
+/// sub-program on top; for the one-row insert and update of the hot path that was about
+/// a fifth of the writer's SQLite time per message (measured: 7.0 -> 5.6 us). The two
+/// sites change the counter only when their statement changed a row, so the counts are
+/// what the triggers kept. The delete trigger stays: rows also go by `ON DELETE CASCADE`,
+/// which no code path sees.
+const V2: &str = r#"
+DROP TRIGGER pending_counts_on_insert;
+DROP TRIGGER pending_counts_on_delivered;
+"#;
+
 /// Every migration, oldest first. Append only.
-const MIGRATIONS: &[M<'static>] = &[M::up(V1)];
+const MIGRATIONS: &[M<'static>] = &[M::up(V1), M::up(V2)];
 
 /// The schema version this program writes (SQLite's `user_version` after migrating).
 pub(crate) const SCHEMA_VERSION: usize = MIGRATIONS.len();
@@ -250,5 +266,51 @@ mod tests {
     #[test]
     fn migrations_are_valid() {
         Migrations::from_slice(MIGRATIONS).validate().unwrap();
+    }
+
+    /// Waiting rows counted by version 1's triggers go on being counted correctly by
+    /// version 2's statements after an upgrade in place.
+    #[test]
+    fn pending_counts_carry_over_the_upgrade_to_version_2() {
+        use bytes::Bytes;
+        use vcom_protocol::{DeviceId, MessageKind, Timestamp, UserId};
+
+        use crate::{MessageId, NewMessage};
+
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.pragma_update(None, "foreign_keys", true).unwrap();
+        let migrations = Migrations::from_slice(MIGRATIONS);
+        migrations.to_version(&mut conn, 1).unwrap();
+        conn.execute_batch(
+            "INSERT INTO users (id, created_at) VALUES ('bob', 1);
+             INSERT INTO devices (user, created_at, last_seen, watermark) VALUES ('bob', 1, 1, 0);
+             INSERT INTO messages (sender, origin_device, sent_at, received_at, is_text, data)
+                 VALUES ('alice', 9, 1, 1, 1, x'00');
+             INSERT INTO message_recipients (user, message_id) VALUES ('bob', 1);",
+        )
+        .unwrap();
+        migrations.to_latest(&mut conn).unwrap();
+
+        let message = NewMessage {
+            sender: UserId::new("alice").unwrap(),
+            origin_device: DeviceId(9),
+            group: None,
+            recipients: vec![UserId::new("bob").unwrap(), UserId::new("carol").unwrap()],
+            sent_at: Timestamp(1),
+            received_at: Timestamp(1),
+            kind: MessageKind::Text,
+            data: Bytes::from_static(b"x"),
+        };
+        super::super::messages::store(&conn, &message, None).unwrap();
+        super::super::messages::mark_delivered(&conn, DeviceId(1), &[MessageId(1)], Timestamp(2))
+            .unwrap();
+        let counts: Vec<(String, i64)> = conn
+            .prepare("SELECT user, pending FROM pending_counts ORDER BY user")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(counts, [("bob".into(), 1), ("carol".into(), 1)]);
     }
 }

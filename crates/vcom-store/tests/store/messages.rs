@@ -175,6 +175,22 @@ async fn marking_twice_is_harmless() {
 }
 
 #[tokio::test]
+async fn a_recipient_listed_twice_waits_once_and_is_counted_once() {
+    let t = store();
+    let alice = user_with_device(&t.store, "alice").await;
+    let bob = user_with_device(&t.store, "bob").await;
+    let id = t
+        .store
+        .store_message(text("alice", alice, &["bob", "bob"], "x"))
+        .await
+        .unwrap();
+    assert_eq!(t.store.stats().await.unwrap().pending_deliveries, 1);
+    assert_eq!(pending_bodies(&t.store, "bob", bob).await, ["x"]);
+    t.store.mark_delivered(bob, &[id], ts(3)).await.unwrap();
+    assert_eq!(t.store.stats().await.unwrap().pending_deliveries, 0);
+}
+
+#[tokio::test]
 async fn a_new_device_gets_older_messages_only_while_no_device_of_its_user_has_them() {
     let t = store();
     let alice = user_with_device(&t.store, "alice").await;
