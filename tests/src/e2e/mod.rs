@@ -364,6 +364,15 @@ async fn play(scenario: &Scenario, ctx: Arc<Ctx>) -> Result<Outcome, String> {
     }
 }
 
+/// Whether a server completes a TLS handshake within 5 s.
+async fn answers(target: &Target) -> bool {
+    let handshake = crate::harness::try_tls_connect_to(target, None);
+    matches!(
+        tokio::time::timeout(Duration::from_secs(5), handshake).await,
+        Ok(Ok(_))
+    )
+}
+
 /// Runs the scenarios and prints the report; `Ok(true)` when every check passed.
 pub async fn run(options: Options) -> anyhow::Result<bool> {
     std::panic::set_hook(Box::new(|info| {
@@ -409,16 +418,24 @@ pub async fn run(options: Options) -> anyhow::Result<bool> {
         next_dir: AtomicUsize::new(1),
     });
 
+    let mut healthy = true;
     for scenario in SCENARIOS {
         if !options.only.is_empty() && !options.only.iter().any(|n| n == scenario.name) {
             continue;
         }
         let started = Instant::now();
-        let result = if main.is_running() {
-            play(scenario, ctx.clone()).await
-        } else {
+        let result = if !main.is_running() {
             Err("the main server is not running any more".to_owned())
+        } else if !healthy {
+            Err("the main server stopped answering (see the failure above)".to_owned())
+        } else {
+            play(scenario, ctx.clone()).await
         };
+        // After a failure, make sure the main server still answers, so a hung server
+        // costs one scenario's time bound rather than one per scenario.
+        if result.is_err() && healthy {
+            healthy = answers(&ctx.main).await;
+        }
         if !matches!(result, Ok(Outcome::Skipped(_))) {
             count(report(scenario.name, started, &result));
         } else {
