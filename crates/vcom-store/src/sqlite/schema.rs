@@ -211,8 +211,9 @@ pub(crate) fn open_writer(
     }
     conn.pragma_update(None, "synchronous", synchronous.pragma_value())?;
     conn.pragma_update(None, "foreign_keys", true)?;
-    // Each request runs in a savepoint, whose undo journal would otherwise be a
-    // temporary file written on every page a request touches.
+    // Multi-row statements keep a statement journal, and a replayed batch a savepoint
+    // per request; their undo journals would otherwise be temporary files written on
+    // every page they touch.
     conn.pragma_update(None, "temp_store", "MEMORY")?;
     // The writer keeps the hot pages (recent messages, every user's index leaves) in
     // memory: 64 MiB.
