@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
+use tracing::warn;
 use vcom_protocol::{
     ClientPacket, DeviceId, GroupId, Limits, MessageKind, SendGroupMessage, SendUserMessage, UserId,
 };
@@ -14,7 +15,7 @@ use vcom_protocol::{
 use crate::ClientError;
 use crate::config::ClientConfig;
 use crate::event::EventStream;
-use crate::history::{History, HistoryEntry, HistoryQuery};
+use crate::history::{History, HistoryEntry, HistoryQuery, Recipient, SentEntry};
 use crate::session::{Command, Handles};
 use crate::sync::{ListKind, Lists};
 use crate::transfer::{self, TransferHandle};
@@ -93,6 +94,9 @@ impl Client {
     }
 
     /// Sends a text message to a user (266).
+    ///
+    /// Once the message is queued for the server it is recorded in the history as
+    /// outgoing; a message that could not be queued is not recorded.
     pub async fn send_text(&self, to: &UserId, text: &str) -> Result<(), ClientError> {
         self.send_direct(
             to,
@@ -103,11 +107,13 @@ impl Client {
     }
 
     /// Sends image data to a user (266).
+    /// Recorded in the history as [`Client::send_text`] says.
     pub async fn send_image(&self, to: &UserId, data: Bytes) -> Result<(), ClientError> {
         self.send_direct(to, MessageKind::Image, data).await
     }
 
     /// Sends a text message to a group this user is a member of (267).
+    /// Recorded in the history as [`Client::send_text`] says.
     pub async fn send_group_text(&self, group: GroupId, text: &str) -> Result<(), ClientError> {
         self.send_group(
             group,
@@ -118,6 +124,7 @@ impl Client {
     }
 
     /// Sends image data to a group this user is a member of (267).
+    /// Recorded in the history as [`Client::send_text`] says.
     pub async fn send_group_image(&self, group: GroupId, data: Bytes) -> Result<(), ClientError> {
         self.send_group(group, MessageKind::Image, data).await
     }
@@ -133,9 +140,13 @@ impl Client {
             recipient: to.clone(),
             sent_at: crate::now(),
             kind,
-            data,
+            data: data.clone(),
         };
-        self.send(packet.into()).await
+        let sent_at = packet.sent_at;
+        self.send(packet.into()).await?;
+        self.record_sent(Recipient::User(to.clone()), sent_at, kind, data)
+            .await;
+        Ok(())
     }
 
     async fn send_group(
@@ -149,9 +160,36 @@ impl Client {
             group,
             sent_at: crate::now(),
             kind,
+            data: data.clone(),
+        };
+        let sent_at = packet.sent_at;
+        self.send(packet.into()).await?;
+        self.record_sent(Recipient::Group(group), sent_at, kind, data)
+            .await;
+        Ok(())
+    }
+
+    /// Writes a message that was just queued for the server to the history.
+    ///
+    /// A failure is logged, not returned: the message is already on its way and cannot
+    /// be called back, so reporting the send as failed would only invite a duplicate.
+    async fn record_sent(
+        &self,
+        to: Recipient,
+        sent_at: vcom_protocol::Timestamp,
+        kind: MessageKind,
+        data: Bytes,
+    ) {
+        let entry = SentEntry {
+            sender: self.inner.user.clone(),
+            to,
+            sent_at,
+            kind,
             data,
         };
-        self.send(packet.into()).await
+        if let Err(e) = self.inner.history.record_sent(entry).await {
+            warn!(error = %e, "a sent message could not be written to the history");
+        }
     }
 
     fn check_message_len(&self, data: &[u8]) -> Result<(), ClientError> {
@@ -251,7 +289,7 @@ impl Client {
         transfer::start(ctx, to.clone(), path, &self.inner.limits).await
     }
 
-    /// Messages from the local history, oldest first.
+    /// Messages from the local history, received and sent, oldest first.
     pub async fn history(&self, query: HistoryQuery) -> Result<Vec<HistoryEntry>, ClientError> {
         self.inner.history.query(query).await
     }
@@ -261,7 +299,8 @@ impl Client {
         &self.inner.history
     }
 
-    /// How many messages (direct and group) this connection has received and stored.
+    /// How many messages (direct and group) this connection has received and stored;
+    /// the messages it sent are not counted.
     pub fn received_count(&self) -> u64 {
         self.inner.received.load(Ordering::Relaxed)
     }

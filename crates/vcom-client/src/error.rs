@@ -48,6 +48,18 @@ pub enum ClientError {
     /// The local message history (SQLite) failed.
     #[error("history: {0}")]
     History(#[from] rusqlite::Error),
+    /// The history database was written by a newer version of the SDK; its schema is
+    /// left untouched rather than misread.
+    #[error(
+        "the history database has schema version {found}, newer than the {known} this \
+         version knows: use a newer vcom with this profile"
+    )]
+    HistoryTooNew {
+        /// The schema version found in the file.
+        found: i64,
+        /// The newest schema version this SDK knows.
+        known: i64,
+    },
     /// The configuration is not usable (bad address, bad fingerprint, ...).
     #[error("invalid configuration: {0}")]
     Config(String),

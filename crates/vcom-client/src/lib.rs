@@ -3,7 +3,9 @@
 //! [`Client::connect`] verifies the server over TLS 1.3, logs in with the user's key, and
 //! returns a cheap-to-clone [`Client`] handle plus an [`EventStream`] of everything the
 //! server sends (messages, broadcasts, list changes, file offers), in order. Every
-//! received message is written to the local [`History`] before it becomes an event.
+//! received message is written to the local [`History`] before it becomes an event, and
+//! every message sent is written there once it is queued, so the history holds both
+//! sides of each conversation.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), vcom_client::ClientError> {
@@ -20,15 +22,17 @@
 //! ```
 //!
 //! # Layout
-//! - [`client`](Client): the handle; methods send packets or ask the session.
+//! - [`client`](Client): the handle; methods send packets (and record the messages
+//!   sent in the history) or ask the session.
 //! - `login`: profile, TCP, TLS, pinning, and the 256/257 exchange.
 //! - `session`: the connection task; owns the read side and all per-connection state,
-//!   applies backpressure, routes transfers, writes the history.
+//!   applies backpressure, routes transfers, records received messages.
 //! - [`event`](Event): the events and [`EventStream`].
 //! - [`tls`](Trust): trust modes, the pinning verifier, fingerprints.
 //! - [`identity`](Identity): the user's key and self-signed certificate.
 //! - [`profile`](Profile): the profile directory (layout in its documentation).
-//! - [`history`](History): the SQLite message history on its own thread.
+//! - [`history`](History): the SQLite message history (both directions, migrated in
+//!   place) on its own thread.
 //! - `sync`: the friend and block list sync decisions, as pure functions.
 //! - `transfer`: sending files, offer handles, placing received files.
 //! - [`file_name`]: making offered file names safe.
@@ -56,7 +60,7 @@ pub use client::Client;
 pub use config::ClientConfig;
 pub use error::{ClientError, ProtocolError};
 pub use event::{DisconnectReason, Event, EventStream, Message, TransferOutcome};
-pub use history::{History, HistoryEntry, HistoryQuery, NewEntry};
+pub use history::{Direction, History, HistoryEntry, HistoryQuery, NewEntry, Recipient, SentEntry};
 pub use identity::Identity;
 pub use profile::{Profile, ProfileError, ProfileState};
 pub use sync::{ListKind, Lists, UserList};

@@ -9,8 +9,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use support::{TIMEOUT, TestServer, uid, wait_for, wait_until};
 use vcom_client::{
-    AbortReason, Client, ClientError, DenyCode, DisconnectReason, Event, HistoryQuery, MessageKind,
-    Profile, TransferOutcome, Trust,
+    AbortReason, Client, ClientError, DenyCode, Direction, DisconnectReason, Event, HistoryQuery,
+    MessageKind, Profile, TransferOutcome, Trust,
 };
 
 #[tokio::test]
@@ -206,6 +206,128 @@ async fn direct_messages_reach_an_online_recipient_and_are_written_to_the_histor
     assert_eq!(bob.received_count(), 2);
     alice.close().await.unwrap();
     bob.close().await.unwrap();
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_sent_message_is_outgoing_in_the_senders_history_and_incoming_in_the_recipients() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&dir.path().join("server")).await;
+    let (alice, mut alice_events) = server.connect("alice", &dir.path().join("alice")).await;
+    let (bob, mut bob_events) = server.connect("bob", &dir.path().join("bob")).await;
+
+    alice.send_text(&uid("bob"), "hello bob").await.unwrap();
+    wait_for(&mut bob_events, "alice's message", |e| match e {
+        Event::Message(m) => Some(m),
+        _ => None,
+    })
+    .await;
+    bob.send_text(&uid("alice"), "hello alice").await.unwrap();
+    wait_for(&mut alice_events, "bob's reply", |e| match e {
+        Event::Message(m) => Some(m),
+        _ => None,
+    })
+    .await;
+    let image = Bytes::from_static(&[0, 255, 1]);
+    alice.send_image(&uid("bob"), image.clone()).await.unwrap();
+
+    let mine = alice.history(HistoryQuery::With(uid("bob"))).await.unwrap();
+    let summary: Vec<_> = mine
+        .iter()
+        .map(|e| (e.direction, e.sender.to_string(), e.data.clone()))
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            (
+                Direction::Outgoing,
+                "alice".to_owned(),
+                Bytes::from_static(b"hello bob")
+            ),
+            (
+                Direction::Incoming,
+                "bob".to_owned(),
+                Bytes::from_static(b"hello alice")
+            ),
+            (Direction::Outgoing, "alice".to_owned(), image.clone()),
+        ]
+    );
+    assert!(mine.iter().all(|e| e.peer == Some(uid("bob"))));
+    assert_eq!(mine[2].kind, MessageKind::Image);
+    // Only what arrived counts as received.
+    assert_eq!(alice.received_count(), 1);
+
+    let theirs = bob.history(HistoryQuery::With(uid("alice"))).await.unwrap();
+    assert_eq!(theirs[0].direction, Direction::Incoming);
+    assert_eq!(theirs[0].sender, uid("alice"));
+    assert_eq!(theirs[0].data, Bytes::from_static(b"hello bob"));
+    assert_eq!(theirs[1].direction, Direction::Outgoing);
+    assert_eq!(theirs[1].data, Bytes::from_static(b"hello alice"));
+    alice.close().await.unwrap();
+    bob.close().await.unwrap();
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_group_message_sent_is_outgoing_in_the_senders_group_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&dir.path().join("server")).await;
+    let (alice, mut alice_events) = server.connect("alice", &dir.path().join("alice")).await;
+    let (bob, mut bob_events) = server.connect("bob", &dir.path().join("bob")).await;
+    let group = server.create_group(&["alice", "bob"]).await;
+
+    alice.send_group_text(group, "hello team").await.unwrap();
+    wait_for(&mut bob_events, "the group message", |e| match e {
+        Event::GroupMessage(m) => Some(m),
+        _ => None,
+    })
+    .await;
+    bob.send_group_image(group, Bytes::from_static(b"img"))
+        .await
+        .unwrap();
+    wait_for(&mut alice_events, "bob's group image", |e| match e {
+        Event::GroupMessage(m) => Some(m),
+        _ => None,
+    })
+    .await;
+
+    let mine = alice.history(HistoryQuery::Group(group)).await.unwrap();
+    let summary: Vec<_> = mine
+        .iter()
+        .map(|e| (e.direction, e.sender.to_string(), e.group))
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            (Direction::Outgoing, "alice".to_owned(), Some(group)),
+            (Direction::Incoming, "bob".to_owned(), Some(group)),
+        ]
+    );
+    assert_eq!(mine[0].peer, None);
+    assert_eq!(alice.received_count(), 1);
+    alice.close().await.unwrap();
+    bob.close().await.unwrap();
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_message_that_could_not_be_sent_is_not_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&dir.path().join("server")).await;
+    let (alice, _alice_events) = server.connect("alice", &dir.path().join("alice")).await;
+    alice.close().await.unwrap();
+
+    let result = alice.send_text(&uid("bob"), "too late").await;
+    assert!(matches!(result, Err(ClientError::Closed)), "{result:?}");
+    let too_long = vec![b'x'; vcom_client::Limits::default().max_message_len + 1];
+    let (carol, _events) = server.connect("carol", &dir.path().join("carol")).await;
+    assert!(matches!(
+        carol.send_image(&uid("bob"), Bytes::from(too_long)).await,
+        Err(ClientError::InvalidInput(_))
+    ));
+    assert!(alice.history(HistoryQuery::All).await.unwrap().is_empty());
+    assert!(carol.history(HistoryQuery::All).await.unwrap().is_empty());
+    carol.close().await.unwrap();
     server.stop().await;
 }
 
