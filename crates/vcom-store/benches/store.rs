@@ -25,7 +25,8 @@ struct Fixture {
     store: SqliteStore,
     _dir: tempfile::TempDir,
     sender: DeviceId,
-    devices: Vec<(UserId, DeviceId)>,
+    /// Shared by every caller task: cloning it per task would be measured too.
+    devices: std::sync::Arc<Vec<(UserId, DeviceId)>>,
     body: Bytes,
 }
 
@@ -63,7 +64,7 @@ fn fixture(rt: &Runtime, max_batch: usize, synchronous: Synchronous) -> Fixture 
         store,
         _dir: dir,
         sender,
-        devices,
+        devices: std::sync::Arc::new(devices),
         body: Bytes::from(vec![b'x'; 100]),
     }
 }
@@ -77,7 +78,7 @@ fn run(rt: &Runtime, f: &Fixture, iters: u64, mark_delivered: bool) -> Duration 
         let tasks: Vec<_> = (0..callers)
             .map(|caller| {
                 let store = f.store.clone();
-                let devices = f.devices.clone();
+                let devices = std::sync::Arc::clone(&f.devices);
                 let (sender, body) = (f.sender, f.body.clone());
                 let count = iters / callers + u64::from(caller < iters % callers);
                 tokio::spawn(async move {
