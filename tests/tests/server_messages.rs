@@ -329,3 +329,29 @@ async fn a_broadcast_reaches_every_online_device() {
     }
     server.stop().await;
 }
+
+#[tokio::test]
+async fn two_sessions_of_one_device_both_stay_connected_and_both_receive() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), |_| {}).await;
+    let mut listener = login(&server, "bob").await;
+    let mut one_shot = login_as(&server, "bob", &listener.identity, listener.device).await;
+    assert_eq!(one_shot.device, listener.device);
+    let mut alice = login(&server, "alice").await;
+    alice.client.send(direct("bob", "to both", 1)).await;
+    assert_eq!(
+        next_direct(&mut one_shot).await,
+        ("alice".into(), false, "to both".into())
+    );
+    assert_eq!(
+        next_direct(&mut listener).await,
+        ("alice".into(), false, "to both".into())
+    );
+    drop(one_shot);
+    alice.client.send(direct("bob", "still listening", 2)).await;
+    assert_eq!(
+        next_direct(&mut listener).await,
+        ("alice".into(), false, "still listening".into())
+    );
+    server.stop().await;
+}

@@ -101,28 +101,21 @@ impl Registry {
         self.sessions.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Adds a session; an older session of the same device is disconnected.
+    /// Adds a session.
+    ///
+    /// A device may hold several sessions at once (say `vcom listen` in one terminal and
+    /// a one-shot `vcom send` of the same profile in another): each gets what is
+    /// addressed to the user. A session whose peer vanished is found by TCP keep-alive
+    /// or the write timeout, not by a newer login.
     pub(crate) fn insert(&self, handle: SessionHandle) {
         let mut guard = self.lock();
         let inner = &mut *guard;
-        let sessions = inner.by_user.entry(handle.user.clone()).or_default();
-        let mut replaced = Vec::new();
-        sessions.retain(|old| {
-            if old.device == handle.device {
-                tracing::info!(user = %old.user, device = %old.device, "device logged in again: closing its older session");
-                old.kill.cancel();
-                replaced.push(old.addr.ip());
-                false
-            } else {
-                true
-            }
-        });
-        let ip = handle.addr.ip();
-        sessions.push(handle);
-        for old_ip in replaced {
-            inner.count_out(old_ip);
-        }
-        inner.count_in(ip);
+        inner.count_in(handle.addr.ip());
+        inner
+            .by_user
+            .entry(handle.user.clone())
+            .or_default()
+            .push(handle);
     }
 
     /// Removes the session with this connection number, if still registered.
