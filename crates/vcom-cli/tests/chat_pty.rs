@@ -163,7 +163,8 @@ fn chat(world: &World, user: &str) -> Terminal {
 }
 
 #[test]
-fn chat_logs_in_sends_a_message_and_shows_the_reply_then_restores_the_terminal() {
+fn chat_logs_in_sends_a_message_shows_the_reply_restores_the_terminal_and_shows_both_after_a_restart()
+ {
     let world = World::new();
     world.register("bob");
     let mut bob = world.spawn("bob", &["listen", "--json"]);
@@ -202,6 +203,22 @@ fn chat_logs_in_sends_a_message_and_shows_the_reply_then_restores_the_terminal()
     // on its way when the process has exited).
     alice.wait_raw(b"\x1b[?1049l");
     assert!(!alice.screen.lock().unwrap().screen().alternate_screen());
+    drop(alice);
+
+    // After a restart both sides come back from the history, alice's line once.
+    let mut again = chat(&world, "alice");
+    let screen = again.wait_for("bob: hi alice");
+    assert_eq!(
+        screen.matches("alice: hello bob").count(),
+        1,
+        "alice's own line is shown once:\n{screen}"
+    );
+    assert!(
+        screen.find("alice: hello bob") < screen.find("bob: hi alice"),
+        "{screen}"
+    );
+    again.type_text("/quit\r");
+    assert_eq!(again.wait_exit(), 0);
 }
 
 #[test]

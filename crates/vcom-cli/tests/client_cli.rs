@@ -51,10 +51,98 @@ fn a_sent_message_reaches_the_recipients_history_and_the_recipient_is_told_it_ar
     let lines = json_lines(&stdout_of(&json));
     assert_eq!(lines.len(), 1);
     assert_eq!(lines[0]["type"], "message");
+    assert_eq!(lines[0]["direction"], "in");
     assert_eq!(lines[0]["sender"], "alice");
     assert_eq!(lines[0]["text"], "hello bob");
     assert_eq!(lines[0]["group"], Value::Null);
     assert!(lines[0]["sent_at"].as_i64().unwrap() > 0);
+}
+
+#[test]
+fn the_senders_history_shows_its_sent_message_as_out_and_the_reply_as_in() {
+    let world = World::new();
+    world.register("bob");
+
+    world
+        .vcom("alice")
+        .args(["send", "bob", "hello bob"])
+        .assert()
+        .success();
+    let json = world
+        .vcom("alice")
+        .args(["history", "--with", "bob", "--json"])
+        .assert()
+        .success();
+    let lines = json_lines(&stdout_of(&json));
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["direction"], "out");
+    assert_eq!(lines[0]["sender"], "alice");
+    assert_eq!(lines[0]["peer"], "bob");
+    assert_eq!(lines[0]["text"], "hello bob");
+
+    // Bob's reply is the incoming side; a sent message is not announced as arrived.
+    world
+        .vcom("bob")
+        .args(["send", "alice", "hi alice"])
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("1 new message arrived"));
+    let bob_json = world
+        .vcom("bob")
+        .args(["history", "--with", "alice", "--json"])
+        .assert()
+        .success();
+    let directions: Vec<Value> = json_lines(&stdout_of(&bob_json))
+        .iter()
+        .map(|l| l["direction"].clone())
+        .collect();
+    assert_eq!(directions, ["in", "out"]);
+    world
+        .vcom("alice")
+        .args(["friends", "list"])
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("1 new message arrived"));
+    let human = world
+        .vcom("alice")
+        .args(["history", "--with", "bob"])
+        .assert()
+        .success();
+    let text = stdout_of(&human);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(lines[0].ends_with("] alice -> bob: hello bob"), "{text}");
+    assert!(lines[1].ends_with("] bob: hi alice"), "{text}");
+}
+
+#[test]
+fn a_group_message_sent_is_out_in_the_senders_group_history() {
+    let world = World::new();
+    world.register("alice");
+    world.register("bob");
+    let group = world.server.create_group("team", &["alice", "bob"]);
+
+    world
+        .vcom("alice")
+        .args(["group-send", &group.to_string(), "hi team"])
+        .assert()
+        .success();
+    let json = world
+        .vcom("alice")
+        .args(["history", "--group", &group.to_string(), "--json"])
+        .assert()
+        .success();
+    let lines = json_lines(&stdout_of(&json));
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["direction"], "out");
+    assert_eq!(lines[0]["type"], "group_message");
+    assert_eq!(lines[0]["peer"], Value::Null);
+    let human = world
+        .vcom("alice")
+        .args(["history", "--group", &group.to_string()])
+        .assert()
+        .success();
+    assert!(stdout_of(&human).contains(&format!("alice -> group {group}: hi team")));
 }
 
 #[test]

@@ -8,9 +8,11 @@
 use std::collections::VecDeque;
 
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
-use vcom_client::{GroupId, Timestamp, TransferId, TransferOutcome, UserId};
+use vcom_client::{
+    Direction, GroupId, HistoryEntry, Timestamp, TransferId, TransferOutcome, UserId,
+};
 
-use crate::client::format::size;
+use crate::client::format::{body, size};
 
 /// A conversation: the broadcasts, a user, or a group.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -254,6 +256,60 @@ impl App {
         self.push(id, line, count_unread);
     }
 
+    /// A message this user sent to `to` at `at` (in this session, once the SDK took it,
+    /// or from the history): shown as their own line, never unread.
+    pub fn on_sent(&mut self, to: &Target, at: Timestamp, body: String) {
+        let id = match to {
+            Target::User(user) => ConversationId::User(user.clone()),
+            Target::Group(group) => ConversationId::Group(*group),
+        };
+        let line = ChatLine {
+            sender: self.me.to_string(),
+            at,
+            body,
+            own: true,
+        };
+        self.push(id, line, false);
+    }
+
+    /// Fills the conversations from the history, both directions in the order recorded.
+    ///
+    /// The last `fresh` received messages arrived during this login and count as
+    /// unread; sent ones never do. Returns the highest history row shown, so the caller
+    /// can skip the events for messages that were already in the history when it was
+    /// read (they would otherwise be shown twice).
+    pub fn load_history(&mut self, entries: &[HistoryEntry], fresh: u64) -> i64 {
+        let received = entries
+            .iter()
+            .filter(|e| e.direction == Direction::Incoming)
+            .count();
+        let fresh = usize::try_from(fresh).unwrap_or(usize::MAX);
+        let first_fresh = received.saturating_sub(fresh);
+        let mut received_so_far = 0;
+        let mut last = 0;
+        for e in entries {
+            last = last.max(e.id);
+            let text = body(e.kind, &e.data);
+            match e.direction {
+                Direction::Incoming => {
+                    let unread = received_so_far >= first_fresh;
+                    received_so_far += 1;
+                    self.on_message(&e.sender, e.group, e.sent_at, text, unread);
+                }
+                Direction::Outgoing => {
+                    let to = match (e.group, &e.peer) {
+                        (Some(group), _) => Target::Group(group),
+                        (None, Some(peer)) => Target::User(peer.clone()),
+                        // The history writes a peer for every direct message.
+                        (None, None) => continue,
+                    };
+                    self.on_sent(&to, e.sent_at, text);
+                }
+            }
+        }
+        last
+    }
+
     /// A broadcast from the administrator arrived at `at`.
     pub fn on_broadcast(&mut self, text: String, at: Timestamp) {
         let line = ChatLine {
@@ -310,8 +366,8 @@ impl App {
         });
     }
 
-    /// Handles a key press at time `now`; returns what the IO loop must do, if anything.
-    pub fn on_key(&mut self, key: KeyEvent, now: Timestamp) -> Option<Action> {
+    /// Handles a key press; returns what the IO loop must do, if anything.
+    pub fn on_key(&mut self, key: KeyEvent) -> Option<Action> {
         let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
         match key.code {
             KeyCode::Char('c') if ctrl => {
@@ -331,7 +387,7 @@ impl App {
                 self.select((self.selected + n - 1) % n);
                 None
             }
-            KeyCode::Enter => self.submit(now),
+            KeyCode::Enter => self.submit(),
             KeyCode::Backspace => {
                 self.input.pop();
                 None
@@ -344,8 +400,12 @@ impl App {
         }
     }
 
-    /// Enter: runs a `/command`, or sends the input to the shown conversation.
-    pub fn submit(&mut self, now: Timestamp) -> Option<Action> {
+    /// Enter: runs a `/command`, or asks to send the input to the shown conversation.
+    ///
+    /// The line is not shown yet: the IO loop calls [`App::on_sent`] once the SDK took
+    /// the message (and recorded it in the history), so the screen shows what a restart
+    /// would show, and a failed send leaves no line behind.
+    pub fn submit(&mut self) -> Option<Action> {
         let input = std::mem::take(&mut self.input);
         let text = input.trim();
         if text.is_empty() {
@@ -366,15 +426,6 @@ impl App {
                 return None;
             }
         };
-        let line = ChatLine {
-            sender: self.me.to_string(),
-            at: now,
-            body: input.clone(),
-            own: true,
-        };
-        if let Some(conversation) = self.conversations.get_mut(self.selected) {
-            conversation.lines.push(line);
-        }
         Some(Action::Send { to, text: input })
     }
 
@@ -475,9 +526,9 @@ mod tests {
 
     fn typed(app: &mut App, text: &str) -> Option<Action> {
         for c in text.chars() {
-            assert_eq!(app.on_key(key(KeyCode::Char(c)), Timestamp(0)), None);
+            assert_eq!(app.on_key(key(KeyCode::Char(c))), None);
         }
-        app.on_key(key(KeyCode::Enter), Timestamp(60_000))
+        app.on_key(key(KeyCode::Enter))
     }
 
     fn app_with_friends() -> App {
@@ -501,7 +552,7 @@ mod tests {
     fn switching_to_a_conversation_clears_its_unread_count() {
         let mut app = app_with_friends();
         app.on_message(&user("bob"), None, Timestamp(1), "hi".into(), true);
-        app.on_key(key(KeyCode::Tab), Timestamp(0));
+        app.on_key(key(KeyCode::Tab));
         assert_eq!(app.selected_index(), 1);
         assert_eq!(app.conversations()[1].unread, 0);
         // A message to the shown conversation is read at once.
@@ -519,16 +570,16 @@ mod tests {
     #[test]
     fn tab_and_the_arrow_keys_cycle_through_the_conversations() {
         let mut app = app_with_friends();
-        app.on_key(key(KeyCode::Up), Timestamp(0));
+        app.on_key(key(KeyCode::Up));
         assert_eq!(app.selected_index(), 2);
-        app.on_key(key(KeyCode::Down), Timestamp(0));
+        app.on_key(key(KeyCode::Down));
         assert_eq!(app.selected_index(), 0);
-        app.on_key(key(KeyCode::BackTab), Timestamp(0));
+        app.on_key(key(KeyCode::BackTab));
         assert_eq!(app.selected_index(), 2);
     }
 
     #[test]
-    fn enter_sends_the_input_to_the_selected_user_and_shows_it() {
+    fn enter_asks_to_send_the_input_and_the_line_shows_once_sent() {
         let mut app = app_with_friends();
         app.select(1);
         let action = typed(&mut app, "hello bob");
@@ -540,11 +591,25 @@ mod tests {
             })
         );
         assert_eq!(app.input(), "");
-        let shown = app.conversations()[1].lines.last().cloned();
-        assert_eq!(
-            shown.map(|l| (l.own, l.body)),
-            Some((true, "hello bob".into()))
+        // Not shown before the SDK took it: a failed send leaves no line.
+        assert!(app.conversations()[1].lines.is_empty());
+
+        app.on_sent(
+            &Target::User(user("bob")),
+            Timestamp(60_000),
+            "hello bob".into(),
         );
+        let shown = &app.conversations()[1].lines;
+        assert_eq!(shown.len(), 1);
+        assert_eq!(
+            (
+                shown[0].own,
+                shown[0].sender.as_str(),
+                shown[0].body.as_str()
+            ),
+            (true, "alice", "hello bob")
+        );
+        assert_eq!(app.conversations()[1].unread, 0);
     }
 
     #[test]
@@ -591,13 +656,10 @@ mod tests {
         typed(&mut app, "/quit");
         assert!(app.should_quit());
         let mut app = App::new(user("alice"), "s");
-        app.on_key(key(KeyCode::Esc), Timestamp(0));
+        app.on_key(key(KeyCode::Esc));
         assert!(app.should_quit());
         let mut app = App::new(user("alice"), "s");
-        app.on_key(
-            KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL),
-            Timestamp(0),
-        );
+        app.on_key(KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL));
         assert!(app.should_quit());
         assert_eq!(app.input(), "");
     }
@@ -665,5 +727,85 @@ mod tests {
         assert_eq!(app.conversations()[1].unread, 1);
         app.on_broadcast("maintenance".into(), Timestamp(2));
         assert_eq!(app.conversations()[0].lines.len(), 1);
+    }
+
+    fn entry(
+        id: i64,
+        direction: Direction,
+        sender: &str,
+        peer: Option<&str>,
+        body: &str,
+    ) -> HistoryEntry {
+        HistoryEntry {
+            id,
+            direction,
+            sender: user(sender),
+            peer: peer.map(user),
+            group: None,
+            sent_at: Timestamp(id * 1000),
+            received_at: Timestamp(id * 1000),
+            kind: vcom_client::MessageKind::Text,
+            data: bytes::Bytes::copy_from_slice(body.as_bytes()),
+            read: false,
+        }
+    }
+
+    #[test]
+    fn history_shows_both_sides_of_each_conversation_in_order() {
+        let mut app = app_with_friends();
+        let entries = [
+            entry(1, Direction::Incoming, "bob", Some("bob"), "hi alice"),
+            entry(2, Direction::Outgoing, "alice", Some("bob"), "hi bob"),
+            entry(3, Direction::Outgoing, "alice", Some("dave"), "hi dave"),
+            HistoryEntry {
+                group: Some(GroupId(7)),
+                peer: None,
+                ..entry(4, Direction::Outgoing, "alice", None, "hi team")
+            },
+        ];
+        assert_eq!(app.load_history(&entries, 0), 4);
+
+        let lines = |id: ConversationId| -> Vec<(bool, String, String)> {
+            app.conversations()
+                .iter()
+                .find(|c| c.id == id)
+                .map(|c| {
+                    c.lines
+                        .iter()
+                        .map(|l| (l.own, l.sender.clone(), l.body.clone()))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        assert_eq!(
+            lines(ConversationId::User(user("bob"))),
+            vec![
+                (false, "bob".into(), "hi alice".into()),
+                (true, "alice".into(), "hi bob".into()),
+            ]
+        );
+        assert_eq!(
+            lines(ConversationId::User(user("dave"))),
+            vec![(true, "alice".into(), "hi dave".into())]
+        );
+        assert_eq!(
+            lines(ConversationId::Group(GroupId(7))),
+            vec![(true, "alice".into(), "hi team".into())]
+        );
+        assert!(app.conversations().iter().all(|c| c.unread == 0));
+    }
+
+    #[test]
+    fn only_messages_received_during_this_login_are_unread_after_loading() {
+        let mut app = app_with_friends();
+        let entries = [
+            entry(1, Direction::Incoming, "bob", Some("bob"), "old"),
+            entry(2, Direction::Outgoing, "alice", Some("bob"), "my answer"),
+            entry(3, Direction::Incoming, "bob", Some("bob"), "new 1"),
+            entry(4, Direction::Incoming, "bob", Some("bob"), "new 2"),
+        ];
+        app.load_history(&entries, 2);
+        assert_eq!(app.conversations()[1].unread, 2);
+        assert_eq!(app.conversations()[1].lines.len(), 4);
     }
 }

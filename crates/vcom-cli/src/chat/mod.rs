@@ -41,7 +41,7 @@ pub async fn run(global: &Global, dir: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("cannot create {}", dir.display()))?;
     let Connection { client, events } = connect(global).await?;
     let mut app = App::new(global.user.clone(), global.server.clone());
-    load(&client, &mut app).await?;
+    let loaded_up_to = load(&client, &mut app).await?;
 
     let mut guard = TerminalGuard::enter()?;
     let mut chat = Chat {
@@ -49,6 +49,7 @@ pub async fn run(global: &Global, dir: &Path) -> anyhow::Result<()> {
         events,
         offers: HashMap::new(),
         dir: dir.to_owned(),
+        loaded_up_to,
     };
     let result = chat.run(&mut guard, &mut app).await;
     drop(guard);
@@ -56,27 +57,18 @@ pub async fn run(global: &Global, dir: &Path) -> anyhow::Result<()> {
     result
 }
 
-/// Fills the UI with the friends and the stored history; what arrived during this login
-/// counts as unread.
-async fn load(client: &Client, app: &mut App) -> anyhow::Result<()> {
+/// Fills the UI with the friends and the stored history, both directions, so the lines
+/// this user wrote before a restart are there; what arrived during this login counts as
+/// unread. Returns the highest history row shown.
+async fn load(client: &Client, app: &mut App) -> anyhow::Result<i64> {
     app.on_friends(&client.friends());
     let entries = client.history(HistoryQuery::All).await.map_err(lost)?;
-    let fresh = usize::try_from(client.received_count()).unwrap_or(usize::MAX);
-    let first_fresh = entries.len().saturating_sub(fresh);
-    for (i, e) in entries.iter().enumerate() {
-        app.on_message(
-            &e.sender,
-            e.group,
-            e.sent_at,
-            body(e.kind, &e.data),
-            i >= first_fresh,
-        );
-    }
+    let loaded_up_to = app.load_history(&entries, client.received_count());
     // Start on the first friend or group rather than the broadcasts, if there is one.
     if app.conversations().len() > 1 {
         app.select(1);
     }
-    Ok(())
+    Ok(loaded_up_to)
 }
 
 /// The IO side of the chat: the SDK handles and the offers waiting for an answer.
@@ -86,6 +78,10 @@ struct Chat {
     /// Unanswered offers; dropping one would decline it.
     offers: HashMap<TransferId, FileOffer>,
     dir: PathBuf,
+    /// The highest history row loaded at start. A message that arrived between the
+    /// login and reading the history is both in the history and still queued as an
+    /// event; its event is skipped so it shows once.
+    loaded_up_to: i64,
 }
 
 impl Chat {
@@ -102,7 +98,7 @@ impl Chat {
             tokio::select! {
                 key = keys.next() => match key {
                     Some(Ok(TermEvent::Key(key))) if key.kind != KeyEventKind::Release => {
-                        if let Some(action) = app.on_key(key, now()) {
+                        if let Some(action) = app.on_key(key) {
                             self.perform(action, app).await?;
                         }
                     }
@@ -120,7 +116,7 @@ impl Chat {
 
     fn on_event(&mut self, event: Event, app: &mut App) -> anyhow::Result<()> {
         match event {
-            Event::Message(m) | Event::GroupMessage(m) => {
+            Event::Message(m) | Event::GroupMessage(m) if m.history_id > self.loaded_up_to => {
                 app.on_message(&m.sender, m.group, m.sent_at, body(m.kind, &m.data), true);
             }
             Event::Broadcast { text } => app.on_broadcast(text, now()),
@@ -153,10 +149,18 @@ impl Chat {
 
     async fn perform(&mut self, action: Action, app: &mut App) -> anyhow::Result<()> {
         let result = match action {
-            Action::Send { to, text } => match to {
-                Target::User(user) => self.client.send_text(&user, &text).await,
-                Target::Group(group) => self.client.send_group_text(group, &text).await,
-            },
+            Action::Send { to, text } => {
+                let sent = match &to {
+                    Target::User(user) => self.client.send_text(user, &text).await,
+                    Target::Group(group) => self.client.send_group_text(*group, &text).await,
+                };
+                // Shown only now, as the SDK recorded it: the session and a restart
+                // show the same lines, each once.
+                if sent.is_ok() {
+                    app.on_sent(&to, now(), text);
+                }
+                sent
+            }
             Action::AddFriend(user) => self.add_friend(&user, app).await,
             Action::Accept(transfer) => match self.offers.remove(&transfer) {
                 Some(offer) => offer.accept(&self.dir).await,

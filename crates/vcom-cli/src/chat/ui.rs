@@ -145,9 +145,12 @@ fn draw_input(frame: &mut Frame<'_>, app: &App, area: Rect) {
 
 #[cfg(test)]
 mod tests {
+    use bytes::Bytes;
     use ratatui::Terminal;
     use ratatui::backend::TestBackend;
-    use vcom_client::{GroupId, Timestamp, TransferId, UserId};
+    use vcom_client::{
+        Direction, GroupId, HistoryEntry, MessageKind, Timestamp, TransferId, UserId,
+    };
 
     use super::*;
     use crate::chat::app::OfferPrompt;
@@ -192,10 +195,9 @@ mod tests {
     fn the_screen_shows_conversations_with_unread_counts_and_the_selected_messages() {
         let mut app = sample();
         for c in "see you".chars() {
-            app.on_key(
-                crossterm::event::KeyEvent::from(crossterm::event::KeyCode::Char(c)),
-                Timestamp(0),
-            );
+            app.on_key(crossterm::event::KeyEvent::from(
+                crossterm::event::KeyCode::Char(c),
+            ));
         }
         let lines = screen(&app);
         let text = lines.join("\n");
@@ -248,6 +250,53 @@ mod tests {
             lines[20].contains("bob offers photo.jpg (3.0 MiB): /accept or /decline"),
             "{}",
             lines.join("\n")
+        );
+    }
+
+    #[test]
+    fn after_a_restart_the_users_own_earlier_lines_are_on_screen_between_the_replies() {
+        // What `vcom chat` loads from a history written by an earlier session.
+        let at = |minute: i64| Timestamp(1_714_564_800_000 + minute * 60_000);
+        let entry = |id: i64, direction: Direction, sender: &str, body: &str| HistoryEntry {
+            id,
+            direction,
+            sender: user(sender),
+            peer: Some(user("bob")),
+            group: None,
+            sent_at: at(id),
+            received_at: at(id),
+            kind: MessageKind::Text,
+            data: Bytes::copy_from_slice(body.as_bytes()),
+            read: false,
+        };
+        let history = [
+            entry(1, Direction::Incoming, "bob", "hi alice"),
+            entry(2, Direction::Outgoing, "alice", "hi bob, all well?"),
+            entry(3, Direction::Incoming, "bob", "yes!"),
+        ];
+        let mut app = App::new(user("alice"), "127.0.0.1:7420");
+        app.on_friends(&[user("bob")]);
+        app.load_history(&history, 0);
+        app.select(1);
+
+        let shown = screen(&app);
+        let text = shown.join("\n");
+        let rows: Vec<usize> = [
+            "12:01 bob: hi alice",
+            "12:02 alice: hi bob, all well?",
+            "12:03 bob: yes!",
+        ]
+        .iter()
+        .map(|line| {
+            shown
+                .iter()
+                .position(|row| row.contains(line))
+                .unwrap_or_else(|| panic!("{line:?} is not shown:\n{text}"))
+        })
+        .collect();
+        assert!(
+            rows.windows(2).all(|w| w[0] < w[1]),
+            "out of order:\n{text}"
         );
     }
 

@@ -1,16 +1,20 @@
-//! How received messages look: one human line, or one JSON object for scripts.
+//! How messages look: one human line, or one JSON object for scripts.
 //!
 //! `listen --json` and `history --json` print the same object shape, documented on
 //! [`message_json`]. Times are UTC: the program has no time-zone database.
 
 use base64::Engine;
 use serde_json::{Value, json};
-use vcom_client::{GroupId, HistoryEntry, Message, MessageKind, Timestamp, UserId};
+use vcom_client::{Direction, GroupId, HistoryEntry, Message, MessageKind, Timestamp, UserId};
 
-/// The fields of a received message that the program shows, from an event or the
-/// history alike.
-pub(crate) struct Received<'a> {
+/// The fields of a message that the program shows, from an event (always incoming) or
+/// the history (either direction) alike.
+pub(crate) struct Shown<'a> {
+    pub(crate) direction: Direction,
     pub(crate) sender: &'a UserId,
+    /// The other user of a direct message: its sender if incoming, its recipient if
+    /// outgoing; `None` for a group message.
+    pub(crate) peer: Option<&'a UserId>,
     pub(crate) group: Option<GroupId>,
     pub(crate) sent_at: Timestamp,
     pub(crate) kind: MessageKind,
@@ -19,10 +23,12 @@ pub(crate) struct Received<'a> {
     pub(crate) history_id: i64,
 }
 
-impl<'a> From<&'a Message> for Received<'a> {
+impl<'a> From<&'a Message> for Shown<'a> {
     fn from(m: &'a Message) -> Self {
-        Received {
+        Shown {
+            direction: Direction::Incoming,
             sender: &m.sender,
+            peer: m.group.is_none().then_some(&m.sender),
             group: m.group,
             sent_at: m.sent_at,
             kind: m.kind,
@@ -33,10 +39,12 @@ impl<'a> From<&'a Message> for Received<'a> {
     }
 }
 
-impl<'a> From<&'a HistoryEntry> for Received<'a> {
+impl<'a> From<&'a HistoryEntry> for Shown<'a> {
     fn from(e: &'a HistoryEntry) -> Self {
-        Received {
+        Shown {
+            direction: e.direction,
             sender: &e.sender,
+            peer: e.peer.as_ref(),
             group: e.group,
             sent_at: e.sent_at,
             kind: e.kind,
@@ -44,6 +52,14 @@ impl<'a> From<&'a HistoryEntry> for Received<'a> {
             read: e.read,
             history_id: e.id,
         }
+    }
+}
+
+/// `"in"` or `"out"`: a direction as scripts see it.
+pub(crate) fn direction_name(direction: Direction) -> &'static str {
+    match direction {
+        Direction::Incoming => "in",
+        Direction::Outgoing => "out",
     }
 }
 
@@ -98,24 +114,36 @@ pub(crate) fn body(kind: MessageKind, data: &[u8]) -> String {
     }
 }
 
-/// `[2024-05-01 12:00:03 UTC] bob: hello` or `[...] bob in group 3: hello`.
-pub(crate) fn message_line(m: &Received<'_>) -> String {
+/// `[2024-05-01 12:00:03 UTC] bob: hello` or `[...] bob in group 3: hello` for a
+/// received message; `[...] alice -> bob: hello` or `[...] alice -> group 3: hello` for
+/// one this device sent, so both sides of a conversation read apart at a glance.
+pub(crate) fn message_line(m: &Shown<'_>) -> String {
     let at = utc(m.sent_at);
     let body = body(m.kind, m.data);
-    match m.group {
-        Some(group) => format!("[{at}] {} in group {group}: {body}", m.sender),
-        None => format!("[{at}] {}: {body}", m.sender),
+    match (m.direction, m.group, m.peer) {
+        (Direction::Outgoing, Some(group), _) => {
+            format!("[{at}] {} -> group {group}: {body}", m.sender)
+        }
+        (Direction::Outgoing, None, Some(to)) => format!("[{at}] {} -> {to}: {body}", m.sender),
+        (_, Some(group), _) => format!("[{at}] {} in group {group}: {body}", m.sender),
+        (_, None, _) => format!("[{at}] {}: {body}", m.sender),
     }
 }
 
-/// One received message as a JSON object:
-/// `{"type": "message" | "group_message", "sender": "bob", "group": 3 | null,
-///   "sent_at": <ms since 1970>, "kind": "text" | "image", "text": "..." (text) or
-///   "image_base64": "..." (image), "read": false, "history_id": 12}`.
-pub(crate) fn message_json(m: &Received<'_>) -> Value {
+/// One message as a JSON object:
+/// `{"type": "message" | "group_message", "direction": "in" | "out", "sender": "bob",
+///   "peer": "bob" | null, "group": 3 | null, "sent_at": <ms since 1970>,
+///   "kind": "text" | "image", "text": "..." (text) or "image_base64": "..." (image),
+///   "read": false, "history_id": 12}`.
+///
+/// `peer` is the other user of a direct message: the sender of an incoming one, the
+/// recipient of an outgoing one; `null` for a group message.
+pub(crate) fn message_json(m: &Shown<'_>) -> Value {
     let mut object = json!({
         "type": if m.group.is_some() { "group_message" } else { "message" },
+        "direction": direction_name(m.direction),
         "sender": m.sender.as_str(),
+        "peer": m.peer.map(UserId::as_str),
         "group": m.group.map(GroupId::get),
         "sent_at": m.sent_at.0,
         "read": m.read,
@@ -182,8 +210,10 @@ mod tests {
     #[test]
     fn an_image_becomes_base64_in_json_and_a_note_for_people() {
         let bob = UserId::new("bob").unwrap_or_else(|e| panic!("{e}"));
-        let m = Received {
+        let m = Shown {
+            direction: Direction::Incoming,
             sender: &bob,
+            peer: None,
             group: Some(GroupId(3)),
             sent_at: Timestamp(1000),
             kind: MessageKind::Image,
@@ -193,6 +223,8 @@ mod tests {
         };
         let v = message_json(&m);
         assert_eq!(v["type"], "group_message");
+        assert_eq!(v["direction"], "in");
+        assert_eq!(v["peer"], Value::Null);
         assert_eq!(v["group"], 3);
         assert_eq!(v["image_base64"], "AAEC");
         assert_eq!(v["read"], true);
@@ -201,5 +233,59 @@ mod tests {
             message_line(&m),
             "[1970-01-01 00:00:01 UTC] bob in group 3: [image, 3 B]"
         );
+    }
+
+    #[test]
+    fn a_sent_message_names_its_recipient_and_is_out_in_json() {
+        let alice = UserId::new("alice").unwrap_or_else(|e| panic!("{e}"));
+        let bob = UserId::new("bob").unwrap_or_else(|e| panic!("{e}"));
+        let direct = Shown {
+            direction: Direction::Outgoing,
+            sender: &alice,
+            peer: Some(&bob),
+            group: None,
+            sent_at: Timestamp(1000),
+            kind: MessageKind::Text,
+            data: b"hi bob",
+            read: true,
+            history_id: 4,
+        };
+        assert_eq!(
+            message_line(&direct),
+            "[1970-01-01 00:00:01 UTC] alice -> bob: hi bob"
+        );
+        let v = message_json(&direct);
+        assert_eq!(v["direction"], "out");
+        assert_eq!(v["sender"], "alice");
+        assert_eq!(v["peer"], "bob");
+        assert_eq!(v["type"], "message");
+        let group = Shown {
+            peer: None,
+            group: Some(GroupId(3)),
+            ..direct
+        };
+        assert_eq!(
+            message_line(&group),
+            "[1970-01-01 00:00:01 UTC] alice -> group 3: hi bob"
+        );
+    }
+
+    #[test]
+    fn a_received_direct_message_keeps_its_short_line_and_is_in_in_json() {
+        let bob = UserId::new("bob").unwrap_or_else(|e| panic!("{e}"));
+        let m = Shown {
+            direction: Direction::Incoming,
+            sender: &bob,
+            peer: Some(&bob),
+            group: None,
+            sent_at: Timestamp(1000),
+            kind: MessageKind::Text,
+            data: b"hi alice",
+            read: false,
+            history_id: 5,
+        };
+        assert_eq!(message_line(&m), "[1970-01-01 00:00:01 UTC] bob: hi alice");
+        assert_eq!(message_json(&m)["direction"], "in");
+        assert_eq!(message_json(&m)["peer"], "bob");
     }
 }

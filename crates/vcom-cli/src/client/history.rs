@@ -1,5 +1,7 @@
-//! `history [--with USER | --group GID] [--json]`: the received messages kept in the
-//! profile. Works offline: it reads the profile's database and never connects.
+//! `history [--with USER | --group GID] [--json]`: the messages kept in the profile,
+//! received and sent, in the order this device saw them; sent ones read
+//! `alice -> bob: ...` (`"direction": "out"` in JSON). Works offline: it reads the
+//! profile's database and never connects.
 
 use std::io::Write;
 
@@ -8,7 +10,7 @@ use vcom_client::{GroupId, History, HistoryQuery, UserId};
 
 use super::Global;
 use super::connect::open_profile;
-use super::format::{Received, message_json, message_line};
+use super::format::{Shown, message_json, message_line};
 
 /// `vcom history`.
 pub(crate) async fn show(
@@ -32,7 +34,7 @@ pub(crate) async fn show(
         .context("cannot read the history")?;
     let mut out = std::io::stdout().lock();
     for entry in &entries {
-        let m = Received::from(entry);
+        let m = Shown::from(entry);
         let line = if json {
             message_json(&m).to_string()
         } else {

@@ -13,7 +13,7 @@ use vcom_client::{DisconnectReason, Event, FileOffer, TransferId};
 
 use super::Global;
 use super::connect::{Connection, connect, lost};
-use super::format::{Received, message_json, message_line, size};
+use super::format::{Shown, message_json, message_line, size};
 
 /// `vcom listen [--json]`.
 pub(crate) async fn listen(global: &Global, json: bool) -> anyhow::Result<()> {
@@ -39,7 +39,7 @@ pub(crate) async fn listen(global: &Global, json: bool) -> anyhow::Result<()> {
         };
         let line = match event {
             Event::Message(m) | Event::GroupMessage(m) => {
-                let m = Received::from(&m);
+                let m = Shown::from(&m);
                 if json {
                     message_json(&m).to_string()
                 } else {

@@ -24,7 +24,7 @@ pub use connect::default_profile_dir;
 
 const AFTER_HELP: &str = "\
 Profile: the identity (key and certificate), the device id, the pinned server
-certificate, the friend and block lists and the history of received messages live in
+certificate, the friend and block lists and the message history (both ways) live in
 one directory per user and server. Default: $XDG_CONFIG_HOME/vcom/<ID>@<HOST>_<PORT>,
 or ~/.config/vcom/<ID>@<HOST>_<PORT> when XDG_CONFIG_HOME is not set. Run one program
 at a time per profile: a second login of the same device replaces the first.
@@ -149,9 +149,9 @@ pub enum Command {
         #[command(subcommand)]
         action: IdentityAction,
     },
-    /// Show the received messages kept in the profile, oldest first.
+    /// Show the messages kept in the profile, received and sent, oldest first.
     History {
-        /// Only the direct messages from this user.
+        /// Only the direct conversation with this user (both directions).
         #[arg(long, value_name = "USER", value_parser = parse_user, conflicts_with = "group")]
         with: Option<UserId>,
         /// Only the messages of this group.
