@@ -24,10 +24,11 @@ pub use connect::default_profile_dir;
 
 const AFTER_HELP: &str = "\
 Profile: the identity (key and certificate), the device id, the pinned server
-certificate, the friend and block lists and the message history (both ways) live in
-one directory per user and server. Default: $XDG_CONFIG_HOME/vcom/<ID>@<HOST>_<PORT>,
-or ~/.config/vcom/<ID>@<HOST>_<PORT> when XDG_CONFIG_HOME is not set. Run one program
-at a time per profile: a second login of the same device replaces the first.
+certificate, the friend and block lists and the message history (received and sent)
+live in one directory per user and server.
+Default: $XDG_CONFIG_HOME/vcom/<ID>@<HOST>_<PORT>, or ~/.config/vcom/<ID>@<HOST>_<PORT>
+when XDG_CONFIG_HOME is not set. Several programs may use one profile at once; each
+receives what arrives while it is connected.
 
 Server certificate: trusted on first use and pinned in the profile (a changed
 certificate is refused, showing both fingerprints), unless --insecure-pin or --ca says
