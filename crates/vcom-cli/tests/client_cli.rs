@@ -643,3 +643,29 @@ fn history_without_a_profile_says_so_and_exits_1() {
         .code(1)
         .stderr(predicate::str::contains("there is no profile at"));
 }
+
+#[test]
+fn a_listener_keeps_listening_while_the_same_profile_sends() {
+    let world = World::new();
+    world.register("alice");
+    let mut listener = world.spawn("bob", &["listen", "--json"]);
+    listener.wait_stderr("listening as bob");
+
+    // Bob sends from another terminal with the same profile (the same device).
+    world
+        .vcom("bob")
+        .args(["send", "alice", "brb"])
+        .assert()
+        .success();
+    world
+        .vcom("alice")
+        .args(["send", "bob", "ok"])
+        .assert()
+        .success();
+
+    let message: Value = serde_json::from_str(&listener.next_stdout()).unwrap();
+    assert_eq!(
+        (message["sender"].as_str(), message["text"].as_str()),
+        (Some("alice"), Some("ok"))
+    );
+}

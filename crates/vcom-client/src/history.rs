@@ -356,6 +356,9 @@ fn open_db(path: &Path) -> Result<Connection, ClientError> {
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     options.open(path)?;
     let mut conn = Connection::open(path)?;
+    // Several programs may share a profile (`vcom listen` beside `vcom send`): wait for
+    // the other's write instead of failing with "database is locked".
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     migrate(&mut conn)?;

@@ -134,7 +134,9 @@ impl Profile {
     /// Writes the state to `state.json` atomically (temporary file, then rename).
     pub fn save(&self) -> Result<(), ProfileError> {
         let path = self.dir.join(STATE_FILE);
-        let tmp = self.dir.join(format!("{STATE_FILE}.tmp"));
+        // Per process: several programs may share a profile, and each must rename a
+        // whole file of its own into place.
+        let tmp = self.dir.join(format!("{STATE_FILE}.{}.tmp", std::process::id()));
         let json = serde_json::to_vec_pretty(&StoredState::from(&self.state)).map_err(|e| {
             ProfileError::Corrupt {
                 path: path.clone(),
