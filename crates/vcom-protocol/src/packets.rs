@@ -57,6 +57,15 @@ impl ListSync {
             other => Err(r.invalid(field, format!("sync flag {other} is not 0, 1 or 2"))),
         }
     }
+
+    /// Walks the block as [`ListSync::decode`] reads it, allocating nothing.
+    fn skip(r: &mut Reader<'_>, limits: &Limits, field: &'static str) -> ReadResult<()> {
+        match r.i8()? {
+            0 | 1 => Ok(()),
+            2 => skip_user_list(r, limits, field),
+            _ => Err(r.invalid(field, "unknown sync flag")),
+        }
+    }
 }
 
 fn read_user_list(
@@ -67,6 +76,16 @@ fn read_user_list(
     r.list(field, limits.max_list_len, |r| {
         r.user_id(field, limits.max_user_id_len)
     })
+}
+
+/// Walks a user list as [`read_user_list`] reads it, checking the same lengths but
+/// allocating nothing (see [`Reader::wait_for`]).
+fn skip_user_list(r: &mut Reader<'_>, limits: &Limits, field: &'static str) -> ReadResult<()> {
+    let count = r.len(field, 0, limits.max_list_len)?;
+    for _ in 0..count {
+        r.bytes(field, 1, limits.max_user_id_len)?;
+    }
+    Ok(())
 }
 
 fn read_kind(r: &mut Reader<'_>) -> ReadResult<MessageKind> {
@@ -188,6 +207,11 @@ packet! {
         self.blocks.encode(dst);
     }
     decode(r, limits) {
+        // Both blocks are here before either is parsed: see `Reader::wait_for`.
+        r.wait_for(|r| {
+            ListSync::skip(r, limits, "friends")?;
+            ListSync::skip(r, limits, "blocks")
+        })?;
         Ok(UserListsSync {
             friends: ListSync::decode(r, limits, "friends")?,
             blocks: ListSync::decode(r, limits, "blocks")?,
@@ -202,7 +226,10 @@ packet! {
         entries: Vec<UserId>,
     }
     encode(self, dst) { wire::put_user_list(dst, &self.entries); }
-    decode(r, limits) { Ok(FriendList { entries: read_user_list(r, limits, "entries")? }) }
+    decode(r, limits) {
+        r.wait_for(|r| skip_user_list(r, limits, "entries"))?;
+        Ok(FriendList { entries: read_user_list(r, limits, "entries")? })
+    }
 }
 
 packet! {
@@ -212,7 +239,10 @@ packet! {
         entries: Vec<UserId>,
     }
     encode(self, dst) { wire::put_user_list(dst, &self.entries); }
-    decode(r, limits) { Ok(BlockList { entries: read_user_list(r, limits, "entries")? }) }
+    decode(r, limits) {
+        r.wait_for(|r| skip_user_list(r, limits, "entries"))?;
+        Ok(BlockList { entries: read_user_list(r, limits, "entries")? })
+    }
 }
 
 packet! {
@@ -707,6 +737,32 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn a_list_is_parsed_only_once_it_is_whole_and_then_reports_its_first_bad_entry() {
+        // 260: friends uploaded, two entries, the first of them not UTF-8.
+        let mut bytes = vec![0, 0, 1, 4, 2, 0, 0, 0, 2];
+        bytes.extend_from_slice(&[0, 0, 0, 1, 0xff]);
+        bytes.extend_from_slice(&[0, 0, 0, 3]);
+        bytes.extend_from_slice(b"bob");
+        bytes.push(0); // blocks: in sync
+        let whole = bytes.len();
+        assert_eq!(
+            decode_client(&bytes[..whole - 2]),
+            Ok(Decoded::Incomplete { needed: whole - 1 })
+        );
+        assert_eq!(
+            decode_client(&bytes[..whole - 1]),
+            Ok(Decoded::Incomplete { needed: whole })
+        );
+        assert_eq!(
+            decode_client(&bytes),
+            Err(DecodeError::InvalidUtf8 {
+                packet: "UserListsSync",
+                field: "friends"
+            })
+        );
     }
 
     #[test]
