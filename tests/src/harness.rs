@@ -24,14 +24,49 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 use tokio_util::codec::Framed;
 use vcom_protocol::{
-    ClientPacket, ConnectionRequest, DenyCode, DeviceId, Limits, ServerPacket, UserListsSync,
-    VcomCodec,
+    ClientPacket, ConnectionRequest, DenyCode, DeviceId, Limits, ListSync, MessageKind,
+    SendUserMessage, ServerPacket, Timestamp, UserId, UserListsSync, VcomCodec,
 };
 use vcom_server::{AdminHandle, AdminRequest, Server, ServerConfig, ShutdownHandle};
 use vcom_store::SqliteStore;
 
 /// The bound on every wait in a test: generous, so a busy machine does not fail tests.
 pub const TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Receives the next packet on a [`RawClient`], which must be `ServerPacket::$variant`,
+/// and returns its body. Waits as [`RawClient::recv`] does (at most [`TIMEOUT`]); any
+/// other packet fails the test, naming what came instead.
+///
+/// ```ignore
+/// let offer = recv_packet!(bob.client, FileTransferOffer);
+/// ```
+#[macro_export]
+macro_rules! recv_packet {
+    ($client:expr, $variant:ident) => {
+        match $client.recv().await {
+            ::vcom_protocol::ServerPacket::$variant(packet) => packet,
+            other => panic!(
+                concat!("expected ", stringify!($variant), ", got {:?}"),
+                other
+            ),
+        }
+    };
+}
+
+/// A user identifier the test knows to be valid.
+pub fn uid(name: &str) -> UserId {
+    UserId::new(name).expect("the test's user names are valid")
+}
+
+/// A direct text message (262) for `to`, mailed at `sent_at`.
+pub fn text_to(to: &str, text: &str, sent_at: i64) -> SendUserMessage {
+    SendUserMessage {
+        recipient: uid(to),
+        sent_at: Timestamp(sent_at),
+        kind: MessageKind::Text,
+        data: bytes::Bytes::from(text.to_owned()),
+    }
+}
 
 /// A server running in this process.
 pub struct TestServer {
@@ -61,6 +96,17 @@ impl TestServer {
             shutdown: server.shutdown_handle(),
             task: tokio::spawn(server.run()),
         }
+    }
+
+    /// Starts a server in a fresh temporary data directory, with the defaults changed by
+    /// `configure`. The directory is removed when the returned guard drops, so keep it
+    /// for as long as the server (or a restart on the same directory) needs it.
+    pub async fn start_temp(
+        configure: impl FnOnce(&mut ServerConfig),
+    ) -> (tempfile::TempDir, TestServer) {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let server = TestServer::start(dir.path(), configure).await;
+        (dir, server)
     }
 
     /// Runs an admin command and returns its output, failing the test on error.
@@ -402,5 +448,49 @@ pub async fn login_as(
         client,
         device,
         identity: identity.clone(),
+    }
+}
+
+/// Starts a server in a fresh temporary directory (see [`TestServer::start_temp`]) and
+/// logs `users` in, in order, each as a new device with a fresh key ([`login`]).
+pub async fn start_with_users<const N: usize>(
+    configure: impl FnOnce(&mut ServerConfig),
+    users: [&str; N],
+) -> (tempfile::TempDir, TestServer, [Session; N]) {
+    let (dir, server) = TestServer::start_temp(configure).await;
+    let mut sessions = Vec::with_capacity(N);
+    for user in users {
+        sessions.push(login(&server, user).await);
+    }
+    let Ok(sessions) = <[Session; N]>::try_from(sessions) else {
+        unreachable!("one session per user")
+    };
+    (dir, server, sessions)
+}
+
+impl Session {
+    /// Another device of the same user: logs in with this session's key as a new device.
+    pub async fn second_device(&self, server: &impl Endpoint, user: &str) -> Session {
+        login_as(server, user, &self.identity, DeviceId::NEW).await
+    }
+
+    /// Uploads a block list naming `users` (friends stay in sync) and waits for the
+    /// server's 259, which it sends once the new list is stored.
+    pub async fn block(&mut self, users: &[&str]) {
+        self.client
+            .send(UserListsSync {
+                friends: ListSync::InSync,
+                blocks: ListSync::Upload(users.iter().map(|u| uid(u)).collect()),
+            })
+            .await;
+        recv_packet!(self.client, RequestUserListsSync);
+    }
+
+    /// Waits for the next packet, which must be a direct message (264), and returns
+    /// (sender, read, text).
+    pub async fn next_direct(&mut self) -> (String, bool, String) {
+        let m = recv_packet!(self.client, UserMessage);
+        let text = String::from_utf8(m.data.to_vec()).expect("the test sent UTF-8 text");
+        (m.sender.to_string(), m.read, text)
     }
 }

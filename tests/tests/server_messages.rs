@@ -3,25 +3,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use bytes::Bytes;
-use vcom_protocol::{
-    GroupId, ListSync, MessageKind, SendGroupMessage, SendUserMessage, ServerPacket, Timestamp,
-    UserId, UserListsSync,
-};
+use vcom_protocol::{GroupId, MessageKind, SendGroupMessage, SendUserMessage, Timestamp};
 use vcom_server::AdminRequest;
-use vcom_tests::harness::{Session, TestServer, login, login_as};
-
-fn uid(s: &str) -> UserId {
-    UserId::new(s).unwrap()
-}
-
-fn direct(to: &str, text: &str, at: i64) -> SendUserMessage {
-    SendUserMessage {
-        recipient: uid(to),
-        sent_at: Timestamp(at),
-        kind: MessageKind::Text,
-        data: Bytes::from(text.to_owned()),
-    }
-}
+use vcom_tests::harness::{TestServer, login, login_as, start_with_users, text_to, uid};
+use vcom_tests::recv_packet;
 
 fn to_group(group: GroupId, text: &str) -> SendGroupMessage {
     SendGroupMessage {
@@ -32,18 +17,7 @@ fn to_group(group: GroupId, text: &str) -> SendGroupMessage {
     }
 }
 
-/// The next packet, which must be a direct message: (sender, read, text).
-async fn next_direct(s: &mut Session) -> (String, bool, String) {
-    match s.client.recv().await {
-        ServerPacket::UserMessage(m) => (
-            m.sender.to_string(),
-            m.read,
-            String::from_utf8(m.data.to_vec()).unwrap(),
-        ),
-        other => panic!("expected 264, got {other:?}"),
-    }
-}
-
+/// Creates the group "team" of `members` and returns its id.
 async fn create_group(server: &TestServer, members: &[&str]) -> GroupId {
     let out = server
         .admin(AdminRequest::GroupCreate {
@@ -56,15 +30,13 @@ async fn create_group(server: &TestServer, members: &[&str]) -> GroupId {
 
 #[tokio::test]
 async fn a_direct_message_reaches_every_online_device_of_the_recipient() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(dir.path(), |_| {}).await;
-    let mut bob1 = login(&server, "bob").await;
-    let mut bob2 = login_as(&server, "bob", &bob1.identity, vcom_protocol::DeviceId::NEW).await;
+    let (_dir, server, [mut bob1]) = start_with_users(|_| {}, ["bob"]).await;
+    let mut bob2 = bob1.second_device(&server, "bob").await;
     let mut alice = login(&server, "alice").await;
     let image = Bytes::from_static(&[0x89, b'P', b'N', b'G', 0, 255]);
     alice
         .client
-        .send(direct("bob", "hi bob", 1_700_000_000_000))
+        .send(text_to("bob", "hi bob", 1_700_000_000_000))
         .await;
     alice
         .client
@@ -76,43 +48,33 @@ async fn a_direct_message_reaches_every_online_device_of_the_recipient() {
         })
         .await;
     for bob in [&mut bob1, &mut bob2] {
-        match bob.client.recv().await {
-            ServerPacket::UserMessage(m) => {
-                assert_eq!(m.sender, uid("alice"));
-                assert!(!m.read);
-                assert_eq!(
-                    m.sent_at,
-                    Timestamp(1_700_000_000_000),
-                    "the mailing date is the sender's timestamp"
-                );
-                assert_eq!(m.kind, MessageKind::Text);
-                assert_eq!(&m.data[..], b"hi bob");
-            }
-            other => panic!("expected 264, got {other:?}"),
-        }
-        match bob.client.recv().await {
-            ServerPacket::UserMessage(m) => {
-                assert_eq!(m.kind, MessageKind::Image);
-                assert_eq!(m.data, image, "image bytes arrive byte-exact");
-            }
-            other => panic!("expected 264, got {other:?}"),
-        }
+        let m = recv_packet!(bob.client, UserMessage);
+        assert_eq!(m.sender, uid("alice"));
+        assert!(!m.read);
+        assert_eq!(
+            m.sent_at,
+            Timestamp(1_700_000_000_000),
+            "the mailing date is the sender's timestamp"
+        );
+        assert_eq!(m.kind, MessageKind::Text);
+        assert_eq!(&m.data[..], b"hi bob");
+        let m = recv_packet!(bob.client, UserMessage);
+        assert_eq!(m.kind, MessageKind::Image);
+        assert_eq!(m.data, image, "image bytes arrive byte-exact");
     }
     server.stop().await;
 }
 
 #[tokio::test]
 async fn messages_for_an_offline_user_survive_a_restart_and_arrive_in_order() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(dir.path(), |_| {}).await;
-    let bob = login(&server, "bob").await;
+    let (dir, server, [bob]) = start_with_users(|_| {}, ["bob"]).await;
     let (bob_identity, bob_device) = (bob.identity.clone(), bob.device);
     drop(bob);
     let mut alice = login(&server, "alice").await;
     for i in 0..20 {
         alice
             .client
-            .send(direct("bob", &format!("message {i}"), i))
+            .send(text_to("bob", &format!("message {i}"), i))
             .await;
     }
     alice.client.round_trip().await; // every message is stored before the Pong
@@ -121,7 +83,7 @@ async fn messages_for_an_offline_user_survive_a_restart_and_arrive_in_order() {
     let server = TestServer::start(dir.path(), |_| {}).await;
     let mut bob = login_as(&server, "bob", &bob_identity, bob_device).await;
     for i in 0..20 {
-        let (from, read, text) = next_direct(&mut bob).await;
+        let (from, read, text) = bob.next_direct().await;
         assert_eq!(
             (from.as_str(), read, text),
             ("alice", false, format!("message {i}"))
@@ -139,19 +101,17 @@ async fn messages_for_an_offline_user_survive_a_restart_and_arrive_in_order() {
 
 #[tokio::test]
 async fn a_message_seen_on_one_device_arrives_read_on_another() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(dir.path(), |_| {}).await;
-    let mut bob1 = login(&server, "bob").await;
-    let bob2 = login_as(&server, "bob", &bob1.identity, vcom_protocol::DeviceId::NEW).await;
+    let (_dir, server, [mut bob1]) = start_with_users(|_| {}, ["bob"]).await;
+    let bob2 = bob1.second_device(&server, "bob").await;
     let (id2, dev2) = (bob2.identity.clone(), bob2.device);
     drop(bob2);
     let mut alice = login(&server, "alice").await;
     alice
         .client
-        .send(direct("bob", "seen on device one", 1))
+        .send(text_to("bob", "seen on device one", 1))
         .await;
     assert_eq!(
-        next_direct(&mut bob1).await,
+        bob1.next_direct().await,
         ("alice".into(), false, "seen on device one".into())
     );
     // The writer records a batch as delivered before it writes the next batch, so the
@@ -161,7 +121,7 @@ async fn a_message_seen_on_one_device_arrives_read_on_another() {
 
     let mut bob2 = login_as(&server, "bob", &id2, dev2).await;
     assert_eq!(
-        next_direct(&mut bob2).await,
+        bob2.next_direct().await,
         ("alice".into(), true, "seen on device one".into())
     );
     server.stop().await;
@@ -169,29 +129,18 @@ async fn a_message_seen_on_one_device_arrives_read_on_another() {
 
 #[tokio::test]
 async fn a_message_from_a_blocked_sender_is_dropped_silently() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(dir.path(), |_| {}).await;
-    let mut bob = login(&server, "bob").await;
-    bob.client
-        .send(UserListsSync {
-            friends: ListSync::InSync,
-            blocks: ListSync::Upload(vec![uid("mallory")]),
-        })
-        .await;
-    assert!(matches!(
-        bob.client.recv().await,
-        ServerPacket::RequestUserListsSync(_)
-    ));
+    let (_dir, server, [mut bob]) = start_with_users(|_| {}, ["bob"]).await;
+    bob.block(&["mallory"]).await;
     let mut mallory = login(&server, "mallory").await;
     let mut carol = login(&server, "carol").await;
-    mallory.client.send(direct("bob", "spam", 1)).await;
+    mallory.client.send(text_to("bob", "spam", 1)).await;
     assert!(
         mallory.client.round_trip().await.is_empty(),
         "the sender is not told"
     );
-    carol.client.send(direct("bob", "hello", 2)).await;
+    carol.client.send(text_to("bob", "hello", 2)).await;
     assert_eq!(
-        next_direct(&mut bob).await,
+        bob.next_direct().await,
         ("carol".into(), false, "hello".into())
     );
     server.stop().await;
@@ -199,42 +148,28 @@ async fn a_message_from_a_blocked_sender_is_dropped_silently() {
 
 #[tokio::test]
 async fn a_message_to_an_unknown_user_is_dropped_and_the_sender_carries_on() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(dir.path(), |_| {}).await;
-    let mut alice = login(&server, "alice").await;
-    alice.client.send(direct("nobody", "hello?", 1)).await;
+    let (_dir, server, [mut alice]) = start_with_users(|_| {}, ["alice"]).await;
+    alice.client.send(text_to("nobody", "hello?", 1)).await;
     assert!(alice.client.round_trip().await.is_empty());
     server.stop().await;
 }
 
 #[tokio::test]
 async fn group_messages_reach_members_but_not_the_sending_device() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(dir.path(), |_| {}).await;
-    let mut alice1 = login(&server, "alice").await;
-    let mut alice2 = login_as(
-        &server,
-        "alice",
-        &alice1.identity,
-        vcom_protocol::DeviceId::NEW,
-    )
-    .await;
+    let (_dir, server, [mut alice1]) = start_with_users(|_| {}, ["alice"]).await;
+    let mut alice2 = alice1.second_device(&server, "alice").await;
     let mut bob = login(&server, "bob").await;
     let mut carol = login(&server, "carol").await;
     let group = create_group(&server, &["alice", "bob"]).await;
 
     alice1.client.send(to_group(group, "hello team")).await;
     for member in [&mut alice2, &mut bob] {
-        match member.client.recv().await {
-            ServerPacket::GroupMessage(m) => {
-                assert_eq!(
-                    (m.sender.as_str(), m.group, m.read),
-                    ("alice", group, false)
-                );
-                assert_eq!(&m.data[..], b"hello team");
-            }
-            other => panic!("expected 265, got {other:?}"),
-        }
+        let m = recv_packet!(member.client, GroupMessage);
+        assert_eq!(
+            (m.sender.as_str(), m.group, m.read),
+            ("alice", group, false)
+        );
+        assert_eq!(&m.data[..], b"hello team");
     }
     assert!(
         alice1.client.round_trip().await.is_empty(),
@@ -251,12 +186,8 @@ async fn group_messages_reach_members_but_not_the_sending_device() {
         })
         .await;
     carol.client.send(to_group(group, "thanks")).await;
-    match bob.client.recv().await {
-        ServerPacket::GroupMessage(m) => {
-            assert_eq!((&m.data[..], m.sender.as_str()), (&b"thanks"[..], "carol"))
-        }
-        other => panic!("expected carol's 265, got {other:?}"),
-    }
+    let m = recv_packet!(bob.client, GroupMessage);
+    assert_eq!((&m.data[..], m.sender.as_str()), (&b"thanks"[..], "carol"));
     // A removed member no longer receives.
     server
         .admin(AdminRequest::GroupRemove {
@@ -269,20 +200,16 @@ async fn group_messages_reach_members_but_not_the_sending_device() {
     carol.client.round_trip().await;
     alice1
         .client
-        .send(direct("bob", "direct still works", 1))
+        .send(text_to("bob", "direct still works", 1))
         .await;
-    match bob.client.recv().await {
-        ServerPacket::UserMessage(m) => assert_eq!(&m.data[..], b"direct still works"),
-        other => panic!("bob got {other:?} after leaving the group"),
-    }
+    let m = recv_packet!(bob.client, UserMessage); // not a group message after leaving
+    assert_eq!(&m.data[..], b"direct still works");
     server.stop().await;
 }
 
 #[tokio::test]
 async fn a_group_message_for_an_offline_member_is_delivered_at_login() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(dir.path(), |_| {}).await;
-    let bob = login(&server, "bob").await;
+    let (_dir, server, [bob]) = start_with_users(|_| {}, ["bob"]).await;
     let (bob_id, bob_dev) = (bob.identity.clone(), bob.device);
     drop(bob);
     let mut alice = login(&server, "alice").await;
@@ -293,28 +220,16 @@ async fn a_group_message_for_an_offline_member_is_delivered_at_login() {
         .await;
     alice.client.round_trip().await;
     let mut bob = login_as(&server, "bob", &bob_id, bob_dev).await;
-    match bob.client.recv().await {
-        ServerPacket::GroupMessage(m) => {
-            assert_eq!((&m.data[..], m.group), (&b"while you were out"[..], group))
-        }
-        other => panic!("expected 265, got {other:?}"),
-    }
+    let m = recv_packet!(bob.client, GroupMessage);
+    assert_eq!((&m.data[..], m.group), (&b"while you were out"[..], group));
     server.stop().await;
 }
 
 #[tokio::test]
 async fn a_broadcast_reaches_every_online_device() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(dir.path(), |_| {}).await;
-    let mut sessions = vec![login(&server, "alice").await, login(&server, "bob").await];
-    let extra = login_as(
-        &server,
-        "bob",
-        &sessions[1].identity,
-        vcom_protocol::DeviceId::NEW,
-    )
-    .await;
-    sessions.push(extra);
+    let (_dir, server, [alice, bob]) = start_with_users(|_| {}, ["alice", "bob"]).await;
+    let extra = bob.second_device(&server, "bob").await;
+    let mut sessions = [alice, bob, extra];
     let out = server
         .admin(AdminRequest::Broadcast {
             text: "maintenance at 5 ✓".into(),
@@ -322,35 +237,33 @@ async fn a_broadcast_reaches_every_online_device() {
         .await;
     assert!(out.contains('3'), "{out}");
     for s in &mut sessions {
-        match s.client.recv().await {
-            ServerPacket::Broadcast(b) => assert_eq!(b.text, "maintenance at 5 ✓"),
-            other => panic!("expected 263, got {other:?}"),
-        }
+        assert_eq!(recv_packet!(s.client, Broadcast).text, "maintenance at 5 ✓");
     }
     server.stop().await;
 }
 
 #[tokio::test]
 async fn two_sessions_of_one_device_both_stay_connected_and_both_receive() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(dir.path(), |_| {}).await;
-    let mut listener = login(&server, "bob").await;
+    let (_dir, server, [mut listener]) = start_with_users(|_| {}, ["bob"]).await;
     let mut one_shot = login_as(&server, "bob", &listener.identity, listener.device).await;
     assert_eq!(one_shot.device, listener.device);
     let mut alice = login(&server, "alice").await;
-    alice.client.send(direct("bob", "to both", 1)).await;
+    alice.client.send(text_to("bob", "to both", 1)).await;
     assert_eq!(
-        next_direct(&mut one_shot).await,
+        one_shot.next_direct().await,
         ("alice".into(), false, "to both".into())
     );
     assert_eq!(
-        next_direct(&mut listener).await,
+        listener.next_direct().await,
         ("alice".into(), false, "to both".into())
     );
     drop(one_shot);
-    alice.client.send(direct("bob", "still listening", 2)).await;
+    alice
+        .client
+        .send(text_to("bob", "still listening", 2))
+        .await;
     assert_eq!(
-        next_direct(&mut listener).await,
+        listener.next_direct().await,
         ("alice".into(), false, "still listening".into())
     );
     server.stop().await;

@@ -10,20 +10,16 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use vcom_protocol::{
-    AbortReason, DeviceId, FileChunk, FileSize, FileTransferAbort, FileTransferAccept,
-    FileTransferComplete, FileTransferOffer, FileTransferRequest, ListSync, MessageKind,
-    SendUserMessage, ServerPacket, Timestamp, TransferId, UserId, UserListsSync,
+    AbortReason, FileChunk, FileSize, FileTransferAbort, FileTransferAccept, FileTransferComplete,
+    FileTransferOffer, FileTransferRequest, ServerPacket, TransferId,
 };
 use vcom_server::ServerConfig;
 use vcom_store::{SqliteStore, Store, StoreConfig};
-use vcom_tests::harness::{Session, TIMEOUT, TestServer, login, login_as};
+use vcom_tests::harness::{Session, TIMEOUT, TestServer, login, start_with_users, text_to, uid};
+use vcom_tests::recv_packet;
 
 const KIB: u64 = 1024;
 const MIB: u64 = 1024 * KIB;
-
-fn uid(s: &str) -> UserId {
-    UserId::new(s).unwrap()
-}
 
 /// Bytes that differ from chunk to chunk, so a lost, repeated or reordered chunk shows.
 fn file_data(len: u64) -> Vec<u8> {
@@ -53,44 +49,60 @@ fn chunk(transfer: TransferId, data: &[u8]) -> FileChunk {
     }
 }
 
-fn direct(to: &str, text: &'static str) -> SendUserMessage {
-    SendUserMessage {
-        recipient: uid(to),
-        sent_at: Timestamp(1),
-        kind: MessageKind::Text,
-        data: Bytes::from_static(text.as_bytes()),
-    }
+/// A 270 for `transfer` with `reason`.
+fn abort(transfer: TransferId, reason: AbortReason) -> FileTransferAbort {
+    FileTransferAbort { transfer, reason }
 }
 
 /// Sends 268 and returns the identifier the 269 carries.
 async fn request_id(sender: &mut Session, to: &str, size: u64, name: &str) -> TransferId {
     sender.client.send(request(to, size, name)).await;
-    match sender.client.recv().await {
-        ServerPacket::FileTransferId(p) => p.transfer,
-        other => panic!("expected 269, got {other:?}"),
-    }
+    recv_packet!(sender.client, FileTransferId).transfer
 }
 
+/// Waits for the next packet, which must be a 271 offer.
 async fn expect_offer(s: &mut Session) -> FileTransferOffer {
-    match s.client.recv().await {
-        ServerPacket::FileTransferOffer(p) => p,
-        other => panic!("expected 271, got {other:?}"),
-    }
+    recv_packet!(s.client, FileTransferOffer)
 }
 
+/// Waits for the next packet, which must be a 272; returns the transfer it accepts.
 async fn expect_accept(s: &mut Session) -> TransferId {
-    match s.client.recv().await {
-        ServerPacket::FileTransferAccept(p) => p.transfer,
-        other => panic!("expected 272, got {other:?}"),
-    }
+    recv_packet!(s.client, FileTransferAccept).transfer
 }
 
-/// The next packet, which must be a 270: (transfer, reason).
+/// Waits for the next packet, which must be a 270: (transfer, reason).
 async fn expect_abort(s: &mut Session) -> (TransferId, AbortReason) {
-    match s.client.recv().await {
-        ServerPacket::FileTransferAbort(p) => (p.transfer, p.reason),
-        other => panic!("expected 270, got {other:?}"),
-    }
+    let p = recv_packet!(s.client, FileTransferAbort);
+    (p.transfer, p.reason)
+}
+
+/// Requests a transfer from `sender` to `to`, and waits until `recipient` (logged in as
+/// `to`) receives the 271 carrying the id of the 269.
+async fn offered(
+    sender: &mut Session,
+    recipient: &mut Session,
+    to: &str,
+    size: u64,
+    name: &str,
+) -> TransferId {
+    let id = request_id(sender, to, size, name).await;
+    assert_eq!(expect_offer(recipient).await.transfer, id);
+    id
+}
+
+/// Offers 5 bytes from `sender` to bob's two devices, waits until both have the offer,
+/// lets `first` accept and waits for the sender's 272.
+async fn accepted_by_first_of_two(
+    sender: &mut Session,
+    first: &mut Session,
+    second: &mut Session,
+) -> TransferId {
+    let id = request_id(sender, "bob", 5, "x.txt").await;
+    assert_eq!(expect_offer(first).await.transfer, id);
+    assert_eq!(expect_offer(second).await.transfer, id);
+    first.client.send(FileTransferAccept { transfer: id }).await;
+    assert_eq!(expect_accept(sender).await, id);
+    id
 }
 
 /// Skips relayed chunks of `id` until a 270 arrives: (reason, chunk bytes skipped).
@@ -189,13 +201,7 @@ impl Pusher {
         let task = tokio::spawn(async move {
             while p.load(Ordering::Relaxed) < size {
                 if s.load(Ordering::Relaxed) {
-                    sender
-                        .client
-                        .send(FileTransferAbort {
-                            transfer: id,
-                            reason: AbortReason::Cancelled,
-                        })
-                        .await;
+                    sender.client.send(abort(id, AbortReason::Cancelled)).await;
                     return sender;
                 }
                 let data = Bytes::from_static(&FILLER);
@@ -264,10 +270,7 @@ impl Pusher {
 
 #[tokio::test]
 async fn a_file_arrives_byte_exact_and_in_order_whatever_its_size() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(dir.path(), |_| {}).await;
-    let mut alice = login(&server, "alice").await;
-    let mut bob = login(&server, "bob").await;
+    let (_dir, server, [mut alice, mut bob]) = start_with_users(|_| {}, ["alice", "bob"]).await;
     for size in [1, 1024, 1025, 3 * MIB + 7] {
         let data = file_data(size);
         let name = format!("file-{size}.bin");
@@ -315,18 +318,9 @@ async fn a_file_arrives_byte_exact_and_in_order_whatever_its_size() {
 
 #[tokio::test]
 async fn a_declined_offer_reaches_the_sender_as_reason_0() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(dir.path(), |_| {}).await;
-    let mut alice = login(&server, "alice").await;
-    let mut bob = login(&server, "bob").await;
-    let id = request_id(&mut alice, "bob", 10, "x.txt").await;
-    assert_eq!(expect_offer(&mut bob).await.transfer, id);
-    bob.client
-        .send(FileTransferAbort {
-            transfer: id,
-            reason: AbortReason::Declined,
-        })
-        .await;
+    let (_dir, server, [mut alice, mut bob]) = start_with_users(|_| {}, ["alice", "bob"]).await;
+    let id = offered(&mut alice, &mut bob, "bob", 10, "x.txt").await;
+    bob.client.send(abort(id, AbortReason::Declined)).await;
     assert_eq!(expect_abort(&mut alice).await, (id, AbortReason::Declined));
     assert!(
         bob.client.round_trip().await.is_empty(),
@@ -337,10 +331,8 @@ async fn a_declined_offer_reaches_the_sender_as_reason_0() {
 
 #[tokio::test]
 async fn a_file_larger_than_max_file_size_is_refused_with_reason_1() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(dir.path(), |c| c.max_file_size = 1000).await;
-    let mut alice = login(&server, "alice").await;
-    let mut bob = login(&server, "bob").await;
+    let (_dir, server, [mut alice, mut bob]) =
+        start_with_users(|c| c.max_file_size = 1000, ["alice", "bob"]).await;
     let id = request_id(&mut alice, "bob", 1001, "big.bin").await;
     assert_eq!(expect_abort(&mut alice).await, (id, AbortReason::TooLarge));
     assert!(
@@ -349,16 +341,14 @@ async fn a_file_larger_than_max_file_size_is_refused_with_reason_1() {
     );
 
     // Exactly the limit is fine.
-    let id = request_id(&mut alice, "bob", 1000, "ok.bin").await;
-    assert_eq!(expect_offer(&mut bob).await.transfer, id);
+    offered(&mut alice, &mut bob, "bob", 1000, "ok.bin").await;
     server.stop().await;
 }
 
 #[tokio::test]
 async fn a_file_for_a_known_user_who_is_not_online_is_refused_with_reason_2() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(dir.path(), |_| {}).await;
-    drop(login(&server, "bob").await);
+    let (dir, server, [bob]) = start_with_users(|_| {}, ["bob"]).await;
+    drop(bob);
     // A restart makes sure bob's session is gone, without guessing when it ends.
     server.stop().await;
     let server = TestServer::start(dir.path(), |_| {}).await;
@@ -373,10 +363,7 @@ async fn a_file_for_a_known_user_who_is_not_online_is_refused_with_reason_2() {
 
 #[tokio::test]
 async fn the_recipient_gets_reason_3_when_the_sender_drops_mid_stream() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(dir.path(), |_| {}).await;
-    let mut alice = login(&server, "alice").await;
-    let mut bob = login(&server, "bob").await;
+    let (_dir, server, [mut alice, mut bob]) = start_with_users(|_| {}, ["alice", "bob"]).await;
     let id = accepted(&mut alice, &mut bob, "bob", 10 * KIB).await;
     alice.client.send(chunk(id, &[1; 1024])).await;
     alice.client.send(chunk(id, &[2; 1024])).await;
@@ -395,16 +382,10 @@ async fn the_recipient_gets_reason_3_when_the_sender_drops_mid_stream() {
 
 #[tokio::test]
 async fn the_sender_gets_reason_3_when_the_recipient_drops_mid_stream() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(dir.path(), |_| {}).await;
-    let mut alice = login(&server, "alice").await;
-    let mut bob = login(&server, "bob").await;
+    let (_dir, server, [mut alice, mut bob]) = start_with_users(|_| {}, ["alice", "bob"]).await;
     let id = accepted(&mut alice, &mut bob, "bob", 10 * KIB).await;
     alice.client.send(chunk(id, &[1; 1024])).await;
-    match bob.client.recv().await {
-        ServerPacket::FileChunk(c) => assert_eq!(c.transfer, id),
-        other => panic!("expected 273, got {other:?}"),
-    }
+    assert_eq!(recv_packet!(bob.client, FileChunk).transfer, id);
     drop(bob);
     assert_eq!(
         expect_abort(&mut alice).await,
@@ -418,12 +399,8 @@ async fn the_sender_gets_reason_3_when_the_recipient_drops_mid_stream() {
 
 #[tokio::test]
 async fn the_sender_gets_reason_3_when_the_only_offered_device_drops_before_answering() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(dir.path(), |_| {}).await;
-    let mut alice = login(&server, "alice").await;
-    let mut bob = login(&server, "bob").await;
-    let id = request_id(&mut alice, "bob", 10, "x.txt").await;
-    assert_eq!(expect_offer(&mut bob).await.transfer, id);
+    let (_dir, server, [mut alice, mut bob]) = start_with_users(|_| {}, ["alice", "bob"]).await;
+    let id = offered(&mut alice, &mut bob, "bob", 10, "x.txt").await;
     drop(bob);
     assert_eq!(
         expect_abort(&mut alice).await,
@@ -434,19 +411,8 @@ async fn the_sender_gets_reason_3_when_the_only_offered_device_drops_before_answ
 
 #[tokio::test]
 async fn an_unknown_recipient_and_one_who_blocked_the_sender_look_the_same_reason_4() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(dir.path(), |_| {}).await;
-    let mut bob = login(&server, "bob").await;
-    bob.client
-        .send(UserListsSync {
-            friends: ListSync::InSync,
-            blocks: ListSync::Upload(vec![uid("mallory")]),
-        })
-        .await;
-    assert!(matches!(
-        bob.client.recv().await,
-        ServerPacket::RequestUserListsSync(_)
-    ));
+    let (_dir, server, [mut bob]) = start_with_users(|_| {}, ["bob"]).await;
+    bob.block(&["mallory"]).await;
     let mut mallory = login(&server, "mallory").await;
 
     let blocked = request_id(&mut mallory, "bob", 10, "x.txt").await;
@@ -454,14 +420,9 @@ async fn an_unknown_recipient_and_one_who_blocked_the_sender_look_the_same_reaso
     let unknown = request_id(&mut mallory, "nobody", 10, "x.txt").await;
     let unknown_answer = mallory.client.round_trip().await;
 
-    let abort = |id| {
-        vec![ServerPacket::from(FileTransferAbort {
-            transfer: id,
-            reason: AbortReason::NotAllowed,
-        })]
-    };
-    assert_eq!(blocked_answer, abort(blocked));
-    assert_eq!(unknown_answer, abort(unknown));
+    let not_allowed = |id| vec![ServerPacket::from(abort(id, AbortReason::NotAllowed))];
+    assert_eq!(blocked_answer, not_allowed(blocked));
+    assert_eq!(unknown_answer, not_allowed(unknown));
     assert!(
         bob.client.round_trip().await.is_empty(),
         "the blocker sees nothing"
@@ -471,10 +432,7 @@ async fn an_unknown_recipient_and_one_who_blocked_the_sender_look_the_same_reaso
 
 #[tokio::test]
 async fn more_bytes_than_announced_abort_both_sides_with_reason_5() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(dir.path(), |_| {}).await;
-    let mut alice = login(&server, "alice").await;
-    let mut bob = login(&server, "bob").await;
+    let (_dir, server, [mut alice, mut bob]) = start_with_users(|_| {}, ["alice", "bob"]).await;
     let id = accepted(&mut alice, &mut bob, "bob", 1500).await;
     alice.client.send(chunk(id, &[1; 1024])).await;
     alice.client.send(chunk(id, &[2; 477])).await; // one byte too many
@@ -494,10 +452,7 @@ async fn more_bytes_than_announced_abort_both_sides_with_reason_5() {
 
 #[tokio::test]
 async fn completing_before_every_byte_was_sent_aborts_both_sides_with_reason_5() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(dir.path(), |_| {}).await;
-    let mut alice = login(&server, "alice").await;
-    let mut bob = login(&server, "bob").await;
+    let (_dir, server, [mut alice, mut bob]) = start_with_users(|_| {}, ["alice", "bob"]).await;
     let id = accepted(&mut alice, &mut bob, "bob", 2048).await;
     alice.client.send(chunk(id, &[1; 1024])).await;
     alice
@@ -519,12 +474,8 @@ async fn completing_before_every_byte_was_sent_aborts_both_sides_with_reason_5()
 
 #[tokio::test]
 async fn a_chunk_before_the_offer_is_accepted_aborts_with_reason_5() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(dir.path(), |_| {}).await;
-    let mut alice = login(&server, "alice").await;
-    let mut bob = login(&server, "bob").await;
-    let id = request_id(&mut alice, "bob", 10, "x.txt").await;
-    assert_eq!(expect_offer(&mut bob).await.transfer, id);
+    let (_dir, server, [mut alice, mut bob]) = start_with_users(|_| {}, ["alice", "bob"]).await;
+    let id = offered(&mut alice, &mut bob, "bob", 10, "x.txt").await;
     alice.client.send(chunk(id, b"too early")).await;
     assert_eq!(
         expect_abort(&mut alice).await,
@@ -540,11 +491,8 @@ async fn a_chunk_before_the_offer_is_accepted_aborts_with_reason_5() {
 
 #[tokio::test]
 async fn a_chunk_over_1024_bytes_closes_the_sender_connection_and_others_carry_on() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(dir.path(), |_| {}).await;
-    let mut alice = login(&server, "alice").await;
-    let mut bob = login(&server, "bob").await;
-    let mut carol = login(&server, "carol").await;
+    let (_dir, server, [mut alice, mut bob, mut carol]) =
+        start_with_users(|_| {}, ["alice", "bob", "carol"]).await;
     let id = accepted(&mut alice, &mut bob, "bob", 4 * KIB).await;
     // 273, the transfer, a length of 1025 and 1025 bytes: a decode error, not a packet.
     let mut raw = 273i32.to_be_bytes().to_vec();
@@ -558,20 +506,18 @@ async fn a_chunk_over_1024_bytes_closes_the_sender_connection_and_others_carry_o
         (id, AbortReason::ConnectionDropped),
         "the recipient learns the sender's connection dropped"
     );
-    carol.client.send(direct("bob", "still here")).await;
-    match bob.client.recv().await {
-        ServerPacket::UserMessage(m) => assert_eq!(&m.data[..], b"still here"),
-        other => panic!("expected 264, got {other:?}"),
-    }
+    carol.client.send(text_to("bob", "still here", 1)).await;
+    assert_eq!(
+        &recv_packet!(bob.client, UserMessage).data[..],
+        b"still here"
+    );
     server.stop().await;
 }
 
 #[tokio::test]
 async fn an_idle_transfer_times_out_with_reason_6_on_both_sides() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(dir.path(), |c| c.transfer_idle_timeout_secs = 1).await;
-    let mut alice = login(&server, "alice").await;
-    let mut bob = login(&server, "bob").await;
+    let (_dir, server, [mut alice, mut bob]) =
+        start_with_users(|c| c.transfer_idle_timeout_secs = 1, ["alice", "bob"]).await;
     let id = accepted(&mut alice, &mut bob, "bob", 10 * KIB).await;
     alice.client.send(chunk(id, &[1; 100])).await;
     // Nothing more is sent: the sweep aborts it about a second later.
@@ -583,16 +529,9 @@ async fn an_idle_transfer_times_out_with_reason_6_on_both_sides() {
 
 #[tokio::test]
 async fn the_first_device_to_accept_wins_and_the_other_gets_reason_7() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(dir.path(), |_| {}).await;
-    let mut alice = login(&server, "alice").await;
-    let mut bob1 = login(&server, "bob").await;
-    let mut bob2 = login_as(&server, "bob", &bob1.identity, DeviceId::NEW).await;
-    let id = request_id(&mut alice, "bob", 5, "x.txt").await;
-    assert_eq!(expect_offer(&mut bob1).await.transfer, id);
-    assert_eq!(expect_offer(&mut bob2).await.transfer, id);
-    bob1.client.send(FileTransferAccept { transfer: id }).await;
-    assert_eq!(expect_accept(&mut alice).await, id);
+    let (_dir, server, [mut alice, mut bob1]) = start_with_users(|_| {}, ["alice", "bob"]).await;
+    let mut bob2 = bob1.second_device(&server, "bob").await;
+    let id = accepted_by_first_of_two(&mut alice, &mut bob1, &mut bob2).await;
     assert_eq!(
         expect_abort(&mut bob2).await,
         (id, AbortReason::AcceptedElsewhere)
@@ -611,30 +550,18 @@ async fn the_first_device_to_accept_wins_and_the_other_gets_reason_7() {
 /// connected and the transfer goes on.
 #[tokio::test]
 async fn a_late_answer_from_the_device_that_lost_the_race_is_ignored() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(dir.path(), |_| {}).await;
-    let mut alice = login(&server, "alice").await;
-    let mut bob1 = login(&server, "bob").await;
-    let mut bob2 = login_as(&server, "bob", &bob1.identity, DeviceId::NEW).await;
-    let id = request_id(&mut alice, "bob", 5, "x.txt").await;
-    assert_eq!(expect_offer(&mut bob1).await.transfer, id);
-    assert_eq!(expect_offer(&mut bob2).await.transfer, id);
-    bob1.client.send(FileTransferAccept { transfer: id }).await;
-    assert_eq!(expect_accept(&mut alice).await, id);
+    let (_dir, server, [mut alice, mut bob1]) = start_with_users(|_| {}, ["alice", "bob"]).await;
+    let mut bob2 = bob1.second_device(&server, "bob").await;
+    let id = accepted_by_first_of_two(&mut alice, &mut bob1, &mut bob2).await;
     // bob2 answers as if it had not yet read its 270.
     bob2.client.send(FileTransferAccept { transfer: id }).await;
-    bob2.client
-        .send(FileTransferAbort {
-            transfer: id,
-            reason: AbortReason::Declined,
-        })
-        .await;
+    bob2.client.send(abort(id, AbortReason::Declined)).await;
     assert_eq!(
         bob2.client.round_trip().await,
-        vec![ServerPacket::from(FileTransferAbort {
-            transfer: id,
-            reason: AbortReason::AcceptedElsewhere,
-        })],
+        vec![ServerPacket::from(abort(
+            id,
+            AbortReason::AcceptedElsewhere
+        ))],
         "the loser is still connected and heard only reason 7"
     );
     send_file(&mut alice, id, b"hello").await;
@@ -648,19 +575,10 @@ async fn a_late_answer_from_the_device_that_lost_the_race_is_ignored() {
 
 #[tokio::test]
 async fn a_transfer_cancelled_by_the_sender_reaches_the_recipient_as_reason_8() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(dir.path(), |_| {}).await;
-    let mut alice = login(&server, "alice").await;
-    let mut bob = login(&server, "bob").await;
+    let (_dir, server, [mut alice, mut bob]) = start_with_users(|_| {}, ["alice", "bob"]).await;
     let id = accepted(&mut alice, &mut bob, "bob", 10 * KIB).await;
     alice.client.send(chunk(id, &[1; 1024])).await;
-    alice
-        .client
-        .send(FileTransferAbort {
-            transfer: id,
-            reason: AbortReason::Cancelled,
-        })
-        .await;
+    alice.client.send(abort(id, AbortReason::Cancelled)).await;
     let (reason, _) = abort_after_chunks(&mut bob, id).await;
     assert_eq!(reason, AbortReason::Cancelled);
     assert!(
@@ -674,10 +592,7 @@ async fn a_transfer_cancelled_by_the_sender_reaches_the_recipient_as_reason_8() 
 
 #[tokio::test]
 async fn completed_and_aborted_transfers_are_logged_with_their_outcome() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(dir.path(), |_| {}).await;
-    let mut alice = login(&server, "alice").await;
-    let mut bob = login(&server, "bob").await;
+    let (dir, server, [mut alice, mut bob]) = start_with_users(|_| {}, ["alice", "bob"]).await;
 
     let done = accepted(&mut alice, &mut bob, "bob", 2000).await;
     send_file(&mut alice, done, &file_data(2000)).await;
@@ -688,10 +603,7 @@ async fn completed_and_aborted_transfers_are_logged_with_their_outcome() {
     let declined = request_id(&mut alice, "bob", 300, "no.txt").await;
     expect_offer(&mut bob).await;
     bob.client
-        .send(FileTransferAbort {
-            transfer: declined,
-            reason: AbortReason::Declined,
-        })
+        .send(abort(declined, AbortReason::Declined))
         .await;
     bob.client.round_trip().await; // the decline is logged before bob's Pong
     assert_eq!(
@@ -742,16 +654,13 @@ async fn completed_and_aborted_transfers_are_logged_with_their_outcome() {
 #[tokio::test]
 async fn a_message_overtakes_file_data_queued_for_a_recipient_who_is_not_reading() {
     const SIZE: u64 = 64 * MIB;
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(dir.path(), |c| c.write_timeout_secs = 120).await;
-    let mut alice = login(&server, "alice").await;
-    let mut bob = login(&server, "bob").await;
-    let mut carol = login(&server, "carol").await;
+    let (_dir, server, [mut alice, mut bob, mut carol]) =
+        start_with_users(|c| c.write_timeout_secs = 120, ["alice", "bob", "carol"]).await;
     let id = accepted(&mut alice, &mut bob, "bob", SIZE).await;
     let pusher = Pusher::start(alice, id, SIZE);
     let pushed = pusher.until_stalled(SIZE).await;
 
-    carol.client.send(direct("bob", "are you there?")).await;
+    carol.client.send(text_to("bob", "are you there?", 1)).await;
     carol.client.round_trip().await; // stored and queued for bob
     let mut skipped = 0;
     let before_message = loop {
@@ -796,10 +705,8 @@ async fn a_message_overtakes_file_data_queued_for_a_recipient_who_is_not_reading
 #[tokio::test]
 async fn a_recipient_that_stops_reading_holds_the_sender_back_with_bounded_memory() {
     const SIZE: u64 = 100 * MIB;
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(dir.path(), |c| c.write_timeout_secs = 120).await;
-    let mut alice = login(&server, "alice").await;
-    let mut bob = login(&server, "bob").await;
+    let (_dir, server, [mut alice, mut bob]) =
+        start_with_users(|c| c.write_timeout_secs = 120, ["alice", "bob"]).await;
     let id = accepted(&mut alice, &mut bob, "bob", SIZE).await;
     let rss_before = resident_bytes();
 
@@ -823,10 +730,7 @@ async fn a_recipient_that_stops_reading_holds_the_sender_back_with_bounded_memor
     // Bob reads a few MiB; alice, held back until then, moves past her stall.
     let mut read = 0;
     while read < 4 * MIB {
-        match bob.client.recv().await {
-            ServerPacket::FileChunk(c) => read += c.data.len() as u64,
-            other => panic!("expected 273, got {other:?}"),
-        }
+        read += recv_packet!(bob.client, FileChunk).data.len() as u64;
     }
     let reader = tokio::spawn(async move {
         let r = abort_after_chunks(&mut bob, id).await;
@@ -851,20 +755,13 @@ async fn a_recipient_that_stops_reading_holds_the_sender_back_with_bounded_memor
 #[tokio::test]
 async fn a_sender_held_back_by_a_recipient_who_then_declines_is_released_at_once() {
     const SIZE: u64 = 100 * MIB;
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(dir.path(), |c| c.write_timeout_secs = 120).await;
-    let mut alice = login(&server, "alice").await;
-    let mut bob = login(&server, "bob").await;
+    let (_dir, server, [mut alice, mut bob]) =
+        start_with_users(|c| c.write_timeout_secs = 120, ["alice", "bob"]).await;
     let id = accepted(&mut alice, &mut bob, "bob", SIZE).await;
     let pusher = Pusher::start(alice, id, SIZE);
     let pushed = pusher.until_stalled(SIZE).await;
 
-    bob.client
-        .send(FileTransferAbort {
-            transfer: id,
-            reason: AbortReason::Declined,
-        })
-        .await;
+    bob.client.send(abort(id, AbortReason::Declined)).await;
     // Bob still reads nothing, yet alice's connection moves again.
     pusher.until_past(pushed).await;
     let mut alice = pusher.cancel().await;
