@@ -7,16 +7,18 @@ mod support;
 use std::time::Duration;
 
 use bytes::Bytes;
-use support::{TIMEOUT, TestServer, uid, wait_for, wait_until};
+use support::{
+    TIMEOUT, TestServer, copy_identity, finished, next_group_message, next_message, next_offer,
+    next_transfer_end, uid, wait_for_disconnect, wait_until,
+};
 use vcom_client::{
-    AbortReason, Client, ClientError, DenyCode, Direction, DisconnectReason, Event, HistoryQuery,
+    AbortReason, Client, ClientError, DenyCode, Direction, DisconnectReason, HistoryQuery,
     MessageKind, Profile, TransferOutcome, Trust,
 };
 
 #[tokio::test]
 async fn a_new_device_gets_an_id_that_the_next_login_reuses() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(&dir.path().join("server")).await;
+    let (dir, server) = TestServer::start_temp().await;
     let profile = dir.path().join("alice");
 
     let (client, _events) = server.connect("alice", &profile).await;
@@ -85,21 +87,12 @@ async fn a_pinned_fingerprint_refuses_a_server_with_another_certificate() {
 
 #[tokio::test]
 async fn a_second_device_with_the_imported_identity_logs_in_and_a_foreign_key_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(&dir.path().join("server")).await;
+    let (dir, server) = TestServer::start_temp().await;
     let laptop = dir.path().join("laptop");
     let (first, _events) = server.connect("alice", &laptop).await;
 
-    let exported = dir.path().join("alice.pem");
-    Profile::open(&laptop)
-        .unwrap()
-        .export_identity(&exported)
-        .unwrap();
     let phone = dir.path().join("phone");
-    Profile::open(&phone)
-        .unwrap()
-        .import_identity(&exported)
-        .unwrap();
+    copy_identity(&laptop, &phone, &dir.path().join("alice.pem"));
     let (second, _events) = server.connect("alice", &phone).await;
     assert_ne!(second.device_id(), first.device_id());
 
@@ -118,8 +111,7 @@ async fn a_second_device_with_the_imported_identity_logs_in_and_a_foreign_key_is
 
 #[tokio::test]
 async fn friend_and_block_lists_sync_both_ways_between_two_devices() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(&dir.path().join("server")).await;
+    let (dir, server) = TestServer::start_temp().await;
     let laptop = dir.path().join("laptop");
     let (one, mut one_events) = server.connect("alice", &laptop).await;
     assert!(one.add_friend(&uid("bob")).await.unwrap());
@@ -129,16 +121,8 @@ async fn friend_and_block_lists_sync_both_ways_between_two_devices() {
     // The server answers each upload with a fresh 259, whose timestamps are adopted.
     one.ping().await.unwrap();
 
-    let exported = dir.path().join("alice.pem");
-    Profile::open(&laptop)
-        .unwrap()
-        .export_identity(&exported)
-        .unwrap();
     let phone = dir.path().join("phone");
-    Profile::open(&phone)
-        .unwrap()
-        .import_identity(&exported)
-        .unwrap();
+    copy_identity(&laptop, &phone, &dir.path().join("alice.pem"));
 
     // Device two starts empty and downloads both lists at login.
     let (two, mut two_events) = server.connect("alice", &phone).await;
@@ -174,28 +158,19 @@ async fn friend_and_block_lists_sync_both_ways_between_two_devices() {
 
 #[tokio::test]
 async fn direct_messages_reach_an_online_recipient_and_are_written_to_the_history() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(&dir.path().join("server")).await;
-    let (alice, _alice_events) = server.connect("alice", &dir.path().join("alice")).await;
-    let (bob, mut bob_events) = server.connect("bob", &dir.path().join("bob")).await;
+    let (dir, server) = TestServer::start_temp().await;
+    let (alice, _alice_events) = server.connect_in(dir.path(), "alice").await;
+    let (bob, mut bob_events) = server.connect_in(dir.path(), "bob").await;
 
     alice.send_text(&uid("bob"), "hello bob").await.unwrap();
     let image = Bytes::from_static(&[0x89, b'P', b'N', b'G', 0, 255]);
     alice.send_image(&uid("bob"), image.clone()).await.unwrap();
 
-    let text = wait_for(&mut bob_events, "the text", |e| match e {
-        Event::Message(m) => Some(m),
-        _ => None,
-    })
-    .await;
+    let text = next_message(&mut bob_events, "the text").await;
     assert_eq!(text.sender, uid("alice"));
     assert_eq!(text.text(), Some("hello bob"));
     assert!(!text.read);
-    let picture = wait_for(&mut bob_events, "the image", |e| match e {
-        Event::Message(m) => Some(m),
-        _ => None,
-    })
-    .await;
+    let picture = next_message(&mut bob_events, "the image").await;
     assert_eq!(picture.kind, MessageKind::Image);
     assert_eq!(picture.data, image);
 
@@ -211,23 +186,14 @@ async fn direct_messages_reach_an_online_recipient_and_are_written_to_the_histor
 
 #[tokio::test]
 async fn a_sent_message_is_outgoing_in_the_senders_history_and_incoming_in_the_recipients() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(&dir.path().join("server")).await;
-    let (alice, mut alice_events) = server.connect("alice", &dir.path().join("alice")).await;
-    let (bob, mut bob_events) = server.connect("bob", &dir.path().join("bob")).await;
+    let (dir, server) = TestServer::start_temp().await;
+    let (alice, mut alice_events) = server.connect_in(dir.path(), "alice").await;
+    let (bob, mut bob_events) = server.connect_in(dir.path(), "bob").await;
 
     alice.send_text(&uid("bob"), "hello bob").await.unwrap();
-    wait_for(&mut bob_events, "alice's message", |e| match e {
-        Event::Message(m) => Some(m),
-        _ => None,
-    })
-    .await;
+    next_message(&mut bob_events, "alice's message").await;
     bob.send_text(&uid("alice"), "hello alice").await.unwrap();
-    wait_for(&mut alice_events, "bob's reply", |e| match e {
-        Event::Message(m) => Some(m),
-        _ => None,
-    })
-    .await;
+    next_message(&mut alice_events, "bob's reply").await;
     let image = Bytes::from_static(&[0, 255, 1]);
     alice.send_image(&uid("bob"), image.clone()).await.unwrap();
 
@@ -270,26 +236,17 @@ async fn a_sent_message_is_outgoing_in_the_senders_history_and_incoming_in_the_r
 
 #[tokio::test]
 async fn a_group_message_sent_is_outgoing_in_the_senders_group_history() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(&dir.path().join("server")).await;
-    let (alice, mut alice_events) = server.connect("alice", &dir.path().join("alice")).await;
-    let (bob, mut bob_events) = server.connect("bob", &dir.path().join("bob")).await;
+    let (dir, server) = TestServer::start_temp().await;
+    let (alice, mut alice_events) = server.connect_in(dir.path(), "alice").await;
+    let (bob, mut bob_events) = server.connect_in(dir.path(), "bob").await;
     let group = server.create_group(&["alice", "bob"]).await;
 
     alice.send_group_text(group, "hello team").await.unwrap();
-    wait_for(&mut bob_events, "the group message", |e| match e {
-        Event::GroupMessage(m) => Some(m),
-        _ => None,
-    })
-    .await;
+    next_group_message(&mut bob_events, "the group message").await;
     bob.send_group_image(group, Bytes::from_static(b"img"))
         .await
         .unwrap();
-    wait_for(&mut alice_events, "bob's group image", |e| match e {
-        Event::GroupMessage(m) => Some(m),
-        _ => None,
-    })
-    .await;
+    next_group_message(&mut alice_events, "bob's group image").await;
 
     let mine = alice.history(HistoryQuery::Group(group)).await.unwrap();
     let summary: Vec<_> = mine
@@ -312,15 +269,14 @@ async fn a_group_message_sent_is_outgoing_in_the_senders_group_history() {
 
 #[tokio::test]
 async fn a_message_that_could_not_be_sent_is_not_recorded() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(&dir.path().join("server")).await;
-    let (alice, _alice_events) = server.connect("alice", &dir.path().join("alice")).await;
+    let (dir, server) = TestServer::start_temp().await;
+    let (alice, _alice_events) = server.connect_in(dir.path(), "alice").await;
     alice.close().await.unwrap();
 
     let result = alice.send_text(&uid("bob"), "too late").await;
     assert!(matches!(result, Err(ClientError::Closed)), "{result:?}");
     let too_long = vec![b'x'; vcom_client::Limits::default().max_message_len + 1];
-    let (carol, _events) = server.connect("carol", &dir.path().join("carol")).await;
+    let (carol, _events) = server.connect_in(dir.path(), "carol").await;
     assert!(matches!(
         carol.send_image(&uid("bob"), Bytes::from(too_long)).await,
         Err(ClientError::InvalidInput(_))
@@ -333,14 +289,13 @@ async fn a_message_that_could_not_be_sent_is_not_recorded() {
 
 #[tokio::test]
 async fn messages_for_an_offline_user_arrive_at_the_next_login_in_order() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(&dir.path().join("server")).await;
+    let (dir, server) = TestServer::start_temp().await;
     let bob_profile = dir.path().join("bob");
     // Bob must exist (and own his key) before others write to him.
     let (bob, _events) = server.connect("bob", &bob_profile).await;
     bob.close().await.unwrap();
 
-    let (alice, _alice_events) = server.connect("alice", &dir.path().join("alice")).await;
+    let (alice, _alice_events) = server.connect_in(dir.path(), "alice").await;
     for n in 0..3 {
         alice
             .send_text(&uid("bob"), &format!("note {n}"))
@@ -371,18 +326,13 @@ async fn messages_for_an_offline_user_arrive_at_the_next_login_in_order() {
 
 #[tokio::test]
 async fn group_messages_reach_the_other_members_and_the_group_history() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(&dir.path().join("server")).await;
-    let (alice, _alice_events) = server.connect("alice", &dir.path().join("alice")).await;
-    let (bob, mut bob_events) = server.connect("bob", &dir.path().join("bob")).await;
+    let (dir, server) = TestServer::start_temp().await;
+    let (alice, _alice_events) = server.connect_in(dir.path(), "alice").await;
+    let (bob, mut bob_events) = server.connect_in(dir.path(), "bob").await;
     let group = server.create_group(&["alice", "bob"]).await;
 
     alice.send_group_text(group, "hello team").await.unwrap();
-    let message = wait_for(&mut bob_events, "the group message", |e| match e {
-        Event::GroupMessage(m) => Some(m),
-        _ => None,
-    })
-    .await;
+    let message = next_group_message(&mut bob_events, "the group message").await;
     assert_eq!(message.group, Some(group));
     assert_eq!(message.sender, uid("alice"));
     assert_eq!(message.text(), Some("hello team"));
@@ -401,10 +351,9 @@ async fn group_messages_reach_the_other_members_and_the_group_history() {
 
 #[tokio::test]
 async fn a_file_is_streamed_to_the_accepting_recipient_without_overwriting() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(&dir.path().join("server")).await;
-    let (alice, _alice_events) = server.connect("alice", &dir.path().join("alice")).await;
-    let (_bob, mut bob_events) = server.connect("bob", &dir.path().join("bob")).await;
+    let (dir, server) = TestServer::start_temp().await;
+    let (alice, _alice_events) = server.connect_in(dir.path(), "alice").await;
+    let (_bob, mut bob_events) = server.connect_in(dir.path(), "bob").await;
 
     // 5000 bytes: four full chunks and a short one.
     let content: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
@@ -415,25 +364,14 @@ async fn a_file_is_streamed_to_the_accepting_recipient_without_overwriting() {
     std::fs::write(downloads.join("report.bin"), b"older file").unwrap();
 
     let handle = alice.send_file(&uid("bob"), &source).await.unwrap();
-    let offer = wait_for(&mut bob_events, "the offer", |e| match e {
-        Event::FileOffer(offer) => Some(offer),
-        _ => None,
-    })
-    .await;
+    let offer = next_offer(&mut bob_events).await;
     assert_eq!(offer.sender(), &uid("alice"));
     assert_eq!(offer.size(), 5000);
     assert_eq!(offer.offered_name(), "report.bin");
     offer.accept(&downloads).await.unwrap();
 
-    let (transfer, outcome) = wait_for(&mut bob_events, "the end of the transfer", |e| match e {
-        Event::TransferFinished { transfer, outcome } => Some((transfer, outcome)),
-        _ => None,
-    })
-    .await;
-    let sent = tokio::time::timeout(TIMEOUT, handle.finish())
-        .await
-        .unwrap()
-        .unwrap();
+    let (transfer, outcome) = next_transfer_end(&mut bob_events).await;
+    let sent = finished(handle).await;
     assert_eq!(
         sent,
         TransferOutcome::Completed {
@@ -466,34 +404,23 @@ async fn a_file_is_streamed_to_the_accepting_recipient_without_overwriting() {
 
 #[tokio::test]
 async fn a_declined_file_ends_the_senders_transfer_with_the_reason() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(&dir.path().join("server")).await;
-    let (alice, _alice_events) = server.connect("alice", &dir.path().join("alice")).await;
-    let (_bob, mut bob_events) = server.connect("bob", &dir.path().join("bob")).await;
+    let (dir, server) = TestServer::start_temp().await;
+    let (alice, _alice_events) = server.connect_in(dir.path(), "alice").await;
+    let (_bob, mut bob_events) = server.connect_in(dir.path(), "bob").await;
     let source = dir.path().join("x.txt");
     std::fs::write(&source, b"not wanted").unwrap();
 
     let handle = alice.send_file(&uid("bob"), &source).await.unwrap();
-    let offer = wait_for(&mut bob_events, "the offer", |e| match e {
-        Event::FileOffer(offer) => Some(offer),
-        _ => None,
-    })
-    .await;
+    let offer = next_offer(&mut bob_events).await;
     offer.decline().await.unwrap();
-    let outcome = tokio::time::timeout(TIMEOUT, handle.finish())
-        .await
-        .unwrap()
-        .unwrap();
+    let outcome = finished(handle).await;
     assert_eq!(outcome, TransferOutcome::Aborted(AbortReason::Declined));
 
     // A file for an offline user is refused at once.
-    let (carol, _events) = server.connect("carol", &dir.path().join("carol")).await;
+    let (carol, _events) = server.connect_in(dir.path(), "carol").await;
     carol.close().await.unwrap();
     let handle = alice.send_file(&uid("carol"), &source).await.unwrap();
-    let outcome = tokio::time::timeout(TIMEOUT, handle.finish())
-        .await
-        .unwrap()
-        .unwrap();
+    let outcome = finished(handle).await;
     assert_eq!(
         outcome,
         TransferOutcome::Aborted(AbortReason::RecipientOffline)
@@ -504,8 +431,7 @@ async fn a_declined_file_ends_the_senders_transfer_with_the_reason() {
 
 #[tokio::test]
 async fn closing_ends_the_event_stream_and_later_calls_fail() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(&dir.path().join("server")).await;
+    let (dir, server) = TestServer::start_temp().await;
     let config = server
         .config("alice", &dir.path().join("alice"))
         .with_keepalive(Duration::from_millis(200));
@@ -522,26 +448,10 @@ async fn closing_ends_the_event_stream_and_later_calls_fail() {
     server.stop().await;
 }
 
-async fn wait_for_disconnect(events: &mut vcom_client::EventStream) -> DisconnectReason {
-    let wait = async {
-        while let Some(event) = events.next().await {
-            if let Event::Disconnected { reason } = event {
-                return Some(reason);
-            }
-        }
-        None
-    };
-    tokio::time::timeout(TIMEOUT, wait)
-        .await
-        .expect("the stream ends in time")
-        .expect("a Disconnected event")
-}
-
 #[tokio::test]
 async fn a_server_shutdown_is_reported_as_a_disconnect() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(&dir.path().join("server")).await;
-    let (alice, mut events): (Client, _) = server.connect("alice", &dir.path().join("alice")).await;
+    let (dir, server) = TestServer::start_temp().await;
+    let (alice, mut events): (Client, _) = server.connect_in(dir.path(), "alice").await;
     server.stop().await;
     let reason = wait_for_disconnect(&mut events).await;
     assert!(
@@ -627,9 +537,8 @@ async fn a_ca_file_verifies_the_server_certificate_and_its_host_name() {
 
 #[tokio::test]
 async fn commands_are_served_while_unread_events_hold_back_the_connection() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(&dir.path().join("server")).await;
-    let (alice, _alice_events) = server.connect("alice", &dir.path().join("alice")).await;
+    let (dir, server) = TestServer::start_temp().await;
+    let (alice, _alice_events) = server.connect_in(dir.path(), "alice").await;
     let mut config = server.config("bob", &dir.path().join("bob"));
     config.event_capacity = 1;
     let (bob, mut bob_events) = server.try_connect(config).await.unwrap();
@@ -649,11 +558,7 @@ async fn commands_are_served_while_unread_events_hold_back_the_connection() {
 
     let mut texts = Vec::new();
     while texts.len() < 5 {
-        let m = wait_for(&mut bob_events, "a message", |e| match e {
-            Event::Message(m) => Some(m),
-            _ => None,
-        })
-        .await;
+        let m = next_message(&mut bob_events, "a message").await;
         texts.push(m.text().unwrap().to_owned());
     }
     assert_eq!(texts, ["m0", "m1", "m2", "m3", "m4"]);
@@ -664,30 +569,21 @@ async fn commands_are_served_while_unread_events_hold_back_the_connection() {
 
 #[tokio::test]
 async fn an_offer_with_a_reserved_name_must_be_renamed_to_be_accepted() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(&dir.path().join("server")).await;
-    let (alice, _alice_events) = server.connect("alice", &dir.path().join("alice")).await;
-    let (_bob, mut bob_events) = server.connect("bob", &dir.path().join("bob")).await;
+    let (dir, server) = TestServer::start_temp().await;
+    let (alice, _alice_events) = server.connect_in(dir.path(), "alice").await;
+    let (_bob, mut bob_events) = server.connect_in(dir.path(), "bob").await;
     let source = dir.path().join("con.txt");
     std::fs::write(&source, b"device name").unwrap();
     let downloads = dir.path().join("downloads");
 
     let handle = alice.send_file(&uid("bob"), &source).await.unwrap();
-    let offer = wait_for(&mut bob_events, "the offer", |e| match e {
-        Event::FileOffer(offer) => Some(offer),
-        _ => None,
-    })
-    .await;
+    let offer = next_offer(&mut bob_events).await;
     assert!(offer.file_name().is_err());
     offer
         .accept_as(&downloads, "renamed.txt", false)
         .await
         .unwrap();
-    let outcome = wait_for(&mut bob_events, "the end of the transfer", |e| match e {
-        Event::TransferFinished { outcome, .. } => Some(outcome),
-        _ => None,
-    })
-    .await;
+    let (_, outcome) = next_transfer_end(&mut bob_events).await;
     let saved = downloads.join("renamed.txt");
     assert_eq!(
         outcome,
@@ -697,10 +593,8 @@ async fn an_offer_with_a_reserved_name_must_be_renamed_to_be_accepted() {
     );
     assert_eq!(std::fs::read(saved).unwrap(), b"device name");
     assert!(matches!(
-        tokio::time::timeout(TIMEOUT, handle.finish())
-            .await
-            .unwrap(),
-        Ok(TransferOutcome::Completed { .. })
+        finished(handle).await,
+        TransferOutcome::Completed { .. }
     ));
     alice.close().await.unwrap();
     server.stop().await;

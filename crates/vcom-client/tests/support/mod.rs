@@ -6,7 +6,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use vcom_client::{Client, ClientConfig, ClientError, Event, EventStream, GroupId, Trust, UserId};
+use vcom_client::{
+    Client, ClientConfig, ClientError, DisconnectReason, Event, EventStream, FileOffer, GroupId,
+    Message, Profile, TransferHandle, TransferId, TransferOutcome, Trust, UserId,
+};
 use vcom_server::{AdminHandle, AdminRequest, Server, ServerConfig, ShutdownHandle};
 use vcom_store::SqliteStore;
 
@@ -25,6 +28,14 @@ pub struct TestServer {
 impl TestServer {
     pub async fn start(data_dir: &Path) -> TestServer {
         Self::start_with(data_dir, |_| {}).await
+    }
+
+    /// Starts a server in a fresh temporary directory, its data in `server/` there; the
+    /// directory also holds the test's profiles and files, and goes when the guard drops.
+    pub async fn start_temp() -> (tempfile::TempDir, TestServer) {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let server = Self::start(&dir.path().join("server")).await;
+        (dir, server)
     }
 
     /// Starts a server with the defaults changed by `configure`.
@@ -55,6 +66,11 @@ impl TestServer {
         self.try_connect(self.config(user, profile))
             .await
             .unwrap_or_else(|e| panic!("{user} could not connect: {e}"))
+    }
+
+    /// Connects `user` with a profile named after it under `root` (`root/<user>`).
+    pub async fn connect_in(&self, root: &Path, user: &str) -> (Client, EventStream) {
+        self.connect(user, &root.join(user)).await
     }
 
     pub async fn try_connect(
@@ -129,4 +145,79 @@ pub async fn wait_until(
         return;
     }
     wait_for(events, what, |_| holds(client).then_some(())).await;
+}
+
+/// Waits for the next direct message, skipping other events; fails after [`TIMEOUT`].
+pub async fn next_message(events: &mut EventStream, what: &str) -> Message {
+    wait_for(events, what, |e| match e {
+        Event::Message(m) => Some(m),
+        _ => None,
+    })
+    .await
+}
+
+/// Waits for the next group message, skipping other events; fails after [`TIMEOUT`].
+pub async fn next_group_message(events: &mut EventStream, what: &str) -> Message {
+    wait_for(events, what, |e| match e {
+        Event::GroupMessage(m) => Some(m),
+        _ => None,
+    })
+    .await
+}
+
+/// Waits for the next file offer, skipping other events; fails after [`TIMEOUT`].
+pub async fn next_offer(events: &mut EventStream) -> FileOffer {
+    wait_for(events, "the offer", |e| match e {
+        Event::FileOffer(offer) => Some(offer),
+        _ => None,
+    })
+    .await
+}
+
+/// Waits for the next `TransferFinished`, skipping other events (progress among them);
+/// fails after [`TIMEOUT`].
+pub async fn next_transfer_end(events: &mut EventStream) -> (TransferId, TransferOutcome) {
+    wait_for(events, "the end of the transfer", |e| match e {
+        Event::TransferFinished { transfer, outcome } => Some((transfer, outcome)),
+        _ => None,
+    })
+    .await
+}
+
+/// Waits (at most [`TIMEOUT`]) until an outgoing transfer ends, and returns its outcome.
+pub async fn finished(handle: TransferHandle) -> TransferOutcome {
+    tokio::time::timeout(TIMEOUT, handle.finish())
+        .await
+        .expect("the transfer ends in time")
+        .expect("the client is still open")
+}
+
+/// Gives the profile `to` the identity (key and certificate) of the profile `from`, by
+/// exporting it to the PEM file `via` and importing that, as a user moving devices does.
+pub fn copy_identity(from: &Path, to: &Path, via: &Path) {
+    Profile::open(from)
+        .expect("the source profile opens")
+        .export_identity(via)
+        .expect("the identity is exported");
+    Profile::open(to)
+        .expect("the target profile opens")
+        .import_identity(via)
+        .expect("the identity is imported");
+}
+
+/// Waits (at most [`TIMEOUT`]) for the `Disconnected` event, skipping every other event,
+/// and returns its reason; fails if the stream ends without one.
+pub async fn wait_for_disconnect(events: &mut EventStream) -> DisconnectReason {
+    let wait = async {
+        while let Some(event) = events.next().await {
+            if let Event::Disconnected { reason } = event {
+                return Some(reason);
+            }
+        }
+        None
+    };
+    tokio::time::timeout(TIMEOUT, wait)
+        .await
+        .expect("the stream ends in time")
+        .expect("a Disconnected event")
 }
