@@ -10,45 +10,24 @@ use predicates::prelude::*;
 use serde_json::Value;
 use support::{TIMEOUT, VCOM, World, stderr_of, stdout_of};
 
-fn json_lines(text: &str) -> Vec<Value> {
-    text.lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}")))
-        .collect()
-}
-
 #[test]
 fn a_sent_message_reaches_the_recipients_history_and_the_recipient_is_told_it_arrived() {
     let world = World::new();
     world.register("bob");
 
     world
-        .vcom("alice")
-        .args(["send", "bob", "hello bob"])
-        .assert()
-        .success()
+        .send("alice", "bob", "hello bob")
         .stdout(predicate::str::contains("sent to bob"));
 
     // Any command that connects receives the pending message and says so.
     world
-        .vcom("bob")
-        .args(["friends", "list"])
-        .assert()
-        .success()
+        .succeeds("bob", &["friends", "list"])
         .stderr(predicate::str::contains(
             "1 new message arrived; see `vcom history`",
         ));
-    let human = world
-        .vcom("bob")
-        .args(["history", "--with", "alice"])
-        .assert()
-        .success();
+    let human = world.succeeds("bob", &["history", "--with", "alice"]);
     assert!(stdout_of(&human).contains("alice: hello bob"), "{human:?}");
-    let json = world
-        .vcom("bob")
-        .args(["history", "--json"])
-        .assert()
-        .success();
-    let lines = json_lines(&stdout_of(&json));
+    let lines = world.history_json("bob", &[]);
     assert_eq!(lines.len(), 1);
     assert_eq!(lines[0]["type"], "message");
     assert_eq!(lines[0]["direction"], "in");
@@ -63,17 +42,8 @@ fn the_senders_history_shows_its_sent_message_as_out_and_the_reply_as_in() {
     let world = World::new();
     world.register("bob");
 
-    world
-        .vcom("alice")
-        .args(["send", "bob", "hello bob"])
-        .assert()
-        .success();
-    let json = world
-        .vcom("alice")
-        .args(["history", "--with", "bob", "--json"])
-        .assert()
-        .success();
-    let lines = json_lines(&stdout_of(&json));
+    world.send("alice", "bob", "hello bob");
+    let lines = world.history_json("alice", &["--with", "bob"]);
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert_eq!(lines[0]["direction"], "out");
     assert_eq!(lines[0]["sender"], "alice");
@@ -82,32 +52,18 @@ fn the_senders_history_shows_its_sent_message_as_out_and_the_reply_as_in() {
 
     // Bob's reply is the incoming side; a sent message is not announced as arrived.
     world
-        .vcom("bob")
-        .args(["send", "alice", "hi alice"])
-        .assert()
-        .success()
+        .send("bob", "alice", "hi alice")
         .stderr(predicate::str::contains("1 new message arrived"));
-    let bob_json = world
-        .vcom("bob")
-        .args(["history", "--with", "alice", "--json"])
-        .assert()
-        .success();
-    let directions: Vec<Value> = json_lines(&stdout_of(&bob_json))
+    let directions: Vec<Value> = world
+        .history_json("bob", &["--with", "alice"])
         .iter()
         .map(|l| l["direction"].clone())
         .collect();
     assert_eq!(directions, ["in", "out"]);
     world
-        .vcom("alice")
-        .args(["friends", "list"])
-        .assert()
-        .success()
+        .succeeds("alice", &["friends", "list"])
         .stderr(predicate::str::contains("1 new message arrived"));
-    let human = world
-        .vcom("alice")
-        .args(["history", "--with", "bob"])
-        .assert()
-        .success();
+    let human = world.succeeds("alice", &["history", "--with", "bob"]);
     let text = stdout_of(&human);
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 2, "{text}");
@@ -122,26 +78,13 @@ fn a_group_message_sent_is_out_in_the_senders_group_history() {
     world.register("bob");
     let group = world.server.create_group("team", &["alice", "bob"]);
 
-    world
-        .vcom("alice")
-        .args(["group-send", &group.to_string(), "hi team"])
-        .assert()
-        .success();
-    let json = world
-        .vcom("alice")
-        .args(["history", "--group", &group.to_string(), "--json"])
-        .assert()
-        .success();
-    let lines = json_lines(&stdout_of(&json));
+    world.succeeds("alice", &["group-send", &group.to_string(), "hi team"]);
+    let lines = world.history_json("alice", &["--group", &group.to_string()]);
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert_eq!(lines[0]["direction"], "out");
     assert_eq!(lines[0]["type"], "group_message");
     assert_eq!(lines[0]["peer"], Value::Null);
-    let human = world
-        .vcom("alice")
-        .args(["history", "--group", &group.to_string()])
-        .assert()
-        .success();
+    let human = world.succeeds("alice", &["history", "--group", &group.to_string()]);
     assert!(stdout_of(&human).contains(&format!("alice -> group {group}: hi team")));
 }
 
@@ -150,22 +93,11 @@ fn an_image_arrives_byte_exact_and_is_base64_in_json_history() {
     let world = World::new();
     world.register("bob");
     let image: Vec<u8> = (0..=255u8).chain([0, 159, 146, 150]).collect();
-    let file = world.path("cat.png");
-    std::fs::write(&file, &image).unwrap();
+    let file = world.file("cat.png", &image);
 
-    world
-        .vcom("alice")
-        .args(["send-image", "bob"])
-        .arg(&file)
-        .assert()
-        .success();
+    world.succeeds("alice", &["send-image", "bob", file.to_str().unwrap()]);
     world.register("bob");
-    let json = world
-        .vcom("bob")
-        .args(["history", "--with", "alice", "--json"])
-        .assert()
-        .success();
-    let lines = json_lines(&stdout_of(&json));
+    let lines = world.history_json("bob", &["--with", "alice"]);
     assert_eq!(lines.len(), 1);
     assert_eq!(lines[0]["kind"], "image");
     let decoded = base64::engine::general_purpose::STANDARD
@@ -182,42 +114,25 @@ fn a_group_message_reaches_the_other_members_history_of_that_group() {
     let group = world.server.create_group("team", &["alice", "bob"]);
 
     world
-        .vcom("alice")
-        .args(["group-send", &group.to_string(), "hi team"])
-        .assert()
-        .success()
+        .succeeds("alice", &["group-send", &group.to_string(), "hi team"])
         .stdout(predicate::str::contains(format!("sent to group {group}")));
     world.register("bob");
-    let json = world
-        .vcom("bob")
-        .args(["history", "--group", &group.to_string(), "--json"])
-        .assert()
-        .success();
-    let lines = json_lines(&stdout_of(&json));
+    let lines = world.history_json("bob", &["--group", &group.to_string()]);
     assert_eq!(lines.len(), 1);
     assert_eq!(lines[0]["type"], "group_message");
     assert_eq!(lines[0]["group"], group);
     assert_eq!(lines[0]["sender"], "alice");
     assert_eq!(lines[0]["text"], "hi team");
-    let human = world
-        .vcom("bob")
-        .args(["history", "--group", &group.to_string()])
-        .assert()
-        .success();
+    let human = world.succeeds("bob", &["history", "--group", &group.to_string()]);
     assert!(stdout_of(&human).contains(&format!("alice in group {group}: hi team")));
 }
 
 #[test]
 fn listen_json_prints_one_object_per_message_as_it_arrives() {
     let world = World::new();
-    let mut listener = world.spawn("bob", &["listen", "--json"]);
-    listener.wait_stderr("listening as bob");
+    let mut listener = world.json_listener("bob");
 
-    world
-        .vcom("alice")
-        .args(["send", "bob", "are you there?"])
-        .assert()
-        .success();
+    world.send("alice", "bob", "are you there?");
     let line = listener.next_stdout();
     let message: Value = serde_json::from_str(&line).unwrap();
     assert_eq!(message["type"], "message");
@@ -229,12 +144,7 @@ fn listen_json_prints_one_object_per_message_as_it_arrives() {
     assert!(message["sent_at"].as_i64().unwrap() > 0);
     // It was stored before it was printed.
     drop(listener);
-    let history = world
-        .vcom("bob")
-        .args(["history", "--json"])
-        .assert()
-        .success();
-    assert_eq!(json_lines(&stdout_of(&history)).len(), 1);
+    assert_eq!(world.history_json("bob", &[]).len(), 1);
 }
 
 #[test]
@@ -242,65 +152,31 @@ fn friends_and_blocks_changed_on_one_device_show_on_another_with_the_imported_id
     let world = World::new();
     let exported = world.path("alice.pem");
     world
-        .vcom_device("alice", "laptop")
-        .args(["friends", "add", "bob"])
-        .assert()
-        .success()
+        .device_succeeds("alice", "laptop", &["friends", "add", "bob"])
         .stdout(predicate::str::contains("bob is now a friend"));
-    world
-        .vcom_device("alice", "laptop")
-        .args(["identity", "export"])
-        .arg(&exported)
-        .assert()
-        .success();
-    world
-        .vcom_device("alice", "phone")
-        .args(["identity", "import"])
-        .arg(&exported)
-        .assert()
-        .success();
+    let pem = exported.to_str().unwrap();
+    world.device_succeeds("alice", "laptop", &["identity", "export", pem]);
+    world.device_succeeds("alice", "phone", &["identity", "import", pem]);
 
     world
-        .vcom_device("alice", "phone")
-        .args(["friends", "list"])
-        .assert()
-        .success()
+        .device_succeeds("alice", "phone", &["friends", "list"])
         .stdout("bob\n");
     world
-        .vcom_device("alice", "phone")
-        .args(["friends", "remove", "bob"])
-        .assert()
-        .success()
+        .device_succeeds("alice", "phone", &["friends", "remove", "bob"])
         .stdout(predicate::str::contains("bob is no longer a friend"));
     world
-        .vcom_device("alice", "phone")
-        .args(["block", "add", "mallory"])
-        .assert()
-        .success()
+        .device_succeeds("alice", "phone", &["block", "add", "mallory"])
         .stdout(predicate::str::contains("mallory is now blocked"));
 
     world
-        .vcom_device("alice", "laptop")
-        .args(["friends", "list", "--json"])
-        .assert()
-        .success()
+        .device_succeeds("alice", "laptop", &["friends", "list", "--json"])
         .stdout("[]\n");
     world
-        .vcom_device("alice", "laptop")
-        .args(["block", "list"])
-        .assert()
-        .success()
+        .device_succeeds("alice", "laptop", &["block", "list"])
         .stdout("mallory\n");
+    world.device_succeeds("alice", "laptop", &["block", "remove", "mallory"]);
     world
-        .vcom_device("alice", "laptop")
-        .args(["block", "remove", "mallory"])
-        .assert()
-        .success();
-    world
-        .vcom_device("alice", "phone")
-        .args(["block", "list", "--json"])
-        .assert()
-        .success()
+        .device_succeeds("alice", "phone", &["block", "list", "--json"])
         .stdout("[]\n");
 }
 
@@ -308,21 +184,10 @@ fn friends_and_blocks_changed_on_one_device_show_on_another_with_the_imported_id
 fn a_blocked_users_messages_never_arrive() {
     let world = World::new();
     world.register("alice");
+    world.succeeds("bob", &["block", "add", "alice"]);
+    world.send("alice", "bob", "let me in");
     world
-        .vcom("bob")
-        .args(["block", "add", "alice"])
-        .assert()
-        .success();
-    world
-        .vcom("alice")
-        .args(["send", "bob", "let me in"])
-        .assert()
-        .success();
-    world
-        .vcom("bob")
-        .args(["friends", "list"])
-        .assert()
-        .success()
+        .succeeds("bob", &["friends", "list"])
         .stderr(predicate::str::contains("new message").not());
 }
 
@@ -331,12 +196,7 @@ fn identity_export_never_overwrites_and_import_refuses_a_profile_that_has_a_key(
     let world = World::new();
     world.register("alice");
     let exported = world.path("alice.pem");
-    world
-        .vcom("alice")
-        .args(["identity", "export"])
-        .arg(&exported)
-        .assert()
-        .success();
+    world.succeeds("alice", &["identity", "export", exported.to_str().unwrap()]);
     let pem = std::fs::read_to_string(&exported).unwrap();
     assert!(pem.contains("PRIVATE KEY"));
     use std::os::unix::fs::PermissionsExt;
@@ -345,18 +205,8 @@ fn identity_export_never_overwrites_and_import_refuses_a_profile_that_has_a_key(
         0o600
     );
 
-    world
-        .vcom("alice")
-        .args(["identity", "export"])
-        .arg(&exported)
-        .assert()
-        .code(1);
-    let refused = world
-        .vcom("alice")
-        .args(["identity", "import"])
-        .arg(&exported)
-        .assert()
-        .code(1);
+    world.fails("alice", &["identity", "export", exported.to_str().unwrap()]);
+    let refused = world.fails("alice", &["identity", "import", exported.to_str().unwrap()]);
     assert!(stderr_of(&refused).contains("already holds an identity"));
     // A foreign key cannot log in as alice; the error names code 4.
     let intruder = world
@@ -371,30 +221,15 @@ fn identity_export_never_overwrites_and_import_refuses_a_profile_that_has_a_key(
 fn send_file_and_receive_accept_all_move_a_file_byte_exact() {
     let world = World::new();
     let downloads = world.path("downloads");
-    let mut receiver = world.spawn(
-        "bob",
-        &[
-            "receive",
-            "--dir",
-            downloads.to_str().unwrap(),
-            "--accept-all",
-            "--once",
-        ],
-    );
-    receiver.wait_stderr("waiting for files");
+    let mut receiver = world.receiver("bob", &downloads, &["--accept-all", "--once"]);
 
     // Not a multiple of the 1024-byte chunk, and not all the same byte.
     let data: Vec<u8> = (0..300_007u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect();
-    let file = world.path("report.bin");
-    std::fs::write(&file, &data).unwrap();
+    let file = world.file("report.bin", &data);
     world
-        .vcom("alice")
-        .args(["send-file", "bob"])
-        .arg(&file)
-        .assert()
-        .success()
+        .succeeds("alice", &["send-file", "bob", file.to_str().unwrap()])
         .stdout(predicate::str::contains("sent report.bin"));
 
     let saved = receiver.next_stdout();
@@ -407,20 +242,10 @@ fn send_file_and_receive_accept_all_move_a_file_byte_exact() {
 fn receive_without_a_terminal_or_accept_all_declines_and_says_why() {
     let world = World::new();
     let downloads = world.path("downloads");
-    let mut receiver = world.spawn(
-        "bob",
-        &["receive", "--dir", downloads.to_str().unwrap(), "--once"],
-    );
-    receiver.wait_stderr("waiting for files");
-    let file = world.path("notes.txt");
-    std::fs::write(&file, b"secret notes").unwrap();
+    let mut receiver = world.receiver("bob", &downloads, &["--once"]);
+    let file = world.file("notes.txt", b"secret notes");
 
-    let sent = world
-        .vcom("alice")
-        .args(["send-file", "bob"])
-        .arg(&file)
-        .assert()
-        .code(1);
+    let sent = world.fails("alice", &["send-file", "bob", file.to_str().unwrap()]);
     assert!(
         stderr_of(&sent).contains("declined by the recipient (reason 0)"),
         "{sent:?}"
@@ -434,14 +259,8 @@ fn receive_without_a_terminal_or_accept_all_declines_and_says_why() {
 fn sending_a_file_to_a_user_who_is_offline_fails_with_reason_2() {
     let world = World::new();
     world.register("bob");
-    let file = world.path("a.txt");
-    std::fs::write(&file, b"x").unwrap();
-    let sent = world
-        .vcom("alice")
-        .args(["send-file", "bob"])
-        .arg(&file)
-        .assert()
-        .code(1);
+    let file = world.file("a.txt", b"x");
+    let sent = world.fails("alice", &["send-file", "bob", file.to_str().unwrap()]);
     assert!(stderr_of(&sent).contains("reason 2"), "{sent:?}");
 }
 
@@ -531,27 +350,22 @@ fn an_unreachable_server_exits_1_with_one_clear_line() {
 fn a_wrong_pin_is_refused_showing_both_fingerprints() {
     let world = World::new();
     let wrong = "ab".repeat(32);
-    let out = world
-        .vcom("alice")
-        .args(["--insecure-pin", &wrong, "friends", "list"])
-        .assert()
-        .code(1);
+    let out = world.fails("alice", &["--insecure-pin", &wrong, "friends", "list"]);
     let stderr = stderr_of(&out);
     assert_eq!(stderr.lines().count(), 1, "{stderr:?}");
     assert!(stderr.contains(&wrong), "{stderr:?}");
     assert!(stderr.contains(&world.server.fingerprint), "{stderr:?}");
 
     // The right pin is accepted.
-    world
-        .vcom("alice")
-        .args([
+    world.succeeds(
+        "alice",
+        &[
             "--insecure-pin",
             &world.server.fingerprint,
             "friends",
             "list",
-        ])
-        .assert()
-        .success();
+        ],
+    );
 }
 
 #[test]
@@ -576,11 +390,7 @@ fn a_server_whose_certificate_changed_is_refused_after_trust_on_first_use() {
 #[test]
 fn a_wrong_password_exits_1_naming_code_3_and_the_right_one_logs_in() {
     let world = World::with_config(Some("password = \"sesame\"\n"));
-    let out = world
-        .vcom("alice")
-        .args(["--password", "guess", "friends", "list"])
-        .assert()
-        .code(1);
+    let out = world.fails("alice", &["--password", "guess", "friends", "list"]);
     let stderr = stderr_of(&out);
     assert_eq!(stderr.lines().count(), 1, "{stderr:?}");
     assert!(stderr.contains("code 3"), "{stderr:?}");
@@ -648,20 +458,11 @@ fn history_without_a_profile_says_so_and_exits_1() {
 fn a_listener_keeps_listening_while_the_same_profile_sends() {
     let world = World::new();
     world.register("alice");
-    let mut listener = world.spawn("bob", &["listen", "--json"]);
-    listener.wait_stderr("listening as bob");
+    let mut listener = world.json_listener("bob");
 
     // Bob sends from another terminal with the same profile (the same device).
-    world
-        .vcom("bob")
-        .args(["send", "alice", "brb"])
-        .assert()
-        .success();
-    world
-        .vcom("alice")
-        .args(["send", "bob", "ok"])
-        .assert()
-        .success();
+    world.send("bob", "alice", "brb");
+    world.send("alice", "bob", "ok");
 
     let message: Value = serde_json::from_str(&listener.next_stdout()).unwrap();
     assert_eq!(

@@ -8,31 +8,74 @@
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use assert_cmd::Command as AssertCommand;
+use assert_cmd::assert::Assert;
+use serde_json::Value;
 
 pub const VCOM: &str = env!("CARGO_BIN_EXE_vcom");
 pub const SERVER: &str = env!("CARGO_BIN_EXE_vcom-server");
 /// The bound on every wait: generous, so a busy 2-core machine does not fail tests.
 pub const TIMEOUT: Duration = Duration::from_secs(30);
 
+/// `vcom-server serve --listen 127.0.0.1:0 --data-dir DATA`, bounded by [`TIMEOUT`], for
+/// runs that are expected to fail.
+pub fn serve_command(data: &Path) -> AssertCommand {
+    let mut cmd = AssertCommand::new(SERVER);
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data)
+        .timeout(TIMEOUT);
+    cmd
+}
+
+/// `vcom-server admin --data-dir DATA ...`, bounded by [`TIMEOUT`].
+pub fn admin(data: &Path) -> AssertCommand {
+    let mut cmd = AssertCommand::new(SERVER);
+    cmd.arg("admin")
+        .arg("--data-dir")
+        .arg(data)
+        .timeout(TIMEOUT);
+    cmd
+}
+
+/// `vcom-server admin --data-dir DATA ARGS`, which must succeed; chain further checks.
+pub fn admin_succeeds(data: &Path, args: &[&str]) -> Assert {
+    admin(data).args(args).assert().success()
+}
+
+/// Polls (every 20 ms) until `child` exits and returns how; fails with `what` after
+/// [`TIMEOUT`].
+fn wait_for_exit(child: &mut Child, what: &str) -> ExitStatus {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// A `vcom-server serve` child process, killed when dropped.
 pub struct Server {
     child: Child,
+    /// The ready line exactly as printed, newline included.
+    pub ready: String,
     pub addr: String,
     pub fingerprint: String,
     pub data: PathBuf,
 }
 
 impl Server {
-    /// Starts a server on 127.0.0.1:0 with `data` as its data directory; `config` is
-    /// written to `data/vcom.toml` first when given.
+    /// Starts a server on 127.0.0.1:0 with `data` as its data directory and waits for its
+    /// ready line; `config` is written to `data/vcom.toml` first when given (otherwise the
+    /// server creates `data` itself).
     pub fn start(data: &Path, config: Option<&str>) -> Server {
-        std::fs::create_dir_all(data).unwrap();
         if let Some(config) = config {
+            std::fs::create_dir_all(data).unwrap();
             std::fs::write(data.join("vcom.toml"), config).unwrap();
         }
         let mut child = Command::new(SERVER)
@@ -59,6 +102,7 @@ impl Server {
         let (addr, fingerprint) = parse_ready(&line);
         Server {
             child,
+            ready: line,
             addr,
             fingerprint,
             data: data.to_owned(),
@@ -67,12 +111,17 @@ impl Server {
 
     /// `vcom-server admin --data-dir DATA ...`.
     pub fn admin(&self) -> AssertCommand {
-        let mut cmd = AssertCommand::new(SERVER);
-        cmd.arg("admin")
-            .arg("--data-dir")
-            .arg(&self.data)
-            .timeout(TIMEOUT);
-        cmd
+        admin(&self.data)
+    }
+
+    /// Sends SIGTERM and waits (at most [`TIMEOUT`]) for the server to exit.
+    pub fn terminate(mut self) -> ExitStatus {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        wait_for_exit(&mut self.child, "the server did not exit after SIGTERM")
     }
 
     /// Creates a group with these members and returns its identifier.
@@ -166,6 +215,63 @@ impl World {
         ]
     }
 
+    /// Runs `vcom ARGS` as `user` and asserts that it succeeds; chain further checks on
+    /// the result.
+    pub fn succeeds(&self, user: &str, args: &[&str]) -> Assert {
+        self.vcom(user).args(args).assert().success()
+    }
+
+    /// Runs `vcom ARGS` as `user` and asserts that it exits 1 (a runtime failure).
+    pub fn fails(&self, user: &str, args: &[&str]) -> Assert {
+        self.vcom(user).args(args).assert().code(1)
+    }
+
+    /// Runs `vcom ARGS` as `user` from the profile `profile` (another device) and asserts
+    /// that it succeeds.
+    pub fn device_succeeds(&self, user: &str, profile: &str, args: &[&str]) -> Assert {
+        self.vcom_device(user, profile)
+            .args(args)
+            .assert()
+            .success()
+    }
+
+    /// `vcom send TO TEXT` as `from`, which must succeed.
+    pub fn send(&self, from: &str, to: &str, text: &str) -> Assert {
+        self.succeeds(from, &["send", to, text])
+    }
+
+    /// `vcom history FILTER... --json` as `user`: one JSON object per history entry.
+    pub fn history_json(&self, user: &str, filter: &[&str]) -> Vec<Value> {
+        let mut args = vec!["history"];
+        args.extend_from_slice(filter);
+        args.push("--json");
+        json_lines(&stdout_of(&self.succeeds(user, &args)))
+    }
+
+    /// Writes `contents` to the file `name` in the test's directory and returns its path.
+    pub fn file(&self, name: &str, contents: &[u8]) -> PathBuf {
+        let path = self.path(name);
+        std::fs::write(&path, contents).unwrap();
+        path
+    }
+
+    /// Starts `vcom receive --dir DOWNLOADS EXTRA...` for `user` and waits until it says
+    /// it is waiting for files.
+    pub fn receiver(&self, user: &str, downloads: &Path, extra: &[&str]) -> Spawned {
+        let mut args = vec!["receive", "--dir", downloads.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let mut receiver = self.spawn(user, &args);
+        receiver.wait_stderr("waiting for files");
+        receiver
+    }
+
+    /// Starts `vcom listen --json` for `user` and waits until it says it is listening.
+    pub fn json_listener(&self, user: &str) -> Spawned {
+        let mut listener = self.spawn(user, &["listen", "--json"]);
+        listener.wait_stderr(&format!("listening as {user}"));
+        listener
+    }
+
     /// Logs `user` in once, so that the server knows the user (messages to unknown
     /// users are dropped).
     pub fn register(&self, user: &str) {
@@ -257,19 +363,9 @@ impl Spawned {
         }
     }
 
-    /// Waits for the process to exit and returns its exit code.
+    /// Waits (at most [`TIMEOUT`]) for the process to exit and returns its exit code.
     pub fn wait_exit(&mut self) -> Option<i32> {
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the process did not exit in time"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_for_exit(&mut self.child, "the process did not exit in time").code()
     }
 
     /// Every stderr line, after the process has exited.
@@ -289,11 +385,18 @@ impl Drop for Spawned {
 }
 
 /// The stdout of a finished command as text.
-pub fn stdout_of(assert: &assert_cmd::assert::Assert) -> String {
+pub fn stdout_of(assert: &Assert) -> String {
     String::from_utf8_lossy(&assert.get_output().stdout).into_owned()
 }
 
 /// The stderr of a finished command as text.
-pub fn stderr_of(assert: &assert_cmd::assert::Assert) -> String {
+pub fn stderr_of(assert: &Assert) -> String {
     String::from_utf8_lossy(&assert.get_output().stderr).into_owned()
+}
+
+/// Parses one JSON value per line of `text` (the `--json` output of `vcom`).
+pub fn json_lines(text: &str) -> Vec<Value> {
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}")))
+        .collect()
 }
