@@ -136,7 +136,9 @@ impl Profile {
         let path = self.dir.join(STATE_FILE);
         // Per process: several programs may share a profile, and each must rename a
         // whole file of its own into place.
-        let tmp = self.dir.join(format!("{STATE_FILE}.{}.tmp", std::process::id()));
+        let tmp = self
+            .dir
+            .join(format!("{STATE_FILE}.{}.tmp", std::process::id()));
         let json = serde_json::to_vec_pretty(&StoredState::from(&self.state)).map_err(|e| {
             ProfileError::Corrupt {
                 path: path.clone(),
