@@ -408,6 +408,15 @@ pub async fn attempt_login(
     (client, outcome)
 }
 
+/// Tries to log `user` in as a new device with a fresh key and no password, and returns
+/// the outcome; the connection is dropped (see [`attempt_login`] for what it waits for).
+pub async fn login_outcome(server: &impl Endpoint, user: &str) -> LoginOutcome {
+    let identity = Identity::generate(user);
+    attempt_login(server, Some(&identity), user, DeviceId::NEW, b"")
+        .await
+        .1
+}
+
 /// A logged-in raw client with its identity and device.
 pub struct Session {
     /// The connection, positioned after 259 was answered with "in sync".

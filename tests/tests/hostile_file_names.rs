@@ -5,18 +5,35 @@
 use std::path::Path;
 
 use bytes::Bytes;
-use vcom_client::{AbortReason, Client, ClientConfig, Event, EventStream, TransferOutcome, Trust};
+use vcom_client::{
+    AbortReason, Client, ClientConfig, Event, EventStream, FileOffer, TransferOutcome, Trust,
+};
 use vcom_protocol::{
-    FileChunk, FileSize, FileTransferComplete, FileTransferRequest, ServerPacket, TransferId,
-    UserId,
+    FileChunk, FileSize, FileTransferComplete, FileTransferRequest, TransferId, UserId,
 };
 use vcom_tests::harness::{Session, TIMEOUT, TestServer, login};
+use vcom_tests::recv_packet;
 
+/// Waits (at most [`TIMEOUT`]) for the next SDK event.
 async fn next_event(events: &mut EventStream) -> Event {
     tokio::time::timeout(TIMEOUT, events.next())
         .await
         .expect("an event in time")
         .expect("the connection is open")
+}
+
+/// Mallory offers `name` to bob; waits until the server has answered with the transfer
+/// id and bob's client has reported the offer.
+async fn offer_to_bob(
+    mallory: &mut Session,
+    bob_events: &mut EventStream,
+    name: &str,
+) -> (TransferId, FileOffer) {
+    let transfer = offer(mallory, name, 5).await;
+    let Event::FileOffer(offer) = next_event(bob_events).await else {
+        panic!("expected an offer")
+    };
+    (transfer, offer)
 }
 
 /// Mallory offers `name`; returns the transfer id once the server has answered.
@@ -29,10 +46,16 @@ async fn offer(mallory: &mut Session, name: &str, size: usize) -> TransferId {
             name: name.to_owned(),
         })
         .await;
-    match mallory.client.recv().await {
-        ServerPacket::FileTransferId(p) => p.transfer,
-        other => panic!("expected 269, got {other:?}"),
-    }
+    recv_packet!(mallory.client, FileTransferId).transfer
+}
+
+/// A server in `root/server`, bob's SDK client (profile `root/bob`, trusting on first
+/// use) and mallory's raw session, both logged in.
+async fn bob_and_mallory(root: &Path) -> (TestServer, (Client, EventStream), Session) {
+    let server = TestServer::start(&root.join("server"), |_| {}).await;
+    let bob = connect_bob(&server, &root.join("bob")).await;
+    let mallory = login(&server, "mallory").await;
+    (server, bob, mallory)
 }
 
 async fn connect_bob(server: &TestServer, profile: &Path) -> (Client, EventStream) {
@@ -71,11 +94,9 @@ fn files_under(root: &Path) -> Vec<String> {
 #[tokio::test]
 async fn directory_parts_of_an_offered_name_are_stripped() {
     let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(&dir.path().join("server"), |_| {}).await;
+    let (server, (_bob, mut events), mut mallory) = bob_and_mallory(dir.path()).await;
     let sandbox = tempfile::tempdir().unwrap();
     let downloads = sandbox.path().join("downloads");
-    let (_bob, mut events) = connect_bob(&server, &dir.path().join("bob")).await;
-    let mut mallory = login(&server, "mallory").await;
 
     let cases = [
         ("../../escaped.txt", "escaped.txt"),
@@ -85,16 +106,13 @@ async fn directory_parts_of_an_offered_name_are_stripped() {
         (".bashrc", "_bashrc"),
     ];
     for (hostile, saved) in cases {
-        let transfer = offer(&mut mallory, hostile, 5).await;
-        let Event::FileOffer(offer) = next_event(&mut events).await else {
-            panic!("expected an offer")
-        };
+        let (transfer, offer) = offer_to_bob(&mut mallory, &mut events, hostile).await;
         assert_eq!(offer.offered_name(), hostile);
         offer.accept(&downloads).await.unwrap();
-        match mallory.client.recv().await {
-            ServerPacket::FileTransferAccept(a) => assert_eq!(a.transfer, transfer),
-            other => panic!("expected 272, got {other:?}"),
-        }
+        assert_eq!(
+            recv_packet!(mallory.client, FileTransferAccept).transfer,
+            transfer
+        );
         mallory
             .client
             .send(FileChunk {
@@ -132,11 +150,9 @@ async fn directory_parts_of_an_offered_name_are_stripped() {
 #[tokio::test]
 async fn an_unusable_offered_name_is_refused_and_nothing_is_written() {
     let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(&dir.path().join("server"), |_| {}).await;
+    let (server, (_bob, mut events), mut mallory) = bob_and_mallory(dir.path()).await;
     let sandbox = tempfile::tempdir().unwrap();
     let downloads = sandbox.path().join("downloads");
-    let (_bob, mut events) = connect_bob(&server, &dir.path().join("bob")).await;
-    let mut mallory = login(&server, "mallory").await;
 
     for hostile in [
         "..",
@@ -148,10 +164,7 @@ async fn an_unusable_offered_name_is_refused_and_nothing_is_written() {
         "evil\nname",
         "dir/",
     ] {
-        let transfer = offer(&mut mallory, hostile, 5).await;
-        let Event::FileOffer(offer) = next_event(&mut events).await else {
-            panic!("expected an offer")
-        };
+        let (transfer, offer) = offer_to_bob(&mut mallory, &mut events, hostile).await;
         assert!(
             offer.file_name().is_err(),
             "{hostile:?} must not be usable as a name"
@@ -161,16 +174,12 @@ async fn an_unusable_offered_name_is_refused_and_nothing_is_written() {
             "{hostile:?} is refused"
         );
         // The refused offer is declined: the sender learns it.
-        match mallory.client.recv().await {
-            ServerPacket::FileTransferAbort(a) => {
-                assert_eq!(
-                    (a.transfer, a.reason),
-                    (transfer, AbortReason::Declined),
-                    "{hostile:?}"
-                )
-            }
-            other => panic!("expected 270, got {other:?}"),
-        }
+        let a = recv_packet!(mallory.client, FileTransferAbort);
+        assert_eq!(
+            (a.transfer, a.reason),
+            (transfer, AbortReason::Declined),
+            "{hostile:?}"
+        );
     }
     assert!(
         files_under(sandbox.path()).is_empty(),

@@ -4,9 +4,10 @@
 
 use vcom_protocol::{DenyCode, DeviceId, ServerPacket, Timestamp};
 use vcom_server::admin::{EntryKind, ListName};
-use vcom_server::{AdminRequest, AuthMode, Registration};
+use vcom_server::{AdminRequest, AuthMode, Registration, ServerConfig};
 use vcom_tests::harness::{
-    Identity, LoginOutcome, RawClient, TestServer, attempt_login, login, login_as,
+    Identity, LoginOutcome, RawClient, TestServer, attempt_login, login, login_as, login_outcome,
+    start_with_users,
 };
 
 fn denied(code: DenyCode) -> LoginOutcome {
@@ -25,8 +26,7 @@ async fn policy_add(server: &TestServer, list: ListName, kind: EntryKind, value:
 
 #[tokio::test]
 async fn a_new_device_gets_an_id_then_259_and_keeps_the_id_on_relogin() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(dir.path(), |_| {}).await;
+    let (_dir, server) = TestServer::start_temp(|_| {}).await;
     let alice = Identity::generate("alice");
     let (mut client, outcome) =
         attempt_login(&server, Some(&alice), "alice", DeviceId::NEW, b"").await;
@@ -50,8 +50,7 @@ async fn a_new_device_gets_an_id_then_259_and_keeps_the_id_on_relogin() {
 
 #[tokio::test]
 async fn an_invalid_user_identifier_is_code_7() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(dir.path(), |_| {}).await;
+    let (_dir, server) = TestServer::start_temp(|_| {}).await;
     let id = Identity::generate("x");
     for bad in ["", "a\nb", &"x".repeat(65)] {
         let (_, outcome) = attempt_login(&server, Some(&id), bad, DeviceId::NEW, b"").await;
@@ -62,8 +61,7 @@ async fn an_invalid_user_identifier_is_code_7() {
 
 #[tokio::test]
 async fn blacklists_whitelist_and_password_are_codes_0_to_3_in_that_order() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(dir.path(), |c| c.password = Some("s3cret".into())).await;
+    let (_dir, server) = TestServer::start_temp(|c| c.password = Some("s3cret".into())).await;
     let id = Identity::generate("u");
     let try_login = |user: &'static str, password: &'static [u8]| {
         let (server, id) = (&server, &id);
@@ -129,17 +127,9 @@ async fn blacklists_whitelist_and_password_are_codes_0_to_3_in_that_order() {
 
 #[tokio::test]
 async fn an_ip_whitelist_entry_admits_everyone_from_that_address() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(dir.path(), |_| {}).await;
+    let (_dir, server) = TestServer::start_temp(|_| {}).await;
     policy_add(&server, ListName::Whitelist, EntryKind::Ip, "127.0.0.1").await;
-    let (_, outcome) = attempt_login(
-        &server,
-        Some(&Identity::generate("f")),
-        "frank",
-        DeviceId::NEW,
-        b"",
-    )
-    .await;
+    let outcome = login_outcome(&server, "frank").await;
     assert!(matches!(outcome, LoginOutcome::Accepted(_)));
     server.stop().await;
 }
@@ -153,14 +143,7 @@ async fn closed_registration_refuses_unknown_users_with_code_7() {
     server.stop().await;
 
     let server = TestServer::start(dir.path(), |c| c.registration = Registration::Closed).await;
-    let (_, outcome) = attempt_login(
-        &server,
-        Some(&Identity::generate("bob")),
-        "bob",
-        DeviceId::NEW,
-        b"",
-    )
-    .await;
+    let outcome = login_outcome(&server, "bob").await;
     assert_eq!(outcome, denied(DenyCode::InvalidUser));
     let (_, outcome) = attempt_login(&server, Some(&alice), "alice", DeviceId::NEW, b"").await;
     assert!(
@@ -172,8 +155,7 @@ async fn closed_registration_refuses_unknown_users_with_code_7() {
 
 #[tokio::test]
 async fn another_key_or_no_certificate_is_code_4_until_the_key_is_reset() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(dir.path(), |_| {}).await;
+    let (_dir, server) = TestServer::start_temp(|_| {}).await;
     let first = login(&server, "alice").await;
     let thief = Identity::generate("alice");
     let (_, outcome) = attempt_login(&server, Some(&thief), "alice", DeviceId::NEW, b"").await;
@@ -210,8 +192,7 @@ async fn another_key_or_no_certificate_is_code_4_until_the_key_is_reset() {
 
 #[tokio::test]
 async fn open_auth_needs_no_certificate() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(dir.path(), |c| c.auth = AuthMode::Open).await;
+    let (_dir, server) = TestServer::start_temp(|c| c.auth = AuthMode::Open).await;
     let (_, outcome) = attempt_login(&server, None, "oldclient", DeviceId::NEW, b"").await;
     assert!(matches!(outcome, LoginOutcome::Accepted(_)));
     server.stop().await;
@@ -219,8 +200,7 @@ async fn open_auth_needs_no_certificate() {
 
 #[tokio::test]
 async fn a_device_id_not_issued_to_the_user_is_code_5() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(dir.path(), |_| {}).await;
+    let (_dir, server) = TestServer::start_temp(|_| {}).await;
     let alice = login(&server, "alice").await;
     let bob = Identity::generate("bob");
     let (_, outcome) = attempt_login(&server, Some(&bob), "bob", alice.device, b"").await;
@@ -240,39 +220,19 @@ async fn a_device_id_not_issued_to_the_user_is_code_5() {
 
 #[tokio::test]
 async fn a_full_server_or_address_is_code_6() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(dir.path(), |c| c.max_connections = 1).await;
-    let _first = login(&server, "alice").await;
-    let (_, outcome) = attempt_login(
-        &server,
-        Some(&Identity::generate("b")),
-        "bob",
-        DeviceId::NEW,
-        b"",
-    )
-    .await;
-    assert_eq!(outcome, denied(DenyCode::ServerFull));
-    server.stop().await;
-
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(dir.path(), |c| c.max_connections_per_ip = 1).await;
-    let _first = login(&server, "alice").await;
-    let (_, outcome) = attempt_login(
-        &server,
-        Some(&Identity::generate("b")),
-        "bob",
-        DeviceId::NEW,
-        b"",
-    )
-    .await;
-    assert_eq!(outcome, denied(DenyCode::ServerFull));
-    server.stop().await;
+    let limits: [fn(&mut ServerConfig); 2] =
+        [|c| c.max_connections = 1, |c| c.max_connections_per_ip = 1];
+    for limit in limits {
+        let (_dir, server, [_first]) = start_with_users(limit, ["alice"]).await;
+        let outcome = login_outcome(&server, "bob").await;
+        assert_eq!(outcome, denied(DenyCode::ServerFull));
+        server.stop().await;
+    }
 }
 
 #[tokio::test]
 async fn a_client_that_does_not_log_in_in_time_is_dropped() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(dir.path(), |c| c.login_timeout_secs = 1).await;
+    let (_dir, server) = TestServer::start_temp(|c| c.login_timeout_secs = 1).await;
     let mut idle = RawClient::connect(&server, Some(&Identity::generate("idle"))).await;
     assert!(idle.recv_until_closed().await.is_empty());
     server.stop().await;
@@ -280,8 +240,7 @@ async fn a_client_that_does_not_log_in_in_time_is_dropped() {
 
 #[tokio::test]
 async fn a_packet_other_than_256_before_login_closes_the_connection() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(dir.path(), |_| {}).await;
+    let (_dir, server) = TestServer::start_temp(|_| {}).await;
     let mut early = RawClient::connect(&server, Some(&Identity::generate("e"))).await;
     early.send(vcom_protocol::Ping { nonce: 1 }).await;
     assert!(early.recv_until_closed().await.is_empty());
@@ -290,8 +249,7 @@ async fn a_packet_other_than_256_before_login_closes_the_connection() {
 
 #[tokio::test]
 async fn connections_that_never_log_in_are_bounded() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(dir.path(), |c| c.max_pending_logins = 1).await;
+    let (_dir, server) = TestServer::start_temp(|c| c.max_pending_logins = 1).await;
     let target = vcom_tests::harness::Endpoint::target(&server);
     let squatter = tokio::net::TcpStream::connect(server.addr).await.unwrap();
     // The server may take the squatter's permit only once it accepts it; a refused
