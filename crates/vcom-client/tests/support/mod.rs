@@ -94,9 +94,14 @@ impl TestServer {
         GroupId(out.trim().parse().expect("the admin prints the group id"))
     }
 
+    /// Shuts the server down and waits until it has stopped cleanly.
     pub async fn stop(self) {
         self.shutdown.shutdown();
-        let _ = tokio::time::timeout(TIMEOUT, self.task).await;
+        tokio::time::timeout(TIMEOUT, self.task)
+            .await
+            .expect("the server stops in time")
+            .expect("the server task does not panic")
+            .expect("the server stops cleanly");
     }
 }
 
