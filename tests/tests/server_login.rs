@@ -262,6 +262,8 @@ async fn connections_that_never_log_in_are_bounded() {
             {
                 return;
             }
+            // Not yet: give the server a moment to accept the squatter.
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
     };
     tokio::time::timeout(vcom_tests::harness::TIMEOUT, refused)
@@ -275,6 +277,8 @@ async fn connections_that_never_log_in_are_bounded() {
                 drop(tls);
                 break;
             }
+            // Not yet: the server has not seen the squatter leave.
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
     };
     tokio::time::timeout(vcom_tests::harness::TIMEOUT, login_again)
