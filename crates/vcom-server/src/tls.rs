@@ -237,8 +237,9 @@ impl ClientCertVerifier for AnyClientKey {
         _cert: &CertificateDer<'_>,
         _dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        // Only TLS 1.3 is offered; a TLS 1.2 signature is never valid here.
         Err(rustls::Error::PeerIncompatible(
-            rustls::PeerIncompatible::Tls13RequiredForQuic,
+            rustls::PeerIncompatible::Tls12NotOffered,
         ))
     }
 
