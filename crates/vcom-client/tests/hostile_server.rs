@@ -186,3 +186,24 @@ async fn a_list_nobody_asked_for_ends_the_connection_as_unexpected() {
         "{reason:?}"
     );
 }
+
+#[tokio::test]
+async fn a_server_that_stops_answering_pings_is_dropped_by_the_keepalive() {
+    let profile = tempfile::tempdir().unwrap();
+    let (addr, fingerprint) = hostile_server(accepted()).await;
+    let config = ClientConfig::new(addr, UserId::new("alice").unwrap(), profile.path())
+        .with_trust(Trust::Fingerprint(fingerprint))
+        .with_keepalive(Duration::from_millis(200));
+    let (_client, mut events) = tokio::time::timeout(TIMEOUT, Client::connect(config))
+        .await
+        .expect("connect ends in time")
+        .expect("the login succeeds");
+    let reason = disconnect_reason(&mut events).await;
+    assert!(
+        matches!(
+            reason,
+            DisconnectReason::Error(ClientError::KeepaliveTimeout)
+        ),
+        "{reason:?}"
+    );
+}
