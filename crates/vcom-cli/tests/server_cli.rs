@@ -126,11 +126,17 @@ fn admin_commands_work_against_a_running_server_and_survive_a_restart() {
     admin_succeeds(dir.path(), &["blacklist", "add", "user", "mallory"]);
     admin_succeeds(dir.path(), &["whitelist", "add", "user", "alice"]);
     admin_succeeds(dir.path(), &["whitelist", "remove", "user", "alice"]);
+    // A malformed argument is bad usage (2); naming something unknown is a failure (1).
     admin(dir.path())
         .args(["blacklist", "add", "ip", "not-an-ip"])
         .assert()
-        .code(1)
+        .code(2)
         .stderr(predicate::str::contains("not-an-ip"));
+    admin(dir.path())
+        .args(["group", "add", "999", "alice"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("999").and(predicate::str::contains("not found")));
     admin_succeeds(dir.path(), &["broadcast", "hello everyone"])
         .stdout(predicate::str::contains("0 device"));
     admin_succeeds(dir.path(), &["user", "list"]);

@@ -137,17 +137,33 @@ pub struct AdminResponse {
     pub ok: bool,
     /// What to show the administrator (or the error, when `ok` is false).
     pub output: String,
+    /// When `ok` is false: true if the command itself was malformed (a bad address,
+    /// user identifier or name), which `vcom-server admin` reports as bad usage.
+    #[serde(default)]
+    pub usage_error: bool,
 }
 
 /// Why an administrator command failed.
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
-    /// The command's arguments are wrong.
+    /// The command's arguments are malformed.
     #[error("{0}")]
     Invalid(String),
+    /// The command names a user or group the server does not know.
+    #[error("{0}")]
+    NotFound(String),
     /// The store failed.
     #[error("store: {0}")]
-    Store(#[from] StoreError),
+    Store(StoreError),
+}
+
+impl From<StoreError> for AdminError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(what) => AdminError::NotFound(format!("{what} not found")),
+            other => AdminError::Store(other),
+        }
+    }
 }
 
 /// The administrator's commands against a running server.
@@ -312,7 +328,7 @@ impl<S: Store> AdminHandle<S> {
                         "the key of {user} was reset: its next login binds a new key"
                     ))
                 } else {
-                    Err(AdminError::Invalid(format!("unknown user {user}")))
+                    Err(AdminError::NotFound(format!("unknown user {user}")))
                 }
             }
             AdminRequest::Sessions => {
@@ -458,13 +474,19 @@ async fn serve_client<S: Store>(admin: AdminHandle<S>, stream: UnixStream) {
             Err(e) => AdminResponse {
                 ok: false,
                 output: format!("invalid request: {e}"),
+                usage_error: true,
             },
             Ok(request) => {
                 tracing::info!(command = request.name(), "admin command");
                 match admin.execute(request).await {
-                    Ok(output) => AdminResponse { ok: true, output },
+                    Ok(output) => AdminResponse {
+                        ok: true,
+                        output,
+                        usage_error: false,
+                    },
                     Err(e) => AdminResponse {
                         ok: false,
+                        usage_error: matches!(e, AdminError::Invalid(_)),
                         output: e.to_string(),
                     },
                 }

@@ -334,6 +334,12 @@ async fn admin(data_dir: &Path, json: bool, command: AdminCommand) -> Result<(),
     if response.ok {
         Ok(())
     } else {
-        Err(Failure::Runtime(anyhow::anyhow!("{}", response.output)))
+        let error = anyhow::anyhow!("{}", response.output);
+        // A malformed argument (say a bad IP address) is bad usage: exit 2.
+        Err(if response.usage_error {
+            Failure::Usage(error)
+        } else {
+            Failure::Runtime(error)
+        })
     }
 }
