@@ -303,26 +303,7 @@ impl Dump<'_> {
 
 /// A timestamp (milliseconds since the Unix epoch) as an ISO 8601 UTC date and time.
 pub fn utc(millis: i64) -> String {
-    let secs = millis.div_euclid(1000);
-    let ms = millis.rem_euclid(1000);
-    let days = secs.div_euclid(86_400);
-    let tod = secs.rem_euclid(86_400);
-    // Howard Hinnant's `civil_from_days`: proleptic Gregorian, valid for any day count.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{ms:03}Z",
-        tod / 3600,
-        tod / 60 % 60,
-        tod % 60
-    )
+    vcom_protocol::Timestamp(millis).utc().to_string()
 }
 
 #[cfg(test)]

@@ -56,6 +56,7 @@ pub use limits::Limits;
 pub use packets::*;
 pub use types::{
     DeviceId, FileSize, GroupId, InvalidUserId, MessageKind, Timestamp, TransferId, UserId,
+    UtcDateTime,
 };
 
 /// The result of offering bytes to a decoder.

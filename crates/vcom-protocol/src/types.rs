@@ -138,6 +138,66 @@ impl Timestamp {
     }
 }
 
+/// A [`Timestamp`] as a calendar date and time of day in UTC (proleptic Gregorian).
+///
+/// Displayed as RFC 3339 with milliseconds, e.g. `2023-11-14T22:13:20.000Z`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct UtcDateTime {
+    /// The year (may be before 1970 or after 9999).
+    pub year: i64,
+    /// 1 to 12.
+    pub month: u8,
+    /// 1 to 31.
+    pub day: u8,
+    /// 0 to 23.
+    pub hour: u8,
+    /// 0 to 59.
+    pub minute: u8,
+    /// 0 to 59.
+    pub second: u8,
+    /// 0 to 999.
+    pub millis: u16,
+}
+
+impl Timestamp {
+    /// The date and time this timestamp names, in UTC. Pure arithmetic: no clock and
+    /// no time-zone database (Howard Hinnant's `civil_from_days`).
+    pub fn utc(self) -> UtcDateTime {
+        let secs = self.0.div_euclid(1000);
+        let days = secs.div_euclid(86_400);
+        let tod = secs.rem_euclid(86_400);
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z.rem_euclid(146_097);
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        // Every value below is in range by construction; the fallbacks never apply.
+        let small = |v: i64| u8::try_from(v).unwrap_or(0);
+        UtcDateTime {
+            year: yoe + era * 400 + i64::from(month <= 2),
+            month: small(month),
+            day: small(day),
+            hour: small(tod / 3600),
+            minute: small(tod / 60 % 60),
+            second: small(tod % 60),
+            millis: u16::try_from(self.0.rem_euclid(1000)).unwrap_or(0),
+        }
+    }
+}
+
+impl fmt::Display for UtcDateTime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+            self.year, self.month, self.day, self.hour, self.minute, self.second, self.millis
+        )
+    }
+}
+
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)
@@ -213,6 +273,20 @@ mod tests {
             UserId::new("äliçe").map(|u| u.to_string()),
             Ok("äliçe".into())
         );
+    }
+
+    #[test]
+    fn timestamps_convert_to_utc_calendar_dates() {
+        assert_eq!(Timestamp(0).utc().to_string(), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            Timestamp(1_700_000_000_000).utc().to_string(),
+            "2023-11-14T22:13:20.000Z"
+        );
+        assert_eq!(
+            Timestamp(951_782_400_123).utc().to_string(),
+            "2000-02-29T00:00:00.123Z"
+        );
+        assert_eq!(Timestamp(-1).utc().to_string(), "1969-12-31T23:59:59.999Z");
     }
 
     #[test]

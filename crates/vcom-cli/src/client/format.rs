@@ -65,45 +65,17 @@ pub(crate) fn direction_name(direction: Direction) -> &'static str {
 
 /// `2024-05-01 12:00:03 UTC` for a protocol timestamp.
 pub(crate) fn utc(ts: Timestamp) -> String {
-    let (date, secs) = split(ts);
-    let (y, m, d) = civil_from_days(date);
+    let t = ts.utc();
     format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
+        t.year, t.month, t.day, t.hour, t.minute, t.second
     )
 }
 
 /// `12:00` (UTC) for a protocol timestamp: the chat view's short form.
 pub(crate) fn clock(ts: Timestamp) -> String {
-    let (_, secs) = split(ts);
-    format!("{:02}:{:02}", secs / 3600, secs / 60 % 60)
-}
-
-/// Days since 1970-01-01 and seconds into that day.
-fn split(ts: Timestamp) -> (i64, i64) {
-    let secs = ts.0.div_euclid(1000);
-    (secs.div_euclid(86_400), secs.rem_euclid(86_400))
-}
-
-/// The proleptic Gregorian date of a day count (Howard Hinnant's `civil_from_days`).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    // Both are small by construction (1..=12 and 1..=31).
-    (
-        y,
-        u32::try_from(m).unwrap_or(1),
-        u32::try_from(d).unwrap_or(1),
-    )
+    let t = ts.utc();
+    format!("{:02}:{:02}", t.hour, t.minute)
 }
 
 /// The body for people: the text, or a note for an image.
