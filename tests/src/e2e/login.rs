@@ -155,49 +155,40 @@ pub async fn login_refusals(ctx: Arc<Ctx>) -> anyhow::Result<Outcome> {
 
     // Policy through `vcom-server admin`, each undone after its check.
     let mallory = Identity::generate("mallory");
-    server
-        .admin(&["blacklist", "add", "user", "mallory"])
-        .await?;
-    expect_denied(
-        &target,
-        &mallory,
-        "mallory",
-        DeviceId::NEW,
-        PASSWORD,
-        DenyCode::UserBlacklisted,
-    )
-    .await?;
-    server
-        .admin(&["blacklist", "remove", "user", "mallory"])
-        .await?;
-    server
-        .admin(&["blacklist", "add", "ip", "127.0.0.1"])
-        .await?;
-    expect_denied(
-        &target,
-        &ivy,
-        "ivy",
-        device,
-        PASSWORD,
-        DenyCode::IpBlacklisted,
-    )
-    .await?;
-    server
-        .admin(&["blacklist", "remove", "ip", "127.0.0.1"])
-        .await?;
-    server.admin(&["whitelist", "add", "user", "zed"]).await?;
-    expect_denied(
-        &target,
-        &ivy,
-        "ivy",
-        device,
-        PASSWORD,
-        DenyCode::NotWhitelisted,
-    )
-    .await?;
-    server
-        .admin(&["whitelist", "remove", "user", "zed"])
-        .await?;
+    let policies = [
+        (
+            "blacklist",
+            "user",
+            "mallory",
+            &mallory,
+            "mallory",
+            DeviceId::NEW,
+            DenyCode::UserBlacklisted,
+        ),
+        (
+            "blacklist",
+            "ip",
+            "127.0.0.1",
+            &ivy,
+            "ivy",
+            device,
+            DenyCode::IpBlacklisted,
+        ),
+        (
+            "whitelist",
+            "user",
+            "zed",
+            &ivy,
+            "ivy",
+            device,
+            DenyCode::NotWhitelisted,
+        ),
+    ];
+    for (list, kind, value, identity, user, user_device, code) in policies {
+        server.admin(&[list, "add", kind, value]).await?;
+        expect_denied(&target, identity, user, user_device, PASSWORD, code).await?;
+        server.admin(&[list, "remove", kind, value]).await?;
+    }
     let (back, _) = login_with_password(&target, &ivy, "ivy", device).await?;
     drop(back);
 
