@@ -268,3 +268,30 @@ async fn two_sessions_of_one_device_both_stay_connected_and_both_receive() {
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_broadcast_longer_than_the_message_limit_is_refused_and_nobody_is_disconnected() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), |c| c.limits.max_message_len = 16).await;
+    let mut alice = login(&server, "alice").await;
+    let refused = server
+        .admin
+        .execute(AdminRequest::Broadcast {
+            text: "x".repeat(17),
+        })
+        .await;
+    assert!(
+        matches!(refused, Err(vcom_server::AdminError::Invalid(_))),
+        "{refused:?}"
+    );
+    server
+        .admin(AdminRequest::Broadcast {
+            text: "x".repeat(16),
+        })
+        .await;
+    match alice.client.recv().await {
+        vcom_protocol::ServerPacket::Broadcast(b) => assert_eq!(b.text.len(), 16),
+        other => panic!("expected 263, got {other:?}"),
+    }
+    server.stop().await;
+}

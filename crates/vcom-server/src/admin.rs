@@ -218,6 +218,15 @@ impl<S: Store> AdminHandle<S> {
     pub async fn execute(&self, request: AdminRequest) -> Result<String, AdminError> {
         match request {
             AdminRequest::Broadcast { text } => {
+                // Clients decode with the same limit: a longer broadcast would be a
+                // protocol violation in every client's eyes.
+                let max = self.shared.limits.max_message_len;
+                if text.len() > max {
+                    return Err(AdminError::Invalid(format!(
+                        "a broadcast may be at most {max} bytes (limits.max_message_len), this one is {}",
+                        text.len()
+                    )));
+                }
                 let n = self.broadcast(&text);
                 Ok(format!("broadcast sent to {n} device(s)"))
             }
