@@ -1,12 +1,19 @@
 //! `cargo xtask`: project automation, in Rust rather than shell scripts.
 //!
 //! - `cargo xtask ci`: what CI runs: `cargo fmt --check`, `cargo clippy -D warnings`,
-//!   `cargo test`, then `e2e`. Stops at the first failure.
+//!   `cargo test`, `bench --smoke`, then `e2e`. Stops at the first failure.
 //! - `cargo xtask e2e`: builds `vcom-server`, `vcom` and the runner `vcom-e2e` (debug
 //!   profile, so the test build is reused), then runs the end-to-end scenarios against
 //!   the real programs and checks packet coverage (see `vcom_tests::e2e`). Extra
 //!   arguments go to the runner (`--only NAME`, `--keep`, `--list`).
-//! - `cargo xtask bench [ARGS]`: `cargo bench --workspace [ARGS]`.
+//! - `cargo xtask bench [--peers] [--smoke] [--runs N] [--only W,...]`: builds
+//!   `vcom-server` and `vcom-bench` (release; debug for `--smoke`) and runs
+//!   `vcom-bench suite`: every workload against vcom-server and the no-store relay (and
+//!   with `--peers` Mosquitto, InspIRCd and Prosody), then regenerates
+//!   `docs/benchmarks.md` and its plots. `--smoke` runs every workload tiny, in seconds,
+//!   and leaves the docs alone (CI runs it).
+//! - `cargo xtask bench --criterion [ARGS]`: the micro-benchmarks, `cargo bench
+//!   --workspace [ARGS]`.
 //!
 //! Dependencies: anyhow and std only (this crate is built on every `cargo xtask`).
 
@@ -15,7 +22,7 @@ use std::process::{Command, ExitCode};
 
 use anyhow::{Context, bail};
 
-const USAGE: &str = "usage: cargo xtask <ci | e2e [RUNNER ARGS] | bench [CARGO BENCH ARGS]>";
+const USAGE: &str = "usage: cargo xtask <ci | e2e [RUNNER ARGS] | bench [--peers] [--smoke] [--runs N] [--only W,...] | bench --criterion [CARGO BENCH ARGS]>";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -127,17 +134,25 @@ fn ci() -> anyhow::Result<Status> {
             return Ok(Status::Failed(code));
         }
     }
+    if let Status::Failed(code) = bench(&["--smoke".to_owned()])? {
+        return Ok(Status::Failed(code));
+    }
     e2e(&[])
 }
 
-/// Where cargo puts the debug binaries: `$CARGO_TARGET_DIR/debug` or `target/debug`.
-fn debug_dir() -> anyhow::Result<PathBuf> {
+/// Where cargo puts the binaries of a profile: `$CARGO_TARGET_DIR/<profile>` or
+/// `target/<profile>`.
+fn profile_dir(profile: &str) -> anyhow::Result<PathBuf> {
     let root = root()?;
     let target = match std::env::var_os("CARGO_TARGET_DIR") {
         Some(dir) => root.join(dir),
         None => root.join("target"),
     };
-    Ok(target.join("debug"))
+    Ok(target.join(profile))
+}
+
+fn debug_dir() -> anyhow::Result<PathBuf> {
+    profile_dir("debug")
 }
 
 fn e2e(runner_args: &[String]) -> anyhow::Result<Status> {
@@ -176,8 +191,58 @@ fn e2e(runner_args: &[String]) -> anyhow::Result<Status> {
 }
 
 fn bench(args: &[String]) -> anyhow::Result<Status> {
-    run(
-        "cargo bench --workspace",
-        cargo().args(["bench", "--workspace"]).args(args),
-    )
+    if args.first().map(String::as_str) == Some("--criterion") {
+        return run(
+            "cargo bench --workspace",
+            cargo().args(["bench", "--workspace"]).args(&args[1..]),
+        );
+    }
+    // The smoke run proves the harness in CI, where the debug build already exists; the
+    // real run measures release binaries.
+    let smoke = args.iter().any(|a| a == "--smoke");
+    let (profile, build): (&str, &[&str]) = if smoke {
+        ("debug", &[])
+    } else {
+        ("release", &["--release"])
+    };
+    let status = run(
+        &format!(
+            "cargo build {} -p vcom-cli -p vcom-bench --bin vcom-server --bin vcom-bench",
+            build.join(" ")
+        ),
+        cargo().arg("build").args(build).args([
+            "-p",
+            "vcom-cli",
+            "-p",
+            "vcom-bench",
+            "--bin",
+            "vcom-server",
+            "--bin",
+            "vcom-bench",
+        ]),
+    )?;
+    if let Status::Failed(code) = status {
+        return Ok(Status::Failed(code));
+    }
+    let root = root()?;
+    let bin = profile_dir(profile)?;
+    let mut command = Command::new(bin.join("vcom-bench"));
+    command
+        .current_dir(&root)
+        .arg("suite")
+        .arg("--server-bin")
+        .arg(bin.join("vcom-server"));
+    if smoke {
+        command
+            .arg("--out")
+            .arg(root.join("target/vcom-bench-smoke"));
+    } else {
+        command
+            .arg("--out")
+            .arg(root.join("target/vcom-bench"))
+            .arg("--doc")
+            .arg(root.join("docs/benchmarks.md"));
+    }
+    command.args(args);
+    run("vcom-bench suite", &mut command)
 }
