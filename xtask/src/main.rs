@@ -227,8 +227,13 @@ fn bench(args: &[String]) -> anyhow::Result<Status> {
     let root = root()?;
     let bin = profile_dir(profile)?;
     let mut command = Command::new(bin.join("vcom-bench"));
+    let typed = std::iter::once("cargo xtask bench".to_owned())
+        .chain(args.iter().cloned())
+        .collect::<Vec<_>>()
+        .join(" ");
     command
         .current_dir(&root)
+        .env("VCOM_BENCH_COMMAND", typed)
         .arg("suite")
         .arg("--server-bin")
         .arg(bin.join("vcom-server"));

@@ -175,7 +175,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
             out,
             doc,
         } => {
-            let command = std::env::args().collect::<Vec<_>>().join(" ");
+            // `cargo xtask bench` names itself: that is the command to repeat.
+            let command = std::env::var("VCOM_BENCH_COMMAND")
+                .unwrap_or_else(|_| std::env::args().collect::<Vec<_>>().join(" "));
             let results = suite::run(suite::Options {
                 server_bin,
                 peers,
