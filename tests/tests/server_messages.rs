@@ -295,3 +295,60 @@ async fn a_broadcast_longer_than_the_message_limit_is_refused_and_nobody_is_disc
     }
     server.stop().await;
 }
+
+/// Waits until `user` has no session left on the server (it learns of a close on its
+/// own time).
+async fn wait_until_offline(server: &TestServer, user: &str) {
+    let deadline = tokio::time::Instant::now() + vcom_tests::harness::TIMEOUT;
+    loop {
+        let sessions = server.admin(AdminRequest::Sessions).await;
+        if !sessions
+            .lines()
+            .any(|l| l.split_whitespace().next() == Some(user))
+        {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{user} still has a session: {sessions}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn messages_written_back_to_back_keep_their_order_online_and_from_the_store() {
+    let (_dir, server, [mut bob, carol, mut alice]) =
+        start_with_users(|_| {}, ["bob", "carol", "alice"]).await;
+    let (carol_key, carol_device) = (carol.identity.clone(), carol.device);
+    drop(carol);
+    wait_until_offline(&server, "carol").await;
+
+    // Alice writes them all at once: the server has many on their way to the store.
+    const EACH: usize = 300;
+    let mut burst = bytes::BytesMut::new();
+    for i in 0..EACH {
+        for to in ["bob", "carol"] {
+            vcom_protocol::ClientPacket::from(text_to(to, &format!("{i}"), 1)).encode(&mut burst);
+        }
+    }
+    alice.client.send_raw(&burst).await;
+    alice.client.round_trip().await;
+
+    for i in 0..EACH {
+        assert_eq!(
+            bob.next_direct().await.2,
+            format!("{i}"),
+            "online, in order"
+        );
+    }
+    let mut carol = vcom_tests::harness::login_as(&server, "carol", &carol_key, carol_device).await;
+    for i in 0..EACH {
+        assert_eq!(
+            carol.next_direct().await.2,
+            format!("{i}"),
+            "stored, in order"
+        );
+    }
+    server.stop().await;
+}

@@ -214,6 +214,14 @@ impl<S: Store> AdminHandle<S> {
         AdminHandle { shared }
     }
 
+    /// Copies a group as the store now holds it into the in-memory directory.
+    async fn refresh_group(&self, group: GroupId) -> Result<(), AdminError> {
+        if let Some(group) = self.shared.store.group(group).await? {
+            self.shared.directory.set_group(&group);
+        }
+        Ok(())
+    }
+
     /// Runs one command and returns the text to show.
     pub async fn execute(&self, request: AdminRequest) -> Result<String, AdminError> {
         match request {
@@ -288,6 +296,7 @@ impl<S: Store> AdminHandle<S> {
                     .store
                     .create_group(&name, &members, crate::now())
                     .await?;
+                self.refresh_group(id).await?;
                 Ok(format!("{id}"))
             }
             AdminRequest::GroupAdd { group, user } => {
@@ -296,6 +305,7 @@ impl<S: Store> AdminHandle<S> {
                     .store
                     .add_group_member(GroupId(group), &user_id(&user)?)
                     .await?;
+                self.refresh_group(GroupId(group)).await?;
                 Ok(if added {
                     format!("added {user} to group {group}")
                 } else {
@@ -308,6 +318,7 @@ impl<S: Store> AdminHandle<S> {
                     .store
                     .remove_group_member(GroupId(group), &user_id(&user)?)
                     .await?;
+                self.refresh_group(GroupId(group)).await?;
                 Ok(if removed {
                     format!("removed {user} from group {group}")
                 } else {

@@ -7,6 +7,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use futures::stream::FuturesOrdered;
 use futures::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -253,38 +254,109 @@ async fn run_session<S: Store>(
     tracing::info!(user = %conn.user(), device = %conn.device(), %addr, "session closed");
 }
 
+/// Messages a connection may have on their way to the store at once. At the bound the
+/// reader stops reading, so a fast sender is held back by TCP, not buffered here.
+const STORING: usize = 256;
+/// How long the messages still on their way to the store may take to be relayed when a
+/// connection ends.
+const FINISH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// What the reader's loop woke up for.
+enum Wake {
+    Packet(Option<Result<ClientPacket, CodecError>>),
+    Stored(Result<delivery::Relay, Close>),
+    Stop,
+}
+
+/// Reads the client's packets until the connection ends.
+///
+/// Messages (266, 267) are pipelined: each is checked against memory and handed to the
+/// store at once, and the reader goes on reading while their commits complete; they are
+/// relayed in the order they came, as each commit lands. Any other packet first waits
+/// for the messages before it, so a Pong or a transfer answer still follows them.
 async fn read_loop<S: Store>(conn: &Conn<S>, mut stream: Stream) {
     let shared = &conn.shared;
+    let mut storing: FuturesOrdered<delivery::Storing> = FuturesOrdered::new();
     loop {
-        let item = tokio::select! {
+        let wake = tokio::select! {
             biased;
-            _ = conn.session.kill.cancelled() => return,
-            _ = shared.shutdown.cancelled() => return,
-            item = stream.next() => item,
+            _ = conn.session.kill.cancelled() => Wake::Stop,
+            _ = shared.shutdown.cancelled() => Wake::Stop,
+            Some(stored) = storing.next(), if !storing.is_empty() => Wake::Stored(stored),
+            item = stream.next(), if storing.len() < STORING => Wake::Packet(item),
         };
-        let packet = match item {
-            None => return,
-            Some(Err(e)) => {
+        let packet = match wake {
+            Wake::Stored(Ok(relay)) => {
+                delivery::relay(conn, relay);
+                continue;
+            }
+            Wake::Stored(Err(close)) => {
+                report_close(conn, close);
+                return;
+            }
+            Wake::Stop | Wake::Packet(None) => {
+                finish(conn, &mut storing).await;
+                return;
+            }
+            Wake::Packet(Some(Err(e))) => {
+                finish(conn, &mut storing).await;
                 log_read_error(shared, conn.session.addr, Some(conn.user()), e);
                 return;
             }
-            Some(Ok(packet)) => packet,
+            Wake::Packet(Some(Ok(packet))) => packet,
         };
-        let result = tokio::select! {
-            biased;
-            _ = conn.session.kill.cancelled() => return,
-            r = handle(conn, packet) => r,
-        };
-        match result {
-            Ok(()) => {}
-            Err(Close::Violation(what)) => {
-                violation(shared, conn.session.addr, Some(conn.user()), &what);
-                return;
+        match packet {
+            ClientPacket::SendUserMessage(p) => storing.extend(delivery::direct(conn, p)),
+            ClientPacket::SendGroupMessage(p) => storing.extend(delivery::group(conn, p)),
+            other => {
+                if !finish(conn, &mut storing).await {
+                    return;
+                }
+                let result = tokio::select! {
+                    biased;
+                    _ = conn.session.kill.cancelled() => return,
+                    r = handle(conn, other) => r,
+                };
+                if let Err(close) = result {
+                    report_close(conn, close);
+                    return;
+                }
             }
-            Err(Close::Store(e)) => {
-                tracing::error!(user = %conn.user(), error = %e, "store error: closing the connection");
-                return;
+        }
+    }
+}
+
+/// Relays every message still on its way to the store, in order; false if the store
+/// failed (the connection must close).
+async fn finish<S: Store>(conn: &Conn<S>, storing: &mut FuturesOrdered<delivery::Storing>) -> bool {
+    let drain = async {
+        while let Some(stored) = storing.next().await {
+            match stored {
+                Ok(relay) => delivery::relay(conn, relay),
+                Err(close) => {
+                    report_close(conn, close);
+                    return false;
+                }
             }
+        }
+        true
+    };
+    match tokio::time::timeout(FINISH_TIMEOUT, drain).await {
+        Ok(done) => done,
+        Err(_) => {
+            tracing::error!(user = %conn.user(), "messages not stored within {}s: closing", FINISH_TIMEOUT.as_secs());
+            false
+        }
+    }
+}
+
+fn report_close<S>(conn: &Conn<S>, close: Close) {
+    match close {
+        Close::Violation(what) => {
+            violation(&conn.shared, conn.session.addr, Some(conn.user()), &what)
+        }
+        Close::Store(e) => {
+            tracing::error!(user = %conn.user(), error = %e, "store error: closing the connection");
         }
     }
 }
@@ -295,8 +367,8 @@ async fn handle<S: Store>(conn: &Conn<S>, packet: ClientPacket) -> Result<(), Cl
             "ConnectionRequest (256) after login".into(),
         )),
         ClientPacket::UserListsSync(p) => sync::on_lists_sync(conn, p).await,
-        ClientPacket::SendUserMessage(p) => delivery::on_direct(conn, p).await,
-        ClientPacket::SendGroupMessage(p) => delivery::on_group(conn, p).await,
+        // The reader pipelines messages and never passes them here.
+        ClientPacket::SendUserMessage(_) | ClientPacket::SendGroupMessage(_) => Ok(()),
         ClientPacket::FileTransferRequest(p) => transfer::on_request(conn, p).await,
         ClientPacket::FileTransferAbort(p) => transfer::on_abort(conn, p).await,
         ClientPacket::FileTransferAccept(p) => transfer::on_accept(conn, p).await,
@@ -315,6 +387,7 @@ async fn write_loop<S: Store>(
     mut rx: mpsc::Receiver<Outbound>,
     mut chunks: mpsc::Receiver<ServerPacket>,
 ) {
+    let mut marks = Marks::new(shared.store.clone(), session.device);
     let result = async {
         let lists = shared
             .store
@@ -330,11 +403,14 @@ async fn write_loop<S: Store>(
                 blocks: lists.blocks.timestamp,
             }),
         ];
-        for packet in greeting {
-            sink.feed(packet).await.map_err(WriteError::Io)?;
-        }
-        flush(&shared, &mut sink).await?;
-        let backlog_end = send_backlog(&shared, &session, &mut sink).await?;
+        bounded(&shared, &session, async {
+            for packet in greeting {
+                sink.feed(packet).await.map_err(WriteError::Io)?;
+            }
+            flush(&shared, &mut sink).await
+        })
+        .await?;
+        let backlog_end = send_backlog(&shared, &session, &mut sink, &mut marks).await?;
         live(
             &shared,
             &session,
@@ -342,6 +418,7 @@ async fn write_loop<S: Store>(
             &mut rx,
             &mut chunks,
             backlog_end,
+            &mut marks,
         )
         .await
     }
@@ -352,11 +429,22 @@ async fn write_loop<S: Store>(
         Err(WriteError::Timeout) => {
             tracing::warn!(user = %session.user, addr = %session.addr, "client stopped reading (write timed out): disconnecting")
         }
+        Err(WriteError::Ended) => {
+            tracing::debug!(user = %session.user, "session ended while writing")
+        }
         Err(WriteError::Store(e)) => {
             tracing::error!(user = %session.user, error = %e, "store error while writing")
         }
     }
     session.kill.cancel();
+    // Whatever ended the session, what was flushed is recorded (bounded: the store may
+    // be what failed).
+    if let Ok(Err(e)) | Err(e) = tokio::time::timeout(FINISH_TIMEOUT, marks.finish())
+        .await
+        .map_err(|_| WriteError::Timeout)
+    {
+        tracing::error!(user = %session.user, error = ?e, "could not record delivered messages");
+    }
     // A TLS close_notify, bounded in time: the peer may be gone.
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), sink.close()).await;
 }
@@ -365,6 +453,8 @@ async fn write_loop<S: Store>(
 enum WriteError {
     Io(CodecError),
     Timeout,
+    /// The session was ended while a write was waiting.
+    Ended,
     Store(vcom_store::StoreError),
 }
 
@@ -375,12 +465,31 @@ async fn flush<S>(shared: &Shared<S>, sink: &mut Sink) -> Result<(), WriteError>
     }
 }
 
+/// Runs one batch of writes to the client within `write_timeout`, and gives up at once
+/// when the session is ended meanwhile (its queue overflowed, its reader stopped): a
+/// writer never hangs on a client that stopped reading, and its socket and buffers are
+/// released as soon as the session is dropped.
+async fn bounded<S, T>(
+    shared: &Shared<S>,
+    session: &SessionHandle,
+    writes: impl std::future::Future<Output = Result<T, WriteError>>,
+) -> Result<T, WriteError> {
+    tokio::select! {
+        biased;
+        _ = session.kill.cancelled() => Err(WriteError::Ended),
+        r = tokio::time::timeout(shared.config.write_timeout(), writes) => {
+            r.unwrap_or(Err(WriteError::Timeout))
+        }
+    }
+}
+
 /// Sends every stored message this device has not received, oldest first, and returns
 /// the last identifier sent (live messages up to it were part of the backlog).
 async fn send_backlog<S: Store>(
     shared: &Shared<S>,
     session: &SessionHandle,
     sink: &mut Sink,
+    marks: &mut Marks<S>,
 ) -> Result<Option<MessageId>, WriteError> {
     let mut after = None;
     loop {
@@ -393,17 +502,18 @@ async fn send_backlog<S: Store>(
             return Ok(after);
         };
         let ids: Vec<MessageId> = page.iter().map(|m| m.id).collect();
-        for message in page {
-            sink.feed(delivery::packet_for(message))
-                .await
-                .map_err(WriteError::Io)?;
-        }
-        flush(shared, sink).await?;
-        shared
-            .store
-            .mark_delivered(session.device, &ids, crate::now())
-            .await
-            .map_err(WriteError::Store)?;
+        bounded(shared, session, async {
+            for message in page {
+                sink.feed(delivery::packet_for(message))
+                    .await
+                    .map_err(WriteError::Io)?;
+            }
+            flush(shared, sink).await
+        })
+        .await?;
+        // The previous page's record lands while this one was read and written.
+        marks.settle().await?;
+        marks.received(ids);
         after = Some(last);
     }
 }
@@ -415,13 +525,18 @@ async fn live<S: Store>(
     rx: &mut mpsc::Receiver<Outbound>,
     chunks: &mut mpsc::Receiver<ServerPacket>,
     backlog_end: Option<MessageId>,
+    marks: &mut Marks<S>,
 ) -> Result<(), WriteError> {
-    let mut delivered = Vec::new();
+    let mut written = Vec::new();
     loop {
         // Messages and control packets first: a transfer never starves chat.
         let first = tokio::select! {
             biased;
             _ = session.kill.cancelled() => return Ok(()),
+            landed = marks.landed() => {
+                landed?;
+                continue;
+            }
             item = rx.recv() => match item {
                 Some(item) => Either::Out(item),
                 None => return Ok(()),
@@ -432,28 +547,38 @@ async fn live<S: Store>(
             },
             _ = shared.shutdown.cancelled() => {
                 // Finish what is queued, then close.
-                while let Ok(item) = rx.try_recv() {
-                    write_item(sink, item, backlog_end, &mut delivered).await?;
-                }
-                flush(shared, sink).await?;
-                return mark(shared, session, &mut delivered).await;
+                bounded(shared, session, async {
+                    while let Ok(item) = rx.try_recv() {
+                        write_item(shared, sink, item, backlog_end, &mut written, marks).await?;
+                    }
+                    flush(shared, sink).await
+                })
+                .await?;
+                marks.received(written);
+                return Ok(());
             }
         };
-        match first {
-            Either::Out(item) => write_item(sink, item, backlog_end, &mut delivered).await?,
-            Either::Chunk(chunk) => sink.feed(chunk).await.map_err(WriteError::Io)?,
-        }
-        for _ in 1..WRITE_BATCH {
-            if let Ok(item) = rx.try_recv() {
-                write_item(sink, item, backlog_end, &mut delivered).await?;
-            } else if let Ok(chunk) = chunks.try_recv() {
-                sink.feed(chunk).await.map_err(WriteError::Io)?;
-            } else {
-                break;
+        bounded(shared, session, async {
+            match first {
+                Either::Out(item) => {
+                    write_item(shared, sink, item, backlog_end, &mut written, marks).await?
+                }
+                Either::Chunk(chunk) => sink.feed(chunk).await.map_err(WriteError::Io)?,
             }
-        }
-        flush(shared, sink).await?;
-        mark(shared, session, &mut delivered).await?;
+            for _ in 1..WRITE_BATCH {
+                if let Ok(item) = rx.try_recv() {
+                    write_item(shared, sink, item, backlog_end, &mut written, marks).await?;
+                } else if let Ok(chunk) = chunks.try_recv() {
+                    sink.feed(chunk).await.map_err(WriteError::Io)?;
+                } else {
+                    break;
+                }
+            }
+            flush(shared, sink).await
+        })
+        .await?;
+        // Written and flushed: received. Recorded without waiting for the commit.
+        marks.received(std::mem::take(&mut written));
     }
 }
 
@@ -462,37 +587,118 @@ enum Either {
     Chunk(ServerPacket),
 }
 
-async fn write_item(
+async fn write_item<S: Store>(
+    shared: &Shared<S>,
     sink: &mut Sink,
     item: Outbound,
     backlog_end: Option<MessageId>,
-    delivered: &mut Vec<MessageId>,
+    written: &mut Vec<MessageId>,
+    marks: &mut Marks<S>,
 ) -> Result<(), WriteError> {
     match item {
-        Outbound::Packet(packet) => sink.feed(packet).await.map_err(WriteError::Io),
+        Outbound::Packet(packet) => {
+            // Anything but a message (a Pong, a list request, a transfer answer) follows
+            // the record of the messages written before it: a client that pings after
+            // receiving knows that another device of its user will see them as read.
+            // Such packets are rare; messages themselves never wait for a record.
+            if !written.is_empty() || marks.busy() {
+                flush(shared, sink).await?;
+                marks.received(std::mem::take(written));
+                marks.finish().await?;
+            }
+            sink.feed(packet).await.map_err(WriteError::Io)
+        }
         Outbound::Message { id, packet } => {
             if backlog_end.is_some_and(|end| id <= end) {
                 return Ok(()); // already sent as part of the backlog
             }
             sink.feed(packet).await.map_err(WriteError::Io)?;
-            delivered.push(id);
+            written.push(id);
             Ok(())
         }
     }
 }
 
-async fn mark<S: Store>(
-    shared: &Shared<S>,
-    session: &SessionHandle,
-    delivered: &mut Vec<MessageId>,
-) -> Result<(), WriteError> {
-    if delivered.is_empty() {
-        return Ok(());
+type Marking =
+    std::pin::Pin<Box<dyn std::future::Future<Output = vcom_store::StoreResult<()>> + Send>>;
+
+/// Records which messages the device has received, with at most one store write in
+/// flight: the writer never waits for that commit before writing on, and what it writes
+/// meanwhile is gathered for the next record.
+///
+/// A message counts as received once flushed to the socket; if the server dies before
+/// the record commits, the device gets it again at its next login (never lost).
+struct Marks<S> {
+    store: S,
+    device: DeviceId,
+    waiting: Vec<MessageId>,
+    in_flight: Option<Marking>,
+}
+
+impl<S: Store> Marks<S> {
+    fn new(store: S, device: DeviceId) -> Self {
+        Marks {
+            store,
+            device,
+            waiting: Vec::new(),
+            in_flight: None,
+        }
     }
-    let ids = std::mem::take(delivered);
-    shared
-        .store
-        .mark_delivered(session.device, &ids, crate::now())
-        .await
-        .map_err(WriteError::Store)
+
+    /// These messages were flushed to the device: record them (now, or right after the
+    /// record in flight).
+    fn received(&mut self, ids: Vec<MessageId>) {
+        if self.waiting.is_empty() {
+            self.waiting = ids;
+        } else {
+            self.waiting.extend(ids);
+        }
+        self.start();
+    }
+
+    fn start(&mut self) {
+        if self.in_flight.is_some() || self.waiting.is_empty() {
+            return;
+        }
+        let ids = std::mem::take(&mut self.waiting);
+        let (store, device) = (self.store.clone(), self.device);
+        self.in_flight = Some(Box::pin(async move {
+            store.mark_delivered(device, &ids, crate::now()).await
+        }));
+    }
+
+    /// Resolves when the record in flight has committed (never, when none is), and
+    /// starts the next.
+    async fn landed(&mut self) -> Result<(), WriteError> {
+        let Some(in_flight) = self.in_flight.as_mut() else {
+            return std::future::pending().await;
+        };
+        let result = in_flight.await;
+        self.in_flight = None;
+        result.map_err(WriteError::Store)?;
+        self.start();
+        Ok(())
+    }
+
+    /// Whether a record is in flight or waiting to start.
+    fn busy(&self) -> bool {
+        self.in_flight.is_some() || !self.waiting.is_empty()
+    }
+
+    /// Waits for the record in flight, if any.
+    async fn settle(&mut self) -> Result<(), WriteError> {
+        if self.in_flight.is_some() {
+            self.landed().await?;
+        }
+        Ok(())
+    }
+
+    /// Records everything received so far and waits for it.
+    async fn finish(&mut self) -> Result<(), WriteError> {
+        while self.in_flight.is_some() || !self.waiting.is_empty() {
+            self.start();
+            self.settle().await?;
+        }
+        Ok(())
+    }
 }

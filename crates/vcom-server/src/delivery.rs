@@ -2,14 +2,20 @@
 //! to every online device of every recipient.
 //!
 //! Blocked senders and unknown recipients are dropped silently (logged), as
-//! `DESIGN.md` section 3 says. Messages of one sender are handled one at a time, so they
-//! reach each recipient in the order sent.
+//! `docs/protocol.md` says. The checks read the in-memory directory, never the store, so
+//! a message goes straight to the store's writer; a connection keeps many on their way
+//! there and relays them in the order they came, so they reach each recipient in the
+//! order sent.
 
-use vcom_protocol::{GroupMessage, SendGroupMessage, SendUserMessage, ServerPacket, UserMessage};
-use vcom_store::{NewMessage, PendingMessage, Store};
+use std::future::Future;
+use std::pin::Pin;
+
+use vcom_protocol::{
+    GroupMessage, SendGroupMessage, SendUserMessage, ServerPacket, UserId, UserMessage,
+};
+use vcom_store::{MessageId, NewMessage, PendingMessage, Store};
 
 use crate::connection::{Close, Conn};
-use crate::session::Outbound;
 use crate::stats::Stats;
 
 /// The packet that delivers a stored message to a device.
@@ -33,101 +39,118 @@ pub(crate) fn packet_for(m: PendingMessage) -> ServerPacket {
     }
 }
 
-pub(crate) async fn on_direct<S: Store>(conn: &Conn<S>, p: SendUserMessage) -> Result<(), Close> {
-    let store = &conn.shared.store;
-    let sender = conn.user().clone();
-    // A recipient with a session online exists: a session is registered only after its
-    // login was committed, and users are never deleted. That skips one store read (a
-    // blocking-pool round trip) for most messages.
-    let online = !conn.shared.sessions.of_user(&p.recipient).is_empty();
-    if !online && store.user(&p.recipient).await?.is_none() {
+/// A message that passed the checks, on its way to the store. It resolves, once the
+/// message is durable, to what must be relayed; a connection keeps several in flight and
+/// relays them in the order they came (see `connection::read_loop`).
+pub(crate) type Storing = Pin<Box<dyn Future<Output = Result<Relay, Close>> + Send>>;
+
+/// A stored message and who should have it.
+pub(crate) struct Relay {
+    id: MessageId,
+    packet: ServerPacket,
+    recipients: Vec<UserId>,
+}
+
+/// Checks a direct message against the in-memory directory and, unless it is dropped,
+/// hands it to the store.
+pub(crate) fn direct<S: Store>(conn: &Conn<S>, p: SendUserMessage) -> Option<Storing> {
+    let directory = &conn.shared.directory;
+    let sender = conn.user();
+    if !directory.knows(&p.recipient) {
         tracing::info!(from = %sender, to = %p.recipient, "message to an unknown user dropped");
-        return Ok(());
+        return None;
     }
-    if store.is_blocked(&p.recipient, &sender).await? {
+    if directory.blocks(&p.recipient, sender) {
         tracing::debug!(from = %sender, to = %p.recipient, "message from a blocked sender dropped");
-        return Ok(());
+        return None;
     }
-    let message = NewMessage {
-        sender: sender.clone(),
-        origin_device: conn.device(),
-        group: None,
-        recipients: vec![p.recipient.clone()],
-        sent_at: p.sent_at,
-        received_at: crate::now(),
-        kind: p.kind,
-        data: p.data,
-    };
-    relay(conn, message).await
+    Some(store(
+        conn,
+        NewMessage {
+            sender: sender.clone(),
+            origin_device: conn.device(),
+            group: None,
+            recipients: vec![p.recipient],
+            sent_at: p.sent_at,
+            received_at: crate::now(),
+            kind: p.kind,
+            data: p.data,
+        },
+    ))
 }
 
-pub(crate) async fn on_group<S: Store>(conn: &Conn<S>, p: SendGroupMessage) -> Result<(), Close> {
-    let store = &conn.shared.store;
-    let sender = conn.user().clone();
-    let Some(group) = store.group(p.group).await? else {
+/// Checks a group message against the in-memory directory and, unless it is dropped,
+/// hands it to the store.
+pub(crate) fn group<S: Store>(conn: &Conn<S>, p: SendGroupMessage) -> Option<Storing> {
+    let directory = &conn.shared.directory;
+    let sender = conn.user();
+    let Some(members) = directory.group(p.group) else {
         tracing::info!(from = %sender, group = %p.group, "message to an unknown group dropped");
-        return Ok(());
+        return None;
     };
-    if !group.members.contains(&sender) {
+    if !members.contains(sender) {
         tracing::info!(from = %sender, group = %p.group, "message from a non-member dropped");
-        return Ok(());
+        return None;
     }
-    let mut recipients = Vec::with_capacity(group.members.len());
-    for member in group.members {
-        let wanted = if member == sender {
-            // The sender's other devices get it too; with no other device, nobody would
-            // ever collect it and it would wait in the store forever.
-            store
-                .devices(&sender)
-                .await?
-                .iter()
-                .any(|d| d.id != conn.device())
-        } else {
-            !store.is_blocked(&member, &sender).await?
-        };
-        if wanted {
-            recipients.push(member);
-        }
-    }
-    let message = NewMessage {
-        sender,
-        origin_device: conn.device(),
-        group: Some(p.group),
-        recipients,
-        sent_at: p.sent_at,
-        received_at: crate::now(),
-        kind: p.kind,
-        data: p.data,
-    };
-    relay(conn, message).await
+    let recipients = members
+        .iter()
+        .filter(|member| {
+            if *member == sender {
+                // The sender's other devices get it too; with no other device, nobody
+                // would ever collect it and it would wait in the store forever.
+                directory.devices(sender) > 1
+            } else {
+                !directory.blocks(member, sender)
+            }
+        })
+        .cloned()
+        .collect();
+    Some(store(
+        conn,
+        NewMessage {
+            sender: sender.clone(),
+            origin_device: conn.device(),
+            group: Some(p.group),
+            recipients,
+            sent_at: p.sent_at,
+            received_at: crate::now(),
+            kind: p.kind,
+            data: p.data,
+        },
+    ))
 }
 
-/// Stores the message, then queues it for every online device of its recipients except
-/// the device it came from.
-async fn relay<S: Store>(conn: &Conn<S>, message: NewMessage) -> Result<(), Close> {
-    let shared = &conn.shared;
+fn store<S: Store>(conn: &Conn<S>, message: NewMessage) -> Storing {
+    let store = conn.shared.store.clone();
     let recipients = message.recipients.clone();
-    let pending = PendingMessage {
-        id: vcom_store::MessageId(0),
+    let packet = packet_for(PendingMessage {
+        id: MessageId(0),
         sender: message.sender.clone(),
         group: message.group,
         sent_at: message.sent_at,
         kind: message.kind,
         data: message.data.clone(),
         read: false,
-    };
-    let id = shared.store.store_message(message).await?;
+    });
+    Box::pin(async move {
+        let id = store.store_message(message).await?;
+        Ok(Relay {
+            id,
+            packet,
+            recipients,
+        })
+    })
+}
+
+/// Queues a stored message for every online device of its recipients except the
+/// connection it came from.
+pub(crate) fn relay<S>(conn: &Conn<S>, relay: Relay) {
+    let shared = &conn.shared;
     Stats::bump(&shared.stats.messages);
-    let packet = packet_for(PendingMessage { id, ..pending });
-    for user in &recipients {
-        for session in shared.sessions.of_user(user) {
-            if session.conn != conn.session.conn {
-                session.push(Outbound::Message {
-                    id,
-                    packet: packet.clone(),
-                });
-            }
-        }
-    }
-    Ok(())
+    shared.sessions.push_message(
+        &relay.recipients,
+        conn.session.conn,
+        relay.id,
+        &relay.packet,
+    );
 }

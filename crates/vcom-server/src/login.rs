@@ -2,12 +2,13 @@
 //! their fixed order: identifier (7), user blacklist (0), IP blacklist (1), whitelist
 //! (2), password (3), registration (7), key (4), device (5), capacity (6).
 //!
-//! Nothing is written to the store until every check has passed.
+//! Nothing is written to the store until every check has passed; then one transaction
+//! records the login (user, key, device).
 
 use std::net::IpAddr;
 
 use vcom_protocol::{ConnectionRequest, DenyCode, DeviceId, UserId};
-use vcom_store::{KeyFingerprint, Store, StoreError};
+use vcom_store::{KeyFingerprint, LoginRecord, Store, StoreError};
 
 use crate::config::{AuthMode, Registration};
 use crate::server::Shared;
@@ -104,28 +105,22 @@ pub(crate) async fn check<S: Store>(
         return deny(DenyCode::ServerFull);
     }
 
-    // Every check passed: remember the user, its key and its device.
-    let now = crate::now();
-    let record = shared.store.register_user(&user, key, now).await?;
-    if let Some(key) = key {
-        match record.key {
-            // Another login registered the same new identifier with another key first.
-            Some(bound) if bound != key => return deny(DenyCode::KeyMismatch),
-            Some(_) => {}
-            None => match shared.store.bind_key(&user, key).await {
-                // Another login bound a different key between our read and this write.
-                Err(StoreError::Conflict(_)) => return deny(DenyCode::KeyMismatch),
-                other => other?,
-            },
+    // Every check passed: remember the user, its key and its device, in one commit.
+    match shared
+        .store
+        .record_login(&user, key, request.device, crate::now())
+        .await?
+    {
+        // Another login registered the same new identifier with another key first.
+        LoginRecord::KeyConflict => deny(DenyCode::KeyMismatch),
+        LoginRecord::Recorded { device, new_device } => {
+            shared.directory.add_user(&user);
+            if new_device {
+                shared.directory.add_device(&user);
+            }
+            Ok(Accepted { user, device })
         }
     }
-    let device = if request.device == DeviceId::NEW {
-        shared.store.issue_device(&user, now).await?
-    } else {
-        request.device
-    };
-    shared.store.touch_device(device, now).await?;
-    Ok(Accepted { user, device })
 }
 
 #[cfg(test)]

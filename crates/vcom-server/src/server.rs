@@ -17,6 +17,7 @@ use vcom_store::{SqliteStore, Store, StoreConfig, StoreError};
 
 use crate::admin::{AdminHandle, AdminSocket};
 use crate::config::ServerConfig;
+use crate::directory::Directory;
 use crate::policy::PolicyCache;
 use crate::session::Registry;
 use crate::stats::Stats;
@@ -59,6 +60,8 @@ pub(crate) struct Shared<S> {
     pub(crate) config: ServerConfig,
     pub(crate) limits: Limits,
     pub(crate) store: S,
+    /// Users, block lists, groups and device counts, kept in memory for the message path.
+    pub(crate) directory: Directory,
     pub(crate) sessions: Registry,
     pub(crate) policy: RwLock<PolicyCache>,
     pub(crate) transfers: Transfers,
@@ -136,6 +139,23 @@ fn store_config(config: &ServerConfig) -> StoreConfig {
     }
 }
 
+/// Pending connections the kernel queues for `accept`: sized for login storms. With the
+/// usual 128, a burst of a thousand logins overflowed the queue and each dropped SYN
+/// cost its client a one-second retry. (Linux caps it at `net.core.somaxconn`.)
+const LISTEN_BACKLOG: u32 = 4096;
+
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    // As std's `TcpListener::bind` does: a restart may bind while old connections of
+    // the previous process linger in TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 fn create_data_dir(config: &ServerConfig) -> Result<(), ServerError> {
     std::fs::create_dir_all(&config.data_dir).map_err(|source| ServerError::DataDir {
         path: config.data_dir.clone(),
@@ -151,13 +171,11 @@ impl<S: Store> Server<S> {
         let tls = ServerTls::load_or_generate(&config)?;
         let policy = PolicyCache::new(&store.policy().await?);
         let first_transfer = store.max_transfer_id().await?;
-        let listener =
-            TcpListener::bind(config.listen)
-                .await
-                .map_err(|source| ServerError::Bind {
-                    addr: config.listen.to_string(),
-                    source,
-                })?;
+        let directory = Directory::load(&store).await?;
+        let listener = listen(config.listen).map_err(|source| ServerError::Bind {
+            addr: config.listen.to_string(),
+            source,
+        })?;
         let local_addr = listener.local_addr().map_err(|source| ServerError::Bind {
             addr: config.listen.to_string(),
             source,
@@ -165,6 +183,7 @@ impl<S: Store> Server<S> {
         let shared = Arc::new(Shared {
             limits: config.protocol_limits(),
             store,
+            directory,
             sessions: Registry::default(),
             policy: RwLock::new(policy),
             transfers: Transfers::new(first_transfer),

@@ -142,6 +142,30 @@ impl Registry {
         }
     }
 
+    /// Queues a stored message for every session of each recipient but the connection
+    /// `except` (the one it came from), under one lock and without cloning handles.
+    /// Pushing never waits (see [`SessionHandle::push`]).
+    pub(crate) fn push_message<'u>(
+        &self,
+        recipients: impl IntoIterator<Item = &'u UserId>,
+        except: u64,
+        id: MessageId,
+        packet: &ServerPacket,
+    ) {
+        let guard = self.lock();
+        for user in recipients {
+            let Some(sessions) = guard.by_user.get(user) else {
+                continue;
+            };
+            for session in sessions.iter().filter(|s| s.conn != except) {
+                session.push(Outbound::Message {
+                    id,
+                    packet: packet.clone(),
+                });
+            }
+        }
+    }
+
     /// The user's online sessions.
     pub(crate) fn of_user(&self, user: &UserId) -> Vec<SessionHandle> {
         self.lock().by_user.get(user).cloned().unwrap_or_default()

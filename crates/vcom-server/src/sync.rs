@@ -46,9 +46,13 @@ pub(crate) async fn on_lists_sync<S: Store>(conn: &Conn<S>, p: UserListsSync) ->
                 }
             }
             ListSync::Upload(entries) => {
+                let entries = dedup(entries);
                 let ts = store
-                    .replace_list(&user, kind, dedup(entries), crate::now())
+                    .replace_list(&user, kind, entries.clone(), crate::now())
                     .await?;
+                if kind == ListKind::Blocks {
+                    conn.shared.directory.set_blocks(&user, &entries);
+                }
                 tracing::debug!(%user, ?kind, timestamp = %ts, "list uploaded");
                 uploaded = true;
             }

@@ -171,8 +171,8 @@ pub(crate) async fn on_request<S: Store>(
     };
     let refusal = if p.size.bytes() > shared.config.max_file_size {
         Some(AbortReason::TooLarge)
-    } else if shared.store.user(&p.recipient).await?.is_none()
-        || shared.store.is_blocked(&p.recipient, conn.user()).await?
+    } else if !shared.directory.knows(&p.recipient)
+        || shared.directory.blocks(&p.recipient, conn.user())
     {
         // Unknown and blocked look the same to the sender, on purpose.
         Some(AbortReason::NotAllowed)

@@ -174,6 +174,37 @@ pub struct PendingMessage {
     pub read: bool,
 }
 
+/// What a successful login changed, from [`Store::record_login`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginRecord {
+    /// The user is registered (if new), bound to the key (if it had none), and the device
+    /// is issued (if new) and marked as seen.
+    Recorded {
+        /// The device (newly issued, or the one given).
+        device: DeviceId,
+        /// Whether the device was issued by this login.
+        new_device: bool,
+    },
+    /// The user is bound to another key (two first logins raced with different keys;
+    /// the first won). Nothing was changed.
+    KeyConflict,
+}
+
+/// What the server's message path keeps in memory, read in one go at start so that no
+/// message waits on a store read: every known user, every non-empty block list, every
+/// group with its members, and how many devices each user has.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Directory {
+    /// Every known user, ordered by identifier.
+    pub users: Vec<UserId>,
+    /// `(owner, blocked users)` for every non-empty block list.
+    pub blocks: Vec<(UserId, Vec<UserId>)>,
+    /// Every group, ordered by identifier.
+    pub groups: Vec<Group>,
+    /// `(user, issued devices)` for every user with at least one device.
+    pub devices: Vec<(UserId, u32)>,
+}
+
 /// Which server policy list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PolicyList {
@@ -272,6 +303,16 @@ pub trait Store: Clone + Send + Sync + 'static {
         user: &UserId,
         key: KeyFingerprint,
     ) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Records a login that passed every check, in one transaction: registers the user
+    /// if unknown, binds `key` if the user has none, issues a device for
+    /// [`DeviceId::NEW`], and marks the device as seen now.
+    fn record_login(
+        &self,
+        user: &UserId,
+        key: Option<KeyFingerprint>,
+        device: DeviceId,
+        now: Timestamp,
+    ) -> impl Future<Output = StoreResult<LoginRecord>> + Send;
     /// Removes the user's key binding; the next login binds a new key. False if unknown.
     fn reset_key(&self, user: &UserId) -> impl Future<Output = StoreResult<bool>> + Send;
     /// Every known user, ordered by identifier.
@@ -315,6 +356,8 @@ pub trait Store: Clone + Send + Sync + 'static {
         entries: Vec<UserId>,
         now: Timestamp,
     ) -> impl Future<Output = StoreResult<Timestamp>> + Send;
+    /// Everything the message path keeps in memory (see [`Directory`]), in one read.
+    fn directory(&self) -> impl Future<Output = StoreResult<Directory>> + Send;
     /// Whether `owner`'s block list holds `other`.
     fn is_blocked(
         &self,

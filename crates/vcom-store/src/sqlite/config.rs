@@ -53,6 +53,25 @@ pub struct StoreConfig {
     /// How long a connection waits for a lock held by another process before failing.
     /// Default: 5 s.
     pub busy_timeout: Duration,
+    /// SQLite's page cache for the whole store, in bytes: half for the writer (the hot
+    /// pages every commit touches), the rest shared by the readers. One budget, so the
+    /// process's memory levels off at a known size. Default: 32 MiB.
+    pub cache_bytes: usize,
+}
+
+impl StoreConfig {
+    /// The writer's page cache, in KiB.
+    pub(crate) fn writer_cache_kib(&self) -> i64 {
+        i64::try_from(self.cache_bytes / 2 / 1024)
+            .unwrap_or(i64::MAX)
+            .max(64)
+    }
+
+    /// Each reader's page cache, in KiB.
+    pub(crate) fn reader_cache_kib(&self) -> i64 {
+        let share = self.cache_bytes / 2 / self.readers.max(1) / 1024;
+        i64::try_from(share).unwrap_or(i64::MAX).max(64)
+    }
 }
 
 impl Default for StoreConfig {
@@ -66,6 +85,7 @@ impl Default for StoreConfig {
             queue_capacity: 8192,
             readers: 4,
             busy_timeout: Duration::from_secs(5),
+            cache_bytes: 32 << 20,
         }
     }
 }

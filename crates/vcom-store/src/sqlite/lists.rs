@@ -4,7 +4,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use vcom_protocol::{Timestamp, UserId};
 
 use super::records;
-use crate::{ListKind, StoreError, StoreResult, UserList, UserLists};
+use crate::{Directory, ListKind, StoreError, StoreResult, UserList, UserLists};
 
 fn code(kind: ListKind) -> i64 {
     match kind {
@@ -92,4 +92,45 @@ pub(crate) fn is_blocked(conn: &Connection, owner: &UserId, other: &UserId) -> S
         )
         .optional()?
         .is_some())
+}
+
+/// Every user, block list, group and device count, for the server's in-memory copy.
+pub(crate) fn directory(conn: &Connection) -> StoreResult<Directory> {
+    let users = conn
+        .prepare_cached("SELECT id FROM users ORDER BY id")?
+        .query_map([], |r| r.get::<_, String>(0))?
+        .map(|id| records::user_id(id?))
+        .collect::<StoreResult<Vec<_>>>()?;
+    let mut blocks: Vec<(UserId, Vec<UserId>)> = Vec::new();
+    let mut stmt = conn.prepare_cached(
+        "SELECT owner, entry FROM list_entries WHERE kind = ?1 ORDER BY owner, position",
+    )?;
+    let rows = stmt.query_map([code(ListKind::Blocks)], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+    })?;
+    for row in rows {
+        let (owner, entry) = row?;
+        let entry = records::user_id(entry)?;
+        match blocks.last_mut() {
+            Some((last, entries)) if last.as_str() == owner => entries.push(entry),
+            _ => blocks.push((records::user_id(owner)?, vec![entry])),
+        }
+    }
+    let devices = conn
+        .prepare_cached("SELECT user, count(*) FROM devices GROUP BY user ORDER BY user")?
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?
+        .map(|row| {
+            let (user, count) = row?;
+            Ok((
+                records::user_id(user)?,
+                u32::try_from(count).unwrap_or(u32::MAX),
+            ))
+        })
+        .collect::<StoreResult<Vec<_>>>()?;
+    Ok(Directory {
+        users,
+        blocks,
+        groups: super::groups::all(conn)?,
+        devices,
+    })
 }

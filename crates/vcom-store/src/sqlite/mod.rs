@@ -82,12 +82,18 @@ impl SqliteStore {
     /// Fails with [`crate::StoreError::NewerSchema`] for a file written by a newer version,
     /// without changing it.
     pub fn open(path: &Path, config: StoreConfig) -> StoreResult<SqliteStore> {
-        let conn = schema::open_writer(path, config.synchronous, config.busy_timeout)?;
+        let conn = schema::open_writer(
+            path,
+            config.synchronous,
+            config.busy_timeout,
+            config.writer_cache_kib(),
+        )?;
         let writer = Writer::start(conn, config.max_batch, config.queue_capacity)?;
         let readers = Arc::new(Readers::new(
             path.to_path_buf(),
             config.readers,
             config.busy_timeout,
+            config.reader_cache_kib(),
         ));
         Ok(SqliteStore {
             inner: Arc::new(Inner {
@@ -182,6 +188,17 @@ impl Store for SqliteStore {
         self.write(move |c, _| users::bind_key(c, &user, key))
     }
 
+    fn record_login(
+        &self,
+        user: &UserId,
+        key: Option<KeyFingerprint>,
+        device: DeviceId,
+        now: Timestamp,
+    ) -> impl Future<Output = StoreResult<crate::LoginRecord>> + Send {
+        let user = user.clone();
+        self.write(move |c, _| users::record_login(c, &user, key, device, now))
+    }
+
     fn reset_key(&self, user: &UserId) -> impl Future<Output = StoreResult<bool>> + Send {
         let user = user.clone();
         self.write(move |c, _| users::reset_key(c, &user))
@@ -237,6 +254,10 @@ impl Store for SqliteStore {
     ) -> impl Future<Output = StoreResult<Timestamp>> + Send {
         let user = user.clone();
         self.write(move |c, _| lists::replace(c, &user, kind, &entries, now))
+    }
+
+    fn directory(&self) -> impl Future<Output = StoreResult<crate::Directory>> + Send {
+        self.read(lists::directory)
     }
 
     fn is_blocked(

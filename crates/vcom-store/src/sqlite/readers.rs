@@ -20,6 +20,7 @@ use crate::{StoreError, StoreResult};
 pub(crate) struct Readers {
     path: PathBuf,
     busy_timeout: Duration,
+    cache_kib: i64,
     idle: Mutex<Vec<Connection>>,
     permits: Semaphore,
     closed: AtomicBool,
@@ -27,10 +28,11 @@ pub(crate) struct Readers {
 
 impl Readers {
     /// A pool of at most `size` connections to `path`, opened on first use.
-    pub(crate) fn new(path: PathBuf, size: usize, busy_timeout: Duration) -> Self {
+    pub(crate) fn new(path: PathBuf, size: usize, busy_timeout: Duration, cache_kib: i64) -> Self {
         Readers {
             path,
             busy_timeout,
+            cache_kib,
             idle: Mutex::new(Vec::new()),
             permits: Semaphore::new(size.max(1)),
             closed: AtomicBool::new(false),
@@ -55,7 +57,9 @@ impl Readers {
             }
             let conn = match readers.take_idle() {
                 Some(conn) => conn,
-                None => schema::open_reader(&readers.path, readers.busy_timeout)?,
+                None => {
+                    schema::open_reader(&readers.path, readers.busy_timeout, readers.cache_kib)?
+                }
             };
             let result = op(&conn);
             readers.put_back(conn);

@@ -191,6 +191,7 @@ pub(crate) fn open_writer(
     path: &Path,
     synchronous: Synchronous,
     busy_timeout: Duration,
+    cache_kib: i64,
 ) -> StoreResult<Connection> {
     let mut conn = Connection::open_with_flags(
         path,
@@ -216,8 +217,8 @@ pub(crate) fn open_writer(
     // every page they touch.
     conn.pragma_update(None, "temp_store", "MEMORY")?;
     // The writer keeps the hot pages (recent messages, every user's index leaves) in
-    // memory: 64 MiB.
-    conn.pragma_update(None, "cache_size", -65_536)?;
+    // memory, within its share of the store's budget (negative: KiB).
+    conn.pragma_update(None, "cache_size", -cache_kib)?;
     // Checkpoint every ~16 MiB of log instead of 4 MiB: a page that many batches touch
     // (a busy user's index leaf) is then copied into the database once, not each time.
     conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)?;
@@ -231,7 +232,11 @@ pub(crate) fn open_writer(
 }
 
 /// Opens a read-only connection to a database the writer has already set up.
-pub(crate) fn open_reader(path: &Path, busy_timeout: Duration) -> StoreResult<Connection> {
+pub(crate) fn open_reader(
+    path: &Path,
+    busy_timeout: Duration,
+    cache_kib: i64,
+) -> StoreResult<Connection> {
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -239,6 +244,7 @@ pub(crate) fn open_reader(path: &Path, busy_timeout: Duration) -> StoreResult<Co
     // Readers of a WAL database rarely wait, but can during recovery or a checkpoint.
     conn.busy_timeout(busy_timeout)?;
     conn.pragma_update(None, "query_only", true)?;
+    conn.pragma_update(None, "cache_size", -cache_kib)?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
 }

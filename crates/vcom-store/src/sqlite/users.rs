@@ -1,10 +1,10 @@
 //! Users and the key each identifier is bound to.
 
 use rusqlite::{Connection, OptionalExtension, params};
-use vcom_protocol::{Timestamp, UserId};
+use vcom_protocol::{DeviceId, Timestamp, UserId};
 
-use super::records;
-use crate::{KeyFingerprint, StoreError, StoreResult, UserRecord};
+use super::{devices, records};
+use crate::{KeyFingerprint, LoginRecord, StoreError, StoreResult, UserRecord};
 
 type Row = (String, Option<Vec<u8>>, i64);
 
@@ -55,6 +55,31 @@ pub(crate) fn bind_key(conn: &Connection, user: &UserId, key: KeyFingerprint) ->
             "user {user} is already bound to another key"
         ))),
     }
+}
+
+/// One login's writes, in the writer's transaction (so one commit per login).
+pub(crate) fn record_login(
+    conn: &Connection,
+    user: &UserId,
+    key: Option<KeyFingerprint>,
+    device: DeviceId,
+    now: Timestamp,
+) -> StoreResult<LoginRecord> {
+    let record = register(conn, user, key, now)?;
+    if let Some(key) = key {
+        match record.key {
+            Some(bound) if bound != key => return Ok(LoginRecord::KeyConflict),
+            Some(_) => {}
+            None => bind_key(conn, user, key)?,
+        }
+    }
+    let (device, new_device) = if device == DeviceId::NEW {
+        (devices::issue(conn, user, now)?, true)
+    } else {
+        (device, false)
+    };
+    devices::touch(conn, device, now)?;
+    Ok(LoginRecord::Recorded { device, new_device })
 }
 
 pub(crate) fn reset_key(conn: &Connection, user: &UserId) -> StoreResult<bool> {

@@ -1,6 +1,7 @@
 //! Users and key binding.
 
-use vcom_store::{KeyFingerprint, Store, StoreError};
+use vcom_protocol::DeviceId;
+use vcom_store::{KeyFingerprint, LoginRecord, Store, StoreError};
 
 use crate::support::{store, ts, uid};
 
@@ -127,4 +128,61 @@ async fn users_are_listed_by_identifier() {
 #[test]
 fn key_fingerprint_hex_is_64_lower_case_characters() {
     assert_eq!(KEY_A.to_hex(), "aa".repeat(32));
+}
+
+#[tokio::test]
+async fn a_first_login_registers_binds_and_issues_a_device_in_one_call() {
+    let t = store();
+    let LoginRecord::Recorded { device, new_device } = t
+        .store
+        .record_login(&uid("alice"), Some(KEY_A), DeviceId::NEW, ts(10))
+        .await
+        .unwrap()
+    else {
+        panic!("the first login is recorded");
+    };
+    assert!(new_device && device.0 > 0);
+    let user = t.store.user(&uid("alice")).await.unwrap().unwrap();
+    assert_eq!((user.key, user.created_at), (Some(KEY_A), ts(10)));
+    let devices = t.store.devices(&uid("alice")).await.unwrap();
+    assert_eq!(devices.len(), 1);
+    assert_eq!((devices[0].id, devices[0].last_seen), (device, ts(10)));
+
+    // A later login of the same device only marks it as seen.
+    let again = t
+        .store
+        .record_login(&uid("alice"), Some(KEY_A), device, ts(20))
+        .await
+        .unwrap();
+    assert_eq!(
+        again,
+        LoginRecord::Recorded {
+            device,
+            new_device: false
+        }
+    );
+    assert_eq!(
+        t.store.devices(&uid("alice")).await.unwrap()[0].last_seen,
+        ts(20)
+    );
+}
+
+#[tokio::test]
+async fn a_login_with_another_key_is_a_conflict_and_changes_nothing() {
+    let t = store();
+    t.store
+        .record_login(&uid("alice"), Some(KEY_A), DeviceId::NEW, ts(10))
+        .await
+        .unwrap();
+    let conflict = t
+        .store
+        .record_login(&uid("alice"), Some(KEY_B), DeviceId::NEW, ts(20))
+        .await
+        .unwrap();
+    assert_eq!(conflict, LoginRecord::KeyConflict);
+    assert_eq!(t.store.devices(&uid("alice")).await.unwrap().len(), 1);
+    assert_eq!(
+        t.store.user(&uid("alice")).await.unwrap().unwrap().key,
+        Some(KEY_A)
+    );
 }
