@@ -23,12 +23,19 @@ fn serve_prints_one_ready_line_and_exits_0_on_sigterm() {
         data.join("tls/cert.pem").exists(),
         "the generated certificate is in the data directory"
     );
-    let mode = std::fs::metadata(data.join("admin.sock")).unwrap();
     use std::os::unix::fs::PermissionsExt;
+    let mode =
+        |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
     assert_eq!(
-        mode.permissions().mode() & 0o777,
+        mode(&data.join("admin.sock")),
         0o600,
         "admin.sock is private"
+    );
+    assert_eq!(mode(&data), 0o700, "the data directory is private");
+    assert_eq!(
+        mode(&data.join("vcom.sqlite3")),
+        0o600,
+        "the database (messages) is private"
     );
     let status = server.terminate();
     assert_eq!(status.code(), Some(0));
@@ -169,4 +176,39 @@ fn a_second_server_on_the_same_data_directory_is_refused() {
         .code(1)
         .stderr(predicate::str::contains("another vcom-server"));
     assert_eq!(first.terminate().code(), Some(0));
+}
+
+#[test]
+fn a_broken_stderr_neither_stops_logins_nor_sigterm() {
+    // The log goes to a pipe whose reading end is already closed: every log line fails.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let world = support::World::logging_to(writer.into());
+    world.succeeds("alice", &["friends", "list"]);
+    world.succeeds("bob", &["friends", "list"]);
+    let status = world.server.terminate();
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "SIGTERM still stops the server cleanly"
+    );
+}
+
+#[test]
+fn max_pending_logins_of_zero_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    for value in ["0", "9223372036854775807"] {
+        std::fs::write(
+            data.join("vcom.toml"),
+            format!("max_pending_logins = {value}\n"),
+        )
+        .unwrap();
+        serve_command(&data)
+            .timeout(TIMEOUT)
+            .assert()
+            .code(2)
+            .stderr(predicate::str::contains("max_pending_logins"));
+    }
 }

@@ -436,6 +436,18 @@ pub(crate) struct AdminSocket {
     path: PathBuf,
 }
 
+/// Creates a new directory with mode 0700 beside the admin socket, named after this
+/// process so that two starts never share it.
+fn tempfile_dir(parent: &Path) -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
+    let dir = parent.join(format!(".admin-{}", std::process::id()));
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)?;
+    }
+    std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
+    Ok(dir)
+}
+
 impl AdminSocket {
     /// Binds `path` with mode 0600. A leftover socket of a server that is gone is
     /// replaced; one that still answers means another server uses this data directory.
@@ -453,10 +465,18 @@ impl AdminSocket {
             }
             std::fs::remove_file(path).map_err(bind_error)?;
         }
-        let listener = UnixListener::bind(path).map_err(bind_error)?;
+        // Bound inside a fresh directory only the server's user may enter, made private,
+        // then moved into place: the socket is never reachable by others, not even for
+        // the moment between bind and chmod.
+        let parent = path.parent().unwrap_or_else(|| Path::new("."));
+        let staging = tempfile_dir(parent).map_err(bind_error)?;
+        let staged = staging.join("admin.sock");
+        let listener = UnixListener::bind(&staged).map_err(bind_error)?;
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-            .map_err(bind_error)?;
+        let placed = std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o600))
+            .and_then(|()| std::fs::rename(&staged, path));
+        let _ = std::fs::remove_dir(&staging);
+        placed.map_err(bind_error)?;
         Ok(AdminSocket {
             listener,
             path: path.to_owned(),

@@ -326,6 +326,11 @@ impl ServerConfig {
             "must be 16 to 1000000",
         )?;
         check(
+            (1..=1_000_000).contains(&self.max_pending_logins),
+            "max_pending_logins",
+            "must be 1 to 1000000 (0 would refuse every login)",
+        )?;
+        check(
             self.tls.cert.is_some() == self.tls.key.is_some(),
             "tls",
             "set both `cert` and `key`, or neither",

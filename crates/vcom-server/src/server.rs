@@ -113,6 +113,7 @@ impl Server<SqliteStore> {
     pub async fn bind(config: ServerConfig) -> Result<Self, ServerError> {
         config.validate()?;
         create_data_dir(&config)?;
+        private_database(&config)?;
         let store_config = store_config(&config);
         let path = config.database_path();
         let store = tokio::task::spawn_blocking(move || SqliteStore::open(&path, store_config))
@@ -156,11 +157,51 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)
 }
 
+/// Creates the data directory readable by the server's user only (mode 0700).
 fn create_data_dir(config: &ServerConfig) -> Result<(), ServerError> {
-    std::fs::create_dir_all(&config.data_dir).map_err(|source| ServerError::DataDir {
-        path: config.data_dir.clone(),
-        source,
-    })
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&config.data_dir)
+        .map_err(|source| ServerError::DataDir {
+            path: config.data_dir.clone(),
+            source,
+        })
+}
+
+/// Creates the database file readable by the server's user only (0600) before SQLite
+/// opens it: SQLite gives its journal files the database's mode, so no message is ever
+/// readable by another local user. An existing database that others could read is made
+/// private, with a warning.
+fn private_database(config: &ServerConfig) -> Result<(), ServerError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let db = config.database_path();
+    let error = |path: &std::path::Path| {
+        let path = path.to_owned();
+        move |source| ServerError::DataDir { path, source }
+    };
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(&db)
+        .map_err(error(&db))?;
+    for file in [
+        db.clone(),
+        db.with_extension("sqlite3-wal"),
+        db.with_extension("sqlite3-shm"),
+    ] {
+        let Ok(meta) = std::fs::metadata(&file) else {
+            continue;
+        };
+        if meta.permissions().mode() & 0o077 != 0 {
+            tracing::warn!(file = %file.display(), "database file was readable by other users: made private (0600)");
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))
+                .map_err(error(&file))?;
+        }
+    }
+    Ok(())
 }
 
 impl<S: Store> Server<S> {

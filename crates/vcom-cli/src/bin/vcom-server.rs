@@ -221,6 +221,10 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
     let config = load_config(&args).map_err(Failure::Usage)?;
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        // A log line that cannot be written (stderr closed: the log collector died, or
+        // the output went to `head`) is dropped. Reporting that failure would print to
+        // the same broken stderr, which panics, and take logins and SIGTERM with it.
+        .log_internal_errors(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

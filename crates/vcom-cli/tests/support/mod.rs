@@ -74,6 +74,11 @@ impl Server {
     /// ready line; `config` is written to `data/vcom.toml` first when given (otherwise the
     /// server creates `data` itself).
     pub fn start(data: &Path, config: Option<&str>) -> Server {
+        Self::start_logging_to(data, config, Stdio::null())
+    }
+
+    /// [`Server::start`] with the server's stderr (its log) going to `log`.
+    pub fn start_logging_to(data: &Path, config: Option<&str>, log: Stdio) -> Server {
         if let Some(config) = config {
             std::fs::create_dir_all(data).unwrap();
             std::fs::write(data.join("vcom.toml"), config).unwrap();
@@ -83,7 +88,7 @@ impl Server {
             .arg(data)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .unwrap();
         let stdout = child.stdout.take().unwrap();
@@ -174,6 +179,13 @@ impl World {
     pub fn with_config(config: Option<&str>) -> World {
         let dir = tempfile::tempdir().unwrap();
         let server = Server::start(&dir.path().join("server"), config);
+        World { dir, server }
+    }
+
+    /// A world whose server logs to `log`.
+    pub fn logging_to(log: Stdio) -> World {
+        let dir = tempfile::tempdir().unwrap();
+        let server = Server::start_logging_to(&dir.path().join("server"), None, log);
         World { dir, server }
     }
 
