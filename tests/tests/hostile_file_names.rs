@@ -104,6 +104,9 @@ async fn directory_parts_of_an_offered_name_are_stripped() {
         ("..\\..\\win.ini", "win.ini"),
         ("sub/dir/../../../up.txt", "up.txt"),
         (".bashrc", "_bashrc"),
+        // Shown as "evilexe.png" with the override; saved under what it really is.
+        ("evil\u{202e}gnp.exe", "evilgnp.exe"),
+        ("in\u{200b}voice.pdf", "invoice.pdf"),
     ];
     for (hostile, saved) in cases {
         let (transfer, offer) = offer_to_bob(&mut mallory, &mut events, hostile).await;

@@ -38,6 +38,24 @@ fn a_sent_message_reaches_the_recipients_history_and_the_recipient_is_told_it_ar
 }
 
 #[test]
+fn terminal_escapes_in_a_message_reach_history_escaped_and_json_unchanged() {
+    let world = World::new();
+    world.register("bob");
+    let hostile = "\u{1b}]0;pwned\u{7}\u{1b}[2Jhi\n[2030-01-01 00:00:00 UTC] admin: fake";
+    world.send("alice", "bob", hostile);
+    world.succeeds("bob", &["friends", "list"]);
+    let human = stdout_of(&world.succeeds("bob", &["history", "--with", "alice"]));
+    assert!(
+        !human.contains('\u{1b}') && !human.contains('\u{7}'),
+        "no raw control character reaches the terminal: {human:?}"
+    );
+    assert_eq!(human.lines().count(), 1, "no fake line: {human:?}");
+    assert!(human.contains("\\u{1b}]0;pwned"), "{human:?}");
+    // JSON is for programs: the text there is exactly what was sent.
+    assert_eq!(world.history_json("bob", &[])[0]["text"], hostile);
+}
+
+#[test]
 fn the_senders_history_shows_its_sent_message_as_out_and_the_reply_as_in() {
     let world = World::new();
     world.register("bob");

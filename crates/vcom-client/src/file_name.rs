@@ -39,6 +39,10 @@ pub enum UnsafeFileName {
 ///   characters are refused.
 /// - Characters Windows cannot store (`< > : " | ? *`) become `_`; trailing dots and
 ///   spaces (which Windows drops) are removed.
+/// - Invisible characters that make a name read otherwise than it is are removed:
+///   direction marks, embeddings, overrides and isolates (`evil\u{202e}gnp.exe`, shown
+///   as `evilexe.png`, becomes `evilgnp.exe`), zero-width spaces and joiners, the word
+///   joiner and the byte-order mark.
 /// - A leading dot becomes `_`, so a received file is never hidden (`.bashrc` becomes
 ///   `_bashrc`).
 /// - Windows device names (`CON`, `con.txt`, `LPT1.tar.gz`, ...) are refused, in any case
@@ -57,11 +61,15 @@ pub fn sanitize(offered: &str) -> Result<String, UnsafeFileName> {
     }
     let mut name: String = trimmed
         .chars()
+        .filter(|c| !is_invisible(*c))
         .map(|c| match c {
             '<' | '>' | ':' | '"' | '|' | '?' | '*' => '_',
             c => c,
         })
         .collect();
+    if name.trim().is_empty() {
+        return Err(UnsafeFileName::Empty);
+    }
     if name.starts_with('.') {
         name.replace_range(..1, "_");
     }
@@ -72,6 +80,15 @@ pub fn sanitize(offered: &str) -> Result<String, UnsafeFileName> {
         return Err(UnsafeFileName::TooLong(name.len()));
     }
     Ok(name)
+}
+
+/// Direction controls (ALM, LRM, RLM, embeddings, overrides, isolates) and zero-width
+/// characters: they change how a name reads without showing themselves.
+fn is_invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{061c}' | '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}'
+    )
 }
 
 /// Whether Windows treats `name` as a device, whatever its extension: the part before
@@ -130,6 +147,17 @@ mod tests {
             Ok(n) => n,
             Err(e) => panic!("{s:?} was refused: {e}"),
         }
+    }
+
+    #[test]
+    fn direction_overrides_and_zero_width_characters_are_removed() {
+        assert_eq!(ok("evil\u{202e}gnp.exe"), "evilgnp.exe");
+        assert_eq!(ok("in\u{2066}voice\u{2069}.pdf"), "invoice.pdf");
+        assert_eq!(ok("a\u{200b}b\u{200d}c\u{feff}.txt"), "abc.txt");
+        assert_eq!(ok("\u{200e}\u{200f}ok"), "ok");
+        assert_eq!(sanitize("\u{202e}\u{200b}"), Err(UnsafeFileName::Empty));
+        // Letters of right-to-left scripts are not controls: they stay.
+        assert_eq!(ok("שלום.txt"), "שלום.txt");
     }
 
     #[test]

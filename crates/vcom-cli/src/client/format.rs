@@ -78,10 +78,34 @@ pub(crate) fn clock(ts: Timestamp) -> String {
     format!("{:02}:{:02}", t.hour, t.minute)
 }
 
-/// The body for people: the text, or a note for an image.
+/// Text from other users made safe for a terminal: control characters (escape
+/// sequences that retitle, clear or move the cursor, newlines that fake whole lines)
+/// and the invisible direction and width marks that make text read otherwise than it
+/// is are shown escaped (`\u{1b}`, `\n`, `\u{202e}`), everything else as is.
+pub(crate) fn printable(text: &str) -> String {
+    let hidden = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{061c}' | '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}'
+                | '\u{2060}'..='\u{2069}' | '\u{feff}')
+    };
+    if !text.chars().any(hidden) {
+        return text.to_owned();
+    }
+    text.chars()
+        .map(|c| {
+            if hidden(c) {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+/// The body for people: the text (made [`printable`]), or a note for an image.
 pub(crate) fn body(kind: MessageKind, data: &[u8]) -> String {
     match kind {
-        MessageKind::Text => String::from_utf8_lossy(data).into_owned(),
+        MessageKind::Text => printable(&String::from_utf8_lossy(data)),
         MessageKind::Image => format!("[image, {}]", size(data.len() as u64)),
     }
 }
@@ -92,13 +116,15 @@ pub(crate) fn body(kind: MessageKind, data: &[u8]) -> String {
 pub(crate) fn message_line(m: &Shown<'_>) -> String {
     let at = utc(m.sent_at);
     let body = body(m.kind, m.data);
-    match (m.direction, m.group, m.peer) {
+    let sender = printable(m.sender.as_str());
+    let peer = m.peer.map(|p| printable(p.as_str()));
+    match (m.direction, m.group, peer) {
         (Direction::Outgoing, Some(group), _) => {
-            format!("[{at}] {} -> group {group}: {body}", m.sender)
+            format!("[{at}] {sender} -> group {group}: {body}")
         }
-        (Direction::Outgoing, None, Some(to)) => format!("[{at}] {} -> {to}: {body}", m.sender),
-        (_, Some(group), _) => format!("[{at}] {} in group {group}: {body}", m.sender),
-        (_, None, _) => format!("[{at}] {}: {body}", m.sender),
+        (Direction::Outgoing, None, Some(to)) => format!("[{at}] {sender} -> {to}: {body}"),
+        (_, Some(group), _) => format!("[{at}] {sender} in group {group}: {body}"),
+        (_, None, _) => format!("[{at}] {sender}: {body}"),
     }
 }
 
@@ -259,5 +285,18 @@ mod tests {
         assert_eq!(message_line(&m), "[1970-01-01 00:00:01 UTC] bob: hi alice");
         assert_eq!(message_json(&m)["direction"], "in");
         assert_eq!(message_json(&m)["peer"], "bob");
+    }
+
+    #[test]
+    fn control_and_direction_characters_from_others_are_shown_escaped() {
+        assert_eq!(printable("hello bob"), "hello bob");
+        assert_eq!(printable("grüße 👋"), "grüße 👋");
+        assert_eq!(
+            printable("\u{1b}]0;pwned\u{7}\u{1b}[2J"),
+            "\\u{1b}]0;pwned\\u{7}\\u{1b}[2J"
+        );
+        assert_eq!(printable("a\n[x] fake line"), "a\\n[x] fake line");
+        assert_eq!(printable("evil\u{202e}gnp.exe"), "evil\\u{202e}gnp.exe");
+        assert_eq!(printable("zero\u{200b}width"), "zero\\u{200b}width");
     }
 }

@@ -50,7 +50,7 @@ pub(crate) async fn listen(global: &Global, json: bool) -> anyhow::Result<()> {
                 if json {
                     json!({ "type": "broadcast", "text": text }).to_string()
                 } else {
-                    format!("[broadcast] {text}")
+                    format!("[broadcast] {}", super::format::printable(&text))
                 }
             }
             Event::FileOffer(offer) => {
