@@ -287,3 +287,38 @@ async fn connections_that_never_log_in_are_bounded() {
     let _alice = login(&server, "alice").await;
     server.stop().await;
 }
+
+#[tokio::test]
+async fn an_address_guessing_the_server_password_is_refused_even_with_the_right_one() {
+    let (_dir, server) = TestServer::start_temp(|c| c.password = Some("s3cret".into())).await;
+    let id = Identity::generate("mallory");
+    for guess in 0..30 {
+        let password = format!("guess-{guess}");
+        let (_, outcome) = attempt_login(
+            &server,
+            Some(&id),
+            "mallory",
+            DeviceId::NEW,
+            password.as_bytes(),
+        )
+        .await;
+        assert_eq!(outcome, denied(DenyCode::WrongPassword));
+    }
+    // The right password now waits: it is not even checked.
+    let (_, outcome) = attempt_login(&server, Some(&id), "mallory", DeviceId::NEW, b"s3cret").await;
+    assert_eq!(outcome, denied(DenyCode::WrongPassword));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_few_wrong_passwords_do_not_lock_out_the_right_one() {
+    let (_dir, server) = TestServer::start_temp(|c| c.password = Some("s3cret".into())).await;
+    let id = Identity::generate("alice");
+    for _ in 0..3 {
+        let (_, outcome) = attempt_login(&server, Some(&id), "alice", DeviceId::NEW, b"typo").await;
+        assert_eq!(outcome, denied(DenyCode::WrongPassword));
+    }
+    let (_, outcome) = attempt_login(&server, Some(&id), "alice", DeviceId::NEW, b"s3cret").await;
+    assert!(matches!(outcome, LoginOutcome::Accepted(_)), "{outcome:?}");
+    server.stop().await;
+}

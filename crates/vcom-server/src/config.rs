@@ -163,6 +163,12 @@ pub struct ServerConfig {
     pub auth: AuthMode,
     /// `open` (default) or `closed`.
     pub registration: Registration,
+    /// Wrong server passwords one address may give before its logins wait.
+    pub password_free_attempts: u32,
+    /// The longest an address that keeps guessing the server password waits, in
+    /// seconds (the wait doubles from 1 s with each further wrong one); 0 turns the
+    /// throttle off.
+    pub password_max_wait_secs: u64,
     /// Seconds a new connection has to complete TLS and log in.
     pub login_timeout_secs: u64,
     /// Seconds a file transfer may sit idle before it is aborted (270 reason 6).
@@ -197,6 +203,8 @@ impl Default for ServerConfig {
             password: None,
             auth: AuthMode::Key,
             registration: Registration::Open,
+            password_free_attempts: 5,
+            password_max_wait_secs: 300,
             login_timeout_secs: 10,
             transfer_idle_timeout_secs: 60,
             write_timeout_secs: 30,
@@ -326,6 +334,11 @@ impl ServerConfig {
             "must be 16 to 1000000",
         )?;
         check(
+            self.password_max_wait_secs <= 86_400,
+            "password_max_wait_secs",
+            "must be at most 86400 (a day)",
+        )?;
+        check(
             (1..=1_000_000).contains(&self.max_pending_logins),
             "max_pending_logins",
             "must be 1 to 1000000 (0 would refuse every login)",
@@ -341,6 +354,14 @@ impl ServerConfig {
     /// The decoder limits.
     pub fn protocol_limits(&self) -> Limits {
         self.limits.limits()
+    }
+
+    /// How wrong server passwords are throttled.
+    pub(crate) fn throttle_rules(&self) -> crate::throttle::ThrottleRules {
+        crate::throttle::ThrottleRules {
+            free_attempts: self.password_free_attempts,
+            max_wait: Duration::from_secs(self.password_max_wait_secs),
+        }
     }
 
     /// The login timeout.

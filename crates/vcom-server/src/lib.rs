@@ -28,6 +28,7 @@
 //! - `sync`: friend and block list sync (259-262).
 //! - `transfer`: file transfers (268-274), relayed with backpressure.
 //! - `policy`: blacklist and whitelist, compiled for login.
+//! - `throttle`: wrong server passwords slowed per address.
 //! - [`admin`]: the administrator's commands, in process and over `admin.sock`.
 //! - [`tap`]: the test-only packet counter behind `cargo xtask e2e`'s coverage table.
 //!
@@ -46,6 +47,7 @@ mod session;
 mod stats;
 mod sync;
 pub mod tap;
+mod throttle;
 pub mod tls;
 mod transfer;
 

@@ -37,14 +37,18 @@ fn deny<T>(code: DenyCode) -> Result<T, Refused> {
     Err(Refused::Denied(code))
 }
 
-/// Compares passwords in time independent of where they differ.
+/// Compares passwords in time independent of their contents and of the expected one's
+/// length: both are hashed (SHA-256), and the digests compared byte by byte without
+/// stopping at the first difference.
 fn password_matches(expected: &[u8], given: &[u8]) -> bool {
-    expected.len() == given.len()
-        && expected
-            .iter()
-            .zip(given)
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
+    let digest = |b: &[u8]| ring::digest::digest(&ring::digest::SHA256, b);
+    let (expected, given) = (digest(expected), digest(given));
+    expected
+        .as_ref()
+        .iter()
+        .zip(given.as_ref())
+        .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+        == 0
 }
 
 /// Runs every check and, when all pass, registers the user, binds its key and issues or
@@ -70,10 +74,19 @@ pub(crate) async fn check<S: Store>(
             return deny(DenyCode::NotWhitelisted);
         }
     }
-    if let Some(expected) = &shared.config.password
-        && !password_matches(expected.as_bytes(), &request.password)
-    {
-        return deny(DenyCode::WrongPassword);
+    if let Some(expected) = &shared.config.password {
+        let now = std::time::Instant::now();
+        if let Some(wait) = shared.throttle.wait(ip, now) {
+            tracing::warn!(%ip, wait_secs = wait.as_secs_f32().ceil(), "login refused unchecked: too many wrong server passwords from this address");
+            return deny(DenyCode::WrongPassword);
+        }
+        if !password_matches(expected.as_bytes(), &request.password) {
+            if let Some(wait) = shared.throttle.failed(ip, now) {
+                tracing::warn!(%ip, wait_secs = wait.as_secs(), "wrong server password again: this address waits before its next password is checked");
+            }
+            return deny(DenyCode::WrongPassword);
+        }
+        shared.throttle.succeeded(ip);
     }
     let known = shared.store.user(&user).await?;
     if known.is_none() && shared.config.registration == Registration::Closed {

@@ -64,6 +64,8 @@ pub(crate) struct Shared<S> {
     pub(crate) directory: Directory,
     pub(crate) sessions: Registry,
     pub(crate) policy: RwLock<PolicyCache>,
+    /// Wrong server passwords per address.
+    pub(crate) throttle: crate::throttle::Throttle,
     pub(crate) transfers: Transfers,
     pub(crate) stats: Stats,
     pub(crate) tap: Arc<Tap>,
@@ -227,6 +229,7 @@ impl<S: Store> Server<S> {
             directory,
             sessions: Registry::default(),
             policy: RwLock::new(policy),
+            throttle: crate::throttle::Throttle::new(config.throttle_rules()),
             transfers: Transfers::new(first_transfer),
             stats: Stats::default(),
             tap: Arc::new(Tap::new(config.packet_tap.clone())),
