@@ -770,3 +770,39 @@ async fn a_sender_held_back_by_a_recipient_who_then_declines_is_released_at_once
     drop(bob);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_sender_may_hold_only_max_transfers_per_user_open_offers() {
+    let (_dir, server, [mut alice, mut bob]) =
+        start_with_users(|c| c.max_transfers_per_user = 2, ["alice", "bob"]).await;
+    let first = request_id(&mut alice, "bob", 10, "one.txt").await;
+    let second = request_id(&mut alice, "bob", 10, "two.txt").await;
+    for expected in [first, second] {
+        assert_eq!(
+            recv_packet!(bob.client, FileTransferOffer).transfer,
+            expected
+        );
+    }
+    // Bob answers neither; a third offer is refused at once, like a blocked one.
+    let third = request_id(&mut alice, "bob", 10, "three.txt").await;
+    assert_eq!(
+        recv_packet!(alice.client, FileTransferAbort),
+        abort(third, AbortReason::NotAllowed)
+    );
+    assert!(
+        bob.client.round_trip().await.is_empty(),
+        "bob is not offered it"
+    );
+    // Once one ends, there is room again.
+    alice
+        .client
+        .send(abort(first, AbortReason::Cancelled))
+        .await;
+    let fourth = request_id(&mut alice, "bob", 10, "four.txt").await;
+    assert_eq!(
+        recv_packet!(bob.client, FileTransferAbort),
+        abort(first, AbortReason::Cancelled)
+    );
+    assert_eq!(recv_packet!(bob.client, FileTransferOffer).transfer, fourth);
+    server.stop().await;
+}

@@ -181,6 +181,9 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// Most logged-in connections from one IP address (0 = no limit).
     pub max_connections_per_ip: usize,
+    /// File transfers one user may have in progress at once (offered or streaming);
+    /// more are refused with 270 reason 4.
+    pub max_transfers_per_user: usize,
     /// Packets queued for one client before it counts as not reading and is dropped.
     pub outbound_queue: usize,
     /// Connections that may be in the TLS handshake or login at once; more are closed
@@ -211,6 +214,7 @@ impl Default for ServerConfig {
             max_file_size: i32::MAX as u64,
             max_connections: 100_000,
             max_connections_per_ip: 1_000,
+            max_transfers_per_user: 16,
             outbound_queue: 1024,
             max_pending_logins: 1024,
             limits: LimitsConfig::default(),
@@ -332,6 +336,11 @@ impl ServerConfig {
             (16..=1_000_000).contains(&self.outbound_queue),
             "outbound_queue",
             "must be 16 to 1000000",
+        )?;
+        check(
+            (1..=10_000).contains(&self.max_transfers_per_user),
+            "max_transfers_per_user",
+            "must be 1 to 10000",
         )?;
         check(
             self.password_max_wait_secs <= 86_400,

@@ -77,19 +77,39 @@ impl Transfers {
         self.active.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// A fresh identifier: positive, and never one of a transfer still in progress
+    /// (after `i32::MAX` they start again at 1, stepping over those in use).
     fn next_id(&self) -> TransferId {
-        // Positive identifiers; after i32::MAX they start again at 1.
-        let step = |n: i32| n.checked_add(1).unwrap_or(1);
-        let prev = self
-            .next
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| Some(step(n)))
-            .unwrap_or(0);
-        TransferId(step(prev))
+        let active = self.lock();
+        let mut prev = self.next.load(Ordering::Relaxed);
+        let id = next_free(&mut prev, |id| active.contains_key(&TransferId(id)));
+        self.next.store(prev, Ordering::Relaxed);
+        TransferId(id)
+    }
+
+    /// How many transfers `user` is sending now (offered or streaming).
+    fn sending(&self, user: &UserId) -> usize {
+        self.lock()
+            .values()
+            .filter(|t| t.sender.user == *user)
+            .count()
     }
 
     /// How many transfers are in progress.
     pub(crate) fn len(&self) -> usize {
         self.lock().len()
+    }
+}
+
+/// The identifier after `prev` that `in_use` does not claim, wrapping from `i32::MAX`
+/// to 1; `prev` becomes it. In-use identifiers are far fewer than `i32::MAX` (each
+/// sender holds a bounded number), so the loop ends.
+fn next_free(prev: &mut i32, in_use: impl Fn(i32) -> bool) -> i32 {
+    loop {
+        *prev = prev.checked_add(1).filter(|n| *n > 0).unwrap_or(1);
+        if !in_use(*prev) {
+            return *prev;
+        }
     }
 }
 
@@ -171,6 +191,9 @@ pub(crate) async fn on_request<S: Store>(
     };
     let refusal = if p.size.bytes() > shared.config.max_file_size {
         Some(AbortReason::TooLarge)
+    } else if shared.transfers.sending(conn.user()) >= shared.config.max_transfers_per_user {
+        tracing::warn!(user = %conn.user(), limit = shared.config.max_transfers_per_user, "file offer refused: too many transfers in progress from this user");
+        Some(AbortReason::NotAllowed)
     } else if !shared.directory.knows(&p.recipient)
         || shared.directory.blocks(&p.recipient, conn.user())
     {
@@ -503,5 +526,23 @@ pub(crate) async fn sweep<S: Store>(shared: Arc<Shared<S>>) {
         for id in stale {
             abort_both(&shared, id, AbortReason::TimedOut).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::next_free;
+
+    #[test]
+    fn transfer_ids_wrap_to_1_and_step_over_those_in_use() {
+        let mut prev = i32::MAX - 1;
+        assert_eq!(next_free(&mut prev, |_| false), i32::MAX);
+        let in_use = |id: i32| id == 1 || id == 2;
+        assert_eq!(
+            next_free(&mut prev, in_use),
+            3,
+            "1 and 2 are still in progress"
+        );
+        assert_eq!(next_free(&mut prev, in_use), 4);
     }
 }
