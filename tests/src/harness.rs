@@ -147,6 +147,14 @@ impl Identity {
             key_pkcs8: key.serialize_der(),
         }
     }
+
+    /// The fingerprint the server binds to a user who logs in with this key (lower-case
+    /// hex SHA-256 of the certificate's SubjectPublicKeyInfo).
+    pub fn key_sha256(&self) -> String {
+        vcom_server::tls::key_fingerprint(&self.cert)
+            .expect("a generated certificate parses")
+            .to_hex()
+    }
 }
 
 /// Trusts exactly one server certificate, by SHA-256, like the SDK's pin.

@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use vcom_protocol::{DenyCode, DeviceId, ServerPacket, Timestamp};
-use vcom_server::admin::{EntryKind, ListName};
+use vcom_server::admin::{AdminError, EntryKind, ListName};
 use vcom_server::{AdminRequest, AuthMode, Registration, ServerConfig};
 use vcom_tests::harness::{
     Identity, LoginOutcome, RawClient, TestServer, attempt_login, login, login_as, login_outcome,
@@ -172,6 +172,7 @@ async fn another_key_or_no_certificate_is_code_4_until_the_key_is_reset() {
     let out = server
         .admin(AdminRequest::UserResetKey {
             user: "alice".into(),
+            fingerprint: None,
         })
         .await;
     assert!(out.contains("reset"), "{out}");
@@ -187,6 +188,89 @@ async fn another_key_or_no_certificate_is_code_4_until_the_key_is_reset() {
         denied(DenyCode::KeyMismatch),
         "the old key is no longer bound"
     );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_key_reset_closes_the_users_sessions_and_the_next_login_binds_a_new_key() {
+    let (_dir, server, [mut alice, mut bob]) = start_with_users(|_| {}, ["alice", "bob"]).await;
+    let out = server
+        .admin(AdminRequest::UserResetKey {
+            user: "alice".into(),
+            fingerprint: None,
+        })
+        .await;
+    assert!(out.contains("ended 1 session"), "{out}");
+    alice.client.recv_until_closed().await;
+    bob.client.round_trip().await;
+
+    let new_key = Identity::generate("alice");
+    let (_, outcome) = attempt_login(&server, Some(&new_key), "alice", DeviceId::NEW, b"").await;
+    assert!(
+        matches!(outcome, LoginOutcome::Accepted(_)),
+        "the next login binds its key: {outcome:?}"
+    );
+    let (_, outcome) =
+        attempt_login(&server, Some(&alice.identity), "alice", alice.device, b"").await;
+    assert_eq!(
+        outcome,
+        denied(DenyCode::KeyMismatch),
+        "the old key is gone"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_key_reset_with_a_fingerprint_admits_only_that_key_and_closes_the_old_sessions() {
+    let (_dir, server) = TestServer::start_temp(|_| {}).await;
+    let mut phone = login(&server, "alice").await;
+    let mut laptop = login_as(&server, "alice", &phone.identity, DeviceId::NEW).await;
+    let handed_over = Identity::generate("alice");
+    let fingerprint = handed_over.key_sha256();
+    let out = server
+        .admin(AdminRequest::UserResetKey {
+            user: "alice".into(),
+            fingerprint: Some(fingerprint.to_uppercase()),
+        })
+        .await;
+    assert!(out.contains(&fingerprint), "{out}");
+    assert!(out.contains("ended 2 session"), "{out}");
+    phone.client.recv_until_closed().await;
+    laptop.client.recv_until_closed().await;
+
+    for (key, what) in [
+        (&Identity::generate("alice"), "a key nobody handed over"),
+        (&phone.identity, "the old key"),
+    ] {
+        let (_, outcome) = attempt_login(&server, Some(key), "alice", DeviceId::NEW, b"").await;
+        assert_eq!(outcome, denied(DenyCode::KeyMismatch), "{what}");
+    }
+    let (_, outcome) = attempt_login(&server, Some(&handed_over), "alice", phone.device, b"").await;
+    assert!(
+        matches!(outcome, LoginOutcome::Accepted(_)),
+        "the bound key logs in, on the user's old devices too: {outcome:?}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_key_reset_with_a_malformed_fingerprint_is_refused_and_changes_nothing() {
+    let (_dir, server) = TestServer::start_temp(|_| {}).await;
+    let mut alice = login(&server, "alice").await;
+    let refused = server
+        .admin
+        .execute(AdminRequest::UserResetKey {
+            user: "alice".into(),
+            fingerprint: Some("ab".repeat(31)),
+        })
+        .await;
+    assert!(
+        matches!(refused, Err(AdminError::Invalid(_))),
+        "{refused:?}"
+    );
+    alice.client.round_trip().await;
+    let again = login_as(&server, "alice", &alice.identity, alice.device).await;
+    assert_eq!(again.device, alice.device);
     server.stop().await;
 }
 

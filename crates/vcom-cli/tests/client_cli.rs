@@ -488,3 +488,95 @@ fn a_listener_keeps_listening_while_the_same_profile_sends() {
         (Some("alice"), Some("ok"))
     );
 }
+
+/// The fingerprint `vcom identity fingerprint` prints, checked to be one line of 64
+/// lower-case hex digits.
+fn fingerprint_of(assert: &assert_cmd::assert::Assert) -> String {
+    let out = stdout_of(assert);
+    let fingerprint = out.strip_suffix('\n').unwrap_or(&out);
+    assert!(
+        fingerprint.len() == 64
+            && fingerprint
+                .chars()
+                .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c)),
+        "not one line of 64 lower-case hex digits: {out:?}"
+    );
+    fingerprint.to_owned()
+}
+
+#[test]
+fn identity_fingerprint_prints_the_key_the_server_bound_and_needs_no_server() {
+    let world = World::new();
+    world.register("alice");
+    let fingerprint = fingerprint_of(&world.succeeds("alice", &["identity", "fingerprint"]));
+    world
+        .server
+        .admin()
+        .args(["user", "list"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(format!(
+            "alice\tkey={fingerprint}\t"
+        )));
+
+    let offline = AssertCommand::new(VCOM)
+        .args(["--server", "127.0.0.1:1", "--user", "alice", "--profile"])
+        .arg(world.profile("alice"))
+        .args(["identity", "fingerprint"])
+        .timeout(TIMEOUT)
+        .assert()
+        .success();
+    assert_eq!(fingerprint_of(&offline), fingerprint);
+}
+
+#[test]
+fn a_new_profile_logs_in_once_the_administrator_binds_its_fingerprint_and_the_old_key_is_shut_out()
+{
+    let world = World::new();
+    world.register("alice");
+    let mut old_listener = world.json_listener("alice");
+
+    let new = world
+        .vcom_device("alice", "new-laptop")
+        .args(["identity", "fingerprint"])
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("generated a new key"));
+    let fingerprint = fingerprint_of(&new);
+    let again = world.device_succeeds("alice", "new-laptop", &["identity", "fingerprint"]);
+    assert_eq!(fingerprint_of(&again), fingerprint, "the key is kept");
+    let refused = world
+        .vcom_device("alice", "new-laptop")
+        .args(["friends", "list"])
+        .assert()
+        .code(1);
+    assert!(
+        stderr_of(&refused).contains("vcom identity fingerprint"),
+        "{refused:?}"
+    );
+
+    world
+        .server
+        .admin()
+        .args(["user", "reset-key", "alice", "--fingerprint", &fingerprint])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("ended 1 session"));
+    assert_eq!(
+        old_listener.wait_exit(),
+        Some(1),
+        "the old key's session ends"
+    );
+    assert!(
+        old_listener
+            .rest_of_stderr()
+            .iter()
+            .any(|l| l.contains("the server closed the connection")),
+        "{:?}",
+        old_listener.seen_stderr
+    );
+    // The old key tries first: the binding leaves it no window to take the identity.
+    let shut_out = world.fails("alice", &["friends", "list"]);
+    assert!(stderr_of(&shut_out).contains("code 4"), "{shut_out:?}");
+    world.device_succeeds("alice", "new-laptop", &["friends", "list"]);
+}

@@ -6,7 +6,7 @@ mod support;
 
 use assert_cmd::Command as AssertCommand;
 use predicates::prelude::*;
-use support::{SERVER as BIN, Server, TIMEOUT, admin, admin_succeeds, serve_command};
+use support::{SERVER as BIN, Server, TIMEOUT, World, admin, admin_succeeds, serve_command};
 
 #[test]
 fn serve_prints_one_ready_line_and_exits_0_on_sigterm() {
@@ -165,6 +165,22 @@ fn admin_commands_work_against_a_running_server_and_survive_a_restart() {
     admin_succeeds(dir.path(), &["--json", "stats"])
         .stdout(predicate::str::starts_with("{\"ok\":true"));
     assert_eq!(server.terminate().code(), Some(0));
+}
+
+#[test]
+fn reset_key_with_a_malformed_fingerprint_is_bad_usage_and_changes_nothing() {
+    let world = World::new();
+    world.register("alice");
+    for bad in ["abc", &"g".repeat(64), &"ab".repeat(33)] {
+        world
+            .server
+            .admin()
+            .args(["user", "reset-key", "alice", "--fingerprint", bad])
+            .assert()
+            .code(2)
+            .stderr(predicate::str::contains("not a key fingerprint"));
+    }
+    world.succeeds("alice", &["friends", "list"]);
 }
 
 #[test]

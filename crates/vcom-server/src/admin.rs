@@ -15,7 +15,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio_util::sync::CancellationToken;
 use vcom_protocol::{Broadcast, GroupId, ServerPacket, UserId};
-use vcom_store::{PolicyEntry, PolicyList, Store, StoreError};
+use vcom_store::{KeyFingerprint, PolicyEntry, PolicyList, Store, StoreError};
 
 use crate::policy::{PolicyCache, parse_net};
 use crate::server::{ServerError, Shared};
@@ -99,10 +99,18 @@ pub enum AdminRequest {
     GroupList,
     /// Lists every known user.
     UserList,
-    /// Forgets the key bound to a user, so the next login binds a new one.
+    /// Replaces the key bound to a user and ends the user's online sessions, which
+    /// proved only the old key.
     UserResetKey {
         /// The user.
         user: String,
+        /// The new key's fingerprint (SHA-256 of the client certificate's
+        /// SubjectPublicKeyInfo, 64 hex digits, colons between byte pairs allowed), as
+        /// `vcom identity fingerprint` prints it: only that key can log in next. `None`
+        /// leaves the user unbound, so the next login, whoever makes it, binds its key.
+        /// Absent from requests of older `vcom-server admin` programs.
+        #[serde(default)]
+        fingerprint: Option<String>,
     },
     /// Lists the online sessions.
     Sessions,
@@ -182,6 +190,37 @@ impl<S> Clone for AdminHandle<S> {
 fn user_id(text: &str) -> Result<UserId, AdminError> {
     UserId::new(text)
         .map_err(|e| AdminError::Invalid(format!("invalid user identifier {text:?}: {e}")))
+}
+
+/// Parses a key fingerprint as `vcom identity fingerprint` prints it: 64 hex digits,
+/// either case, optionally with a colon between each pair (as many tools show digests).
+fn key_fingerprint(text: &str) -> Result<KeyFingerprint, AdminError> {
+    let invalid = || {
+        AdminError::Invalid(format!(
+            "{text:?} is not a key fingerprint (SHA-256: 64 hex digits, as `vcom identity fingerprint` prints it)"
+        ))
+    };
+    let trimmed = text.trim();
+    let pairs: Vec<&str> = if trimmed.contains(':') {
+        trimmed.split(':').collect()
+    } else {
+        trimmed
+            .as_bytes()
+            .chunks(2)
+            .map(|pair| std::str::from_utf8(pair).unwrap_or(""))
+            .collect()
+    };
+    let mut out = [0u8; 32];
+    if pairs.len() != out.len() {
+        return Err(invalid());
+    }
+    for (byte, pair) in out.iter_mut().zip(pairs) {
+        if pair.len() != 2 || !pair.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(invalid());
+        }
+        *byte = u8::from_str_radix(pair, 16).map_err(|_| invalid())?;
+    }
+    Ok(KeyFingerprint(out))
 }
 
 fn policy_entry(kind: EntryKind, value: &str) -> Result<PolicyEntry, AdminError> {
@@ -342,14 +381,24 @@ impl<S: Store> AdminHandle<S> {
                 }
                 Ok(out)
             }
-            AdminRequest::UserResetKey { user } => {
-                if self.shared.store.reset_key(&user_id(&user)?).await? {
-                    Ok(format!(
-                        "the key of {user} was reset: its next login binds a new key"
-                    ))
-                } else {
-                    Err(AdminError::NotFound(format!("unknown user {user}")))
+            AdminRequest::UserResetKey { user, fingerprint } => {
+                let id = user_id(&user)?;
+                let key = fingerprint.as_deref().map(key_fingerprint).transpose()?;
+                if !self.shared.store.reset_key(&id, key).await? {
+                    return Err(AdminError::NotFound(format!("unknown user {user}")));
                 }
+                // Only once the new binding is stored: a login from now on is checked
+                // against it, and every session (or login in flight) that proved the old
+                // key is ended.
+                let ended = self.shared.sessions.end_user(&id);
+                tracing::info!(%user, sessions = ended, bound = key.is_some(), "key reset");
+                let bound = match key {
+                    Some(key) => format!("now bound to key {}: only it can log in", key.to_hex()),
+                    None => "reset: its next login binds a new key".to_owned(),
+                };
+                Ok(format!(
+                    "the key of {user} was {bound}; ended {ended} session(s)"
+                ))
             }
             AdminRequest::Sessions => {
                 let mut sessions = self.shared.sessions.all();
@@ -538,6 +587,50 @@ async fn serve_client<S: Store>(admin: AdminHandle<S>, stream: UnixStream) {
         text.push('\n');
         if write.write_all(text.as_bytes()).await.is_err() {
             return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fingerprint_is_64_hex_digits_in_either_case_with_or_without_colons() {
+        let plain = "00ff".repeat(16);
+        let expected = KeyFingerprint(std::array::from_fn(|i| if i % 2 == 0 { 0 } else { 0xff }));
+        assert_eq!(key_fingerprint(&plain).ok(), Some(expected));
+        assert_eq!(key_fingerprint(&plain.to_uppercase()).ok(), Some(expected));
+        let colons = ["00", "FF"].repeat(16).join(":");
+        assert_eq!(key_fingerprint(&colons).ok(), Some(expected));
+        assert_eq!(key_fingerprint(&expected.to_hex()).ok(), Some(expected));
+    }
+
+    #[test]
+    fn a_malformed_fingerprint_is_an_invalid_argument() {
+        let long = "ab".repeat(33);
+        let short = "ab".repeat(31);
+        let odd = format!("{}a", "ab".repeat(31));
+        let not_hex = format!("{}zz", "ab".repeat(31));
+        let sign = format!("{}+f", "ab".repeat(31));
+        let bad_colons = format!("a:b{}", "ab".repeat(31));
+        let empty_pair = format!("{}:", ["ab"].repeat(31).join(":"));
+        let multibyte = format!("{}é", "ab".repeat(31));
+        for bad in [
+            "",
+            &long,
+            &short,
+            &odd,
+            &not_hex,
+            &sign,
+            &bad_colons,
+            &empty_pair,
+            &multibyte,
+        ] {
+            assert!(
+                matches!(key_fingerprint(bad), Err(AdminError::Invalid(_))),
+                "{bad:?} was accepted"
+            );
         }
     }
 }

@@ -106,7 +106,7 @@ pub(crate) async fn serve<S: Store>(
         _ = shared.shutdown.cancelled() => return,
         r = tokio::time::timeout(deadline, handshake_and_login(&shared, acceptor, tcp, addr)) => r,
     };
-    let (transport, accepted) = match login {
+    let (transport, accepted, key_resets) = match login {
         Err(_) => {
             tracing::info!(%addr, "no login within {}s: disconnected", deadline.as_secs());
             return;
@@ -115,7 +115,7 @@ pub(crate) async fn serve<S: Store>(
         Ok(Some(ok)) => ok,
     };
     drop(login_permit);
-    run_session(shared, transport, accepted, addr).await;
+    run_session(shared, transport, accepted, key_resets, addr).await;
 }
 
 /// Turns on TCP keep-alive so dead peers of idle sessions are found and dropped.
@@ -129,12 +129,14 @@ fn set_keepalive(tcp: &TcpStream) {
     }
 }
 
+/// The TLS handshake and the login; on success also the user's key-reset count read
+/// before the key was checked (for [`crate::session::Registry::insert`]).
 async fn handshake_and_login<S: Store>(
     shared: &Shared<S>,
     acceptor: TlsAcceptor,
     tcp: TcpStream,
     addr: SocketAddr,
-) -> Option<(Transport, Accepted)> {
+) -> Option<(Transport, Accepted, u64)> {
     let tls = match acceptor.accept(tcp).await {
         Ok(tls) => tls,
         Err(e) => {
@@ -166,6 +168,8 @@ async fn handshake_and_login<S: Store>(
         }
         None => return None,
     };
+    // Read before the key is checked: a reset of the key from here on ends the session.
+    let key_resets = shared.sessions.key_resets(&request.user);
     match login::check(shared, &request, addr.ip(), key).await {
         Ok(accepted) => {
             Stats::bump(&shared.stats.logins);
@@ -173,7 +177,7 @@ async fn handshake_and_login<S: Store>(
                 user = %accepted.user, device = %accepted.device, %addr,
                 new_device = request.device == DeviceId::NEW, "login accepted"
             );
-            Some((transport, accepted))
+            Some((transport, accepted, key_resets))
         }
         Err(Refused::Denied(code)) => {
             Stats::bump(&shared.stats.denials);
@@ -211,6 +215,7 @@ async fn run_session<S: Store>(
     shared: Arc<Shared<S>>,
     mut transport: Transport,
     accepted: Accepted,
+    key_resets: u64,
     addr: SocketAddr,
 ) {
     let (tx, rx) = mpsc::channel(shared.config.outbound_queue);
@@ -227,7 +232,7 @@ async fn run_session<S: Store>(
         kill: kill.clone(),
     };
     // Registered before the backlog is read, so nothing stored meanwhile is missed.
-    shared.sessions.insert(session.clone());
+    shared.sessions.insert(session.clone(), key_resets);
     transport.set_backpressure_boundary(WRITE_BUFFER);
     let (sink, stream) = transport.split();
     let writer = tokio::spawn(write_loop(

@@ -63,6 +63,9 @@ struct Sessions {
     by_user: HashMap<UserId, Vec<SessionHandle>>,
     per_ip: HashMap<IpAddr, usize>,
     total: usize,
+    /// How many times each user's key was reset while this server runs (users never
+    /// reset are absent): see [`Registry::key_resets`].
+    key_resets: HashMap<String, u64>,
 }
 
 impl Sessions {
@@ -101,15 +104,43 @@ impl Registry {
         self.sessions.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Adds a session.
+    /// How many times the key of `user` has been reset ([`Registry::end_user`]) while
+    /// this server runs.
+    ///
+    /// A login reads this before it checks the key against the store and hands it to
+    /// [`Registry::insert`]: a reset that lands between that check and the session's
+    /// registration would otherwise miss the session, and leave a key that is no longer
+    /// bound connected.
+    pub(crate) fn key_resets(&self, user: &str) -> u64 {
+        self.lock().key_resets.get(user).copied().unwrap_or(0)
+    }
+
+    /// Adds a session whose login read `key_resets` ([`Registry::key_resets`]) before
+    /// checking its key.
+    ///
+    /// If the user's key has been reset since, the key this login proved may no longer
+    /// be bound: the session is disconnected at once (still registered, so that it
+    /// leaves like any other) and the client logs in again against the new binding.
     ///
     /// A device may hold several sessions at once (say `vcom listen` in one terminal and
     /// a one-shot `vcom send` of the same profile in another): each gets what is
     /// addressed to the user. A session whose peer vanished is found by TCP keep-alive
     /// or the write timeout, not by a newer login.
-    pub(crate) fn insert(&self, handle: SessionHandle) {
+    pub(crate) fn insert(&self, handle: SessionHandle, key_resets: u64) {
         let mut guard = self.lock();
         let inner = &mut *guard;
+        let resets_now = inner
+            .key_resets
+            .get(handle.user.as_str())
+            .copied()
+            .unwrap_or(0);
+        if resets_now != key_resets {
+            tracing::info!(
+                user = %handle.user, device = %handle.device, addr = %handle.addr,
+                "the user's key was reset during this login: disconnecting"
+            );
+            handle.kill.cancel();
+        }
         inner.count_in(handle.addr.ip());
         inner
             .by_user
@@ -166,6 +197,31 @@ impl Registry {
         }
     }
 
+    /// Disconnects every session of `user`, and any of its logins that checked the key
+    /// before now (see [`Registry::key_resets`]); returns how many sessions it ended
+    /// (sessions already on their way out are not counted).
+    ///
+    /// Called after the user's key binding changed in the store: a session proved only
+    /// the key bound when it logged in, so it must not outlive that binding.
+    pub(crate) fn end_user(&self, user: &UserId) -> usize {
+        let mut guard = self.lock();
+        *guard
+            .key_resets
+            .entry(user.as_str().to_owned())
+            .or_default() += 1;
+        let sessions = guard.by_user.get(user).map_or(&[][..], Vec::as_slice);
+        let mut ended = 0;
+        for session in sessions.iter().filter(|s| !s.kill.is_cancelled()) {
+            tracing::info!(
+                user = %session.user, device = %session.device, addr = %session.addr,
+                "the user's key was reset: disconnecting"
+            );
+            session.kill.cancel();
+            ended += 1;
+        }
+        ended
+    }
+
     /// The user's online sessions.
     pub(crate) fn of_user(&self, user: &UserId) -> Vec<SessionHandle> {
         self.lock().by_user.get(user).cloned().unwrap_or_default()
@@ -180,5 +236,64 @@ impl Registry {
     pub(crate) fn counts(&self, ip: IpAddr) -> (usize, usize) {
         let guard = self.lock();
         (guard.total, guard.per_ip.get(&ip).copied().unwrap_or(0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn handle(registry: &Registry, user: &str) -> SessionHandle {
+        let (tx, _) = mpsc::channel(1);
+        let (chunks, _) = mpsc::channel(1);
+        SessionHandle {
+            conn: registry.next_conn(),
+            user: UserId::new(user).unwrap(),
+            device: DeviceId(1),
+            addr: "127.0.0.1:5000".parse().unwrap(),
+            since: Timestamp(0),
+            tx,
+            chunks,
+            kill: CancellationToken::new(),
+        }
+    }
+
+    #[test]
+    fn ending_a_user_disconnects_its_sessions_only_and_counts_them() {
+        let registry = Registry::default();
+        let alice = [handle(&registry, "alice"), handle(&registry, "alice")];
+        let bob = handle(&registry, "bob");
+        for h in alice.iter().chain([&bob]) {
+            registry.insert(h.clone(), 0);
+        }
+        assert_eq!(registry.end_user(&alice[0].user), 2);
+        assert!(alice.iter().all(|h| h.kill.is_cancelled()));
+        assert!(!bob.kill.is_cancelled());
+        assert_eq!(
+            registry.end_user(&alice[0].user),
+            0,
+            "sessions already ending are not counted again"
+        );
+    }
+
+    #[test]
+    fn a_login_that_checked_its_key_before_a_reset_is_disconnected_when_it_registers() {
+        let registry = Registry::default();
+        let raced = handle(&registry, "alice");
+        let before = registry.key_resets("alice");
+        // The reset lands between the login's key check and its registration.
+        assert_eq!(registry.end_user(&raced.user), 0);
+        registry.insert(raced.clone(), before);
+        assert!(raced.kill.is_cancelled());
+
+        let after = handle(&registry, "alice");
+        registry.insert(after.clone(), registry.key_resets("alice"));
+        assert!(
+            !after.kill.is_cancelled(),
+            "a login checked against the new binding stays"
+        );
+        let other = handle(&registry, "bob");
+        registry.insert(other.clone(), before);
+        assert!(!other.kill.is_cancelled(), "other users are not affected");
     }
 }

@@ -313,8 +313,15 @@ pub trait Store: Clone + Send + Sync + 'static {
         device: DeviceId,
         now: Timestamp,
     ) -> impl Future<Output = StoreResult<LoginRecord>> + Send;
-    /// Removes the user's key binding; the next login binds a new key. False if unknown.
-    fn reset_key(&self, user: &UserId) -> impl Future<Output = StoreResult<bool>> + Send;
+    /// Replaces the user's key binding, whatever it was: with `key`, so that only the
+    /// holder of that key can log in next (the administrator binds a key the user
+    /// handed over, leaving no window for anyone else), or with none, so that the next
+    /// login binds its own. False if the user is unknown.
+    fn reset_key(
+        &self,
+        user: &UserId,
+        key: Option<KeyFingerprint>,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
     /// Every known user, ordered by identifier.
     fn users(&self) -> impl Future<Output = StoreResult<Vec<UserRecord>>> + Send;
 

@@ -146,10 +146,16 @@ enum GroupAction {
 enum UserAction {
     /// List known users.
     List,
-    /// Forget USER's key: the next login binds a new one.
+    /// Replace USER's key and end USER's online sessions: the next login binds a new
+    /// key, or with --fingerprint only that key can log in.
     ResetKey {
         /// The user.
         user: String,
+        /// Bind this key instead of leaving the user unbound: the SHA-256 that `vcom
+        /// identity fingerprint` prints on the user's device (64 hex digits, colons
+        /// between byte pairs allowed).
+        #[arg(long, value_name = "SHA256")]
+        fingerprint: Option<String>,
     },
 }
 
@@ -294,7 +300,9 @@ fn request_for(command: AdminCommand) -> AdminRequest {
         },
         AdminCommand::User { action } => match action {
             UserAction::List => AdminRequest::UserList,
-            UserAction::ResetKey { user } => AdminRequest::UserResetKey { user },
+            UserAction::ResetKey { user, fingerprint } => {
+                AdminRequest::UserResetKey { user, fingerprint }
+            }
         },
         AdminCommand::Sessions => AdminRequest::Sessions,
         AdminCommand::Stats => AdminRequest::Stats,

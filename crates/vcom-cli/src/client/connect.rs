@@ -136,8 +136,9 @@ fn explain(e: ClientError, global: &Global, profile: &Path) -> anyhow::Error {
                 DenyCode::WrongPassword => "; give the right one with --password or VCOM_PASSWORD",
                 DenyCode::KeyMismatch => {
                     "; this profile holds another key: use the profile that logged in \
-                     first, or move its identity here with `vcom identity export` and \
-                     `vcom identity import` (into a new profile)"
+                     first, move its identity here with `vcom identity export` and \
+                     `vcom identity import` (into a new profile), or ask the administrator \
+                     to bind this profile's key, which `vcom identity fingerprint` prints"
                 }
                 DenyCode::UnknownDevice => {
                     "; the profile's device id was not issued by this server: use one \

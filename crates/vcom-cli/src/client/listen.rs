@@ -95,8 +95,8 @@ pub(crate) fn disconnected(reason: DisconnectReason) -> anyhow::Result<()> {
     match reason {
         DisconnectReason::Closed => Ok(()),
         DisconnectReason::ServerClosed => Err(anyhow!(
-            "the server closed the connection (it stopped, or another program logged in \
-             with this profile)"
+            "the server closed the connection (it stopped, another program logged in \
+             with this profile, or the administrator reset this user's key)"
         )),
         DisconnectReason::Error(e) => Err(lost(e)),
         other => Err(anyhow!("disconnected: {other:?}")),

@@ -144,9 +144,10 @@ pub enum Command {
         #[arg(long)]
         once: bool,
     },
-    /// Export or import your identity (key and certificate), for another device.
+    /// Export or import your identity (key and certificate), for another device, or
+    /// print your key's fingerprint, for the administrator.
     Identity {
-        /// Export or import.
+        /// Export, import or fingerprint.
         #[command(subcommand)]
         action: IdentityAction,
     },
@@ -193,9 +194,14 @@ pub enum ListAction {
     },
 }
 
-/// Moving the identity between devices of one user.
+/// Moving the identity between devices of one user, or showing which key it holds.
 #[derive(Debug, Subcommand)]
 pub enum IdentityAction {
+    /// Print the SHA-256 of your public key (64 hex digits), the value the server binds
+    /// to your user identifier; give it to the administrator, who binds it with
+    /// `vcom-server admin user reset-key USER --fingerprint SHA256`. Works offline;
+    /// creates a key if the profile has none yet.
+    Fingerprint,
     /// Write the identity (private key and certificate, PEM) to a new file, mode 0600.
     Export {
         /// The file to create; an existing file is never overwritten.

@@ -199,9 +199,13 @@ impl Store for SqliteStore {
         self.write(move |c, _| users::record_login(c, &user, key, device, now))
     }
 
-    fn reset_key(&self, user: &UserId) -> impl Future<Output = StoreResult<bool>> + Send {
+    fn reset_key(
+        &self,
+        user: &UserId,
+        key: Option<KeyFingerprint>,
+    ) -> impl Future<Output = StoreResult<bool>> + Send {
         let user = user.clone();
-        self.write(move |c, _| users::reset_key(c, &user))
+        self.write(move |c, _| users::reset_key(c, &user, key))
     }
 
     fn users(&self) -> impl Future<Output = StoreResult<Vec<UserRecord>>> + Send {

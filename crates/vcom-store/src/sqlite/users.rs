@@ -82,10 +82,14 @@ pub(crate) fn record_login(
     Ok(LoginRecord::Recorded { device, new_device })
 }
 
-pub(crate) fn reset_key(conn: &Connection, user: &UserId) -> StoreResult<bool> {
+pub(crate) fn reset_key(
+    conn: &Connection,
+    user: &UserId,
+    key: Option<KeyFingerprint>,
+) -> StoreResult<bool> {
     let changed = conn
-        .prepare_cached("UPDATE users SET key_sha256 = NULL WHERE id = ?1")?
-        .execute([user.as_str()])?;
+        .prepare_cached("UPDATE users SET key_sha256 = ?2 WHERE id = ?1")?
+        .execute(params![user.as_str(), key.map(|k| k.0)])?;
     Ok(changed == 1)
 }
 

@@ -87,7 +87,7 @@ async fn resetting_a_key_unbinds_it_so_a_new_key_can_bind() {
         .register_user(&uid("alice"), Some(KEY_A), ts(1))
         .await
         .unwrap();
-    assert!(t.store.reset_key(&uid("alice")).await.unwrap());
+    assert!(t.store.reset_key(&uid("alice"), None).await.unwrap());
     assert_eq!(
         t.store.user(&uid("alice")).await.unwrap().unwrap().key,
         None
@@ -100,9 +100,46 @@ async fn resetting_a_key_unbinds_it_so_a_new_key_can_bind() {
 }
 
 #[tokio::test]
-async fn resetting_the_key_of_an_unknown_user_is_false() {
+async fn resetting_a_key_to_a_given_key_binds_that_key_so_only_it_logs_in() {
     let t = store();
-    assert!(!t.store.reset_key(&uid("nobody")).await.unwrap());
+    t.store
+        .register_user(&uid("alice"), Some(KEY_A), ts(1))
+        .await
+        .unwrap();
+    assert!(t.store.reset_key(&uid("alice"), Some(KEY_B)).await.unwrap());
+    assert_eq!(
+        t.store.user(&uid("alice")).await.unwrap().unwrap().key,
+        Some(KEY_B)
+    );
+    let old = t
+        .store
+        .record_login(&uid("alice"), Some(KEY_A), DeviceId::NEW, ts(2))
+        .await
+        .unwrap();
+    assert_eq!(
+        old,
+        LoginRecord::KeyConflict,
+        "the old key no longer logs in"
+    );
+    let new = t
+        .store
+        .record_login(&uid("alice"), Some(KEY_B), DeviceId::NEW, ts(3))
+        .await
+        .unwrap();
+    assert!(matches!(new, LoginRecord::Recorded { .. }), "{new:?}");
+}
+
+#[tokio::test]
+async fn resetting_the_key_of_an_unknown_user_is_false_and_registers_nobody() {
+    let t = store();
+    assert!(!t.store.reset_key(&uid("nobody"), None).await.unwrap());
+    assert!(
+        !t.store
+            .reset_key(&uid("nobody"), Some(KEY_B))
+            .await
+            .unwrap()
+    );
+    assert_eq!(t.store.user(&uid("nobody")).await.unwrap(), None);
 }
 
 #[tokio::test]
