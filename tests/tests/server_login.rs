@@ -332,6 +332,106 @@ async fn a_packet_other_than_256_before_login_closes_the_connection() {
 }
 
 #[tokio::test]
+async fn before_login_a_large_packet_is_refused_at_its_header_not_buffered() {
+    // A long login timeout: only the decoder's limit can end this connection soon.
+    let (_dir, server) = TestServer::start_temp(|c| c.login_timeout_secs = 600).await;
+    let mut early = RawClient::connect(&server, Some(&Identity::generate("e"))).await;
+    // A 266 announcing a 1 000 000-byte body, of which only the header is sent.
+    let mut header = Vec::new();
+    header.extend_from_slice(&266i32.to_be_bytes());
+    header.extend_from_slice(&3i32.to_be_bytes());
+    header.extend_from_slice(b"bob");
+    header.extend_from_slice(&7i64.to_be_bytes());
+    header.push(1);
+    header.extend_from_slice(&1_000_000i32.to_be_bytes());
+    early.send_raw(&header).await;
+    assert!(early.recv_until_closed().await.is_empty());
+    // Logging in still works, and after it the full limits apply.
+    let mut alice = login(&server, "alice").await;
+    alice
+        .client
+        .send(vcom_tests::harness::text_to(
+            "alice",
+            &"x".repeat(100_000),
+            1,
+        ))
+        .await;
+    assert!(alice.client.round_trip().await.is_empty());
+    server.stop().await;
+}
+
+/// A TCP connection from `source` that sends nothing.
+async fn silent_from(source: &str, server: &TestServer) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+    socket.connect(server.addr).await.unwrap()
+}
+
+/// Whether the server closes `tcp` (EOF or reset) within `within`.
+async fn closed_within(tcp: &mut tokio::net::TcpStream, within: std::time::Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 64];
+    matches!(
+        tokio::time::timeout(within, tcp.read(&mut buf)).await,
+        Ok(Ok(0) | Err(_))
+    )
+}
+
+#[tokio::test]
+async fn silent_sockets_from_one_address_cannot_lock_out_another() {
+    let (_dir, server) = TestServer::start_temp(|c| {
+        c.max_pending_logins = 8;
+        c.max_pending_logins_per_ip = 4;
+        c.login_timeout_secs = 600;
+        c.handshake_timeout_secs = 600;
+    })
+    .await;
+    let mut squatters = Vec::new();
+    // Until 127.0.0.2 is refused at once: then it holds every place it may hold.
+    let saturated = async {
+        loop {
+            let mut probe = silent_from("127.0.0.2", &server).await;
+            if closed_within(&mut probe, std::time::Duration::from_millis(200)).await {
+                return;
+            }
+            squatters.push(probe);
+        }
+    };
+    tokio::time::timeout(vcom_tests::harness::TIMEOUT, saturated)
+        .await
+        .expect("127.0.0.2 reaches its cap");
+    // A probe the busy server refused late may sit among them: count those it holds.
+    let mut held = 0;
+    for squatter in &mut squatters {
+        if !closed_within(squatter, std::time::Duration::from_millis(50)).await {
+            held += 1;
+        }
+    }
+    assert!(
+        held <= 4,
+        "at most 4 places held by 127.0.0.2, found {held}"
+    );
+    // 127.0.0.1 still logs in.
+    let _alice = login(&server, "alice").await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_socket_that_never_starts_tls_gives_its_place_back_after_the_handshake_timeout() {
+    let (_dir, server) = TestServer::start_temp(|c| {
+        c.login_timeout_secs = 600;
+        c.handshake_timeout_secs = 1;
+    })
+    .await;
+    let mut silent = silent_from("127.0.0.1", &server).await;
+    assert!(
+        closed_within(&mut silent, vcom_tests::harness::TIMEOUT).await,
+        "dropped after the handshake timeout, long before the login timeout"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn connections_that_never_log_in_are_bounded() {
     let (_dir, server) = TestServer::start_temp(|c| c.max_pending_logins = 1).await;
     let target = vcom_tests::harness::Endpoint::target(&server);

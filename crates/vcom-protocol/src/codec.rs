@@ -76,6 +76,11 @@ impl<In, Out> VcomCodec<In, Out> {
             _types: PhantomData,
         }
     }
+
+    /// Enforces `limits` from the next packet on (a server widens them after login).
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
+    }
 }
 
 impl<In: Incoming, Out> Decoder for VcomCodec<In, Out> {

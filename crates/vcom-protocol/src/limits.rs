@@ -28,6 +28,19 @@ impl Limits {
 
     /// The largest chunk of file data one FileChunk (273) may carry.
     pub const MAX_CHUNK_LEN: usize = 1024;
+
+    /// The limits for a connection that has not logged in: only a ConnectionRequest
+    /// (256) is legal there, so every other field a packet could announce (a message
+    /// body, a list, a file name) may be empty at most. A peer that has not logged in
+    /// then makes a server buffer no more than one 256 before it is refused.
+    pub fn before_login(self) -> Limits {
+        Limits {
+            max_message_len: 0,
+            max_list_len: 0,
+            max_file_name_len: 0,
+            ..self
+        }
+    }
 }
 
 impl Default for Limits {

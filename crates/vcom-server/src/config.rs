@@ -189,6 +189,11 @@ pub struct ServerConfig {
     /// Connections that may be in the TLS handshake or login at once; more are closed
     /// at once (they have not logged in, so there is no one to answer).
     pub max_pending_logins: usize,
+    /// Of those, how many may come from one IP address (0 = no per-address cap).
+    pub max_pending_logins_per_ip: usize,
+    /// Seconds a new connection has to complete the TLS handshake (at most
+    /// `login_timeout_secs`): a socket that says nothing gives its place back soon.
+    pub handshake_timeout_secs: u64,
     /// Decoder limits.
     pub limits: LimitsConfig,
     /// TLS certificate and key.
@@ -217,6 +222,8 @@ impl Default for ServerConfig {
             max_transfers_per_user: 16,
             outbound_queue: 1024,
             max_pending_logins: 1024,
+            max_pending_logins_per_ip: 32,
+            handshake_timeout_secs: 5,
             limits: LimitsConfig::default(),
             tls: TlsConfig::default(),
             retention: RetentionConfig::default(),
@@ -343,6 +350,16 @@ impl ServerConfig {
             "must be 1 to 10000",
         )?;
         check(
+            self.max_pending_logins_per_ip <= 1_000_000,
+            "max_pending_logins_per_ip",
+            "must be at most 1000000",
+        )?;
+        check(
+            self.handshake_timeout_secs >= 1,
+            "handshake_timeout_secs",
+            "must be at least 1",
+        )?;
+        check(
             self.password_max_wait_secs <= 86_400,
             "password_max_wait_secs",
             "must be at most 86400 (a day)",
@@ -371,6 +388,11 @@ impl ServerConfig {
             free_attempts: self.password_free_attempts,
             max_wait: Duration::from_secs(self.password_max_wait_secs),
         }
+    }
+
+    /// The TLS handshake timeout (never longer than the login timeout).
+    pub fn handshake_timeout(&self) -> Duration {
+        Duration::from_secs(self.handshake_timeout_secs.min(self.login_timeout_secs))
     }
 
     /// The login timeout.

@@ -97,6 +97,10 @@ pub(crate) async fn serve<S: Store>(
     set_keepalive(&tcp);
     // Connections still logging in are bounded: a flood of half-open handshakes cannot
     // exhaust memory or file descriptors for everyone else.
+    let Some(address_slot) = shared.pending_per_ip.try_take(addr.ip()) else {
+        tracing::warn!(%addr, "too many connections from this address still logging in: refused");
+        return;
+    };
     let Ok(login_permit) = shared.pending_logins.clone().try_acquire_owned() else {
         tracing::warn!(%addr, "too many connections still logging in: refused");
         return;
@@ -115,6 +119,7 @@ pub(crate) async fn serve<S: Store>(
         Ok(Some(ok)) => ok,
     };
     drop(login_permit);
+    drop(address_slot);
     run_session(shared, transport, accepted, key_resets, addr).await;
 }
 
@@ -137,10 +142,15 @@ async fn handshake_and_login<S: Store>(
     tcp: TcpStream,
     addr: SocketAddr,
 ) -> Option<(Transport, Accepted, u64)> {
-    let tls = match acceptor.accept(tcp).await {
-        Ok(tls) => tls,
-        Err(e) => {
+    let handshake = tokio::time::timeout(shared.config.handshake_timeout(), acceptor.accept(tcp));
+    let tls = match handshake.await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
             tracing::info!(%addr, error = %e, "TLS handshake failed");
+            return None;
+        }
+        Err(_) => {
+            tracing::info!(%addr, "no TLS handshake within {}s: disconnected", shared.config.handshake_timeout().as_secs());
             return None;
         }
     };
@@ -150,7 +160,12 @@ async fn handshake_and_login<S: Store>(
         .peer_certificates()
         .and_then(|certs| certs.first())
         .and_then(crate::tls::key_fingerprint);
-    let mut transport = Framed::new(tls, TappedCodec::new(shared.limits, shared.tap.clone()));
+    // Until it has logged in, a connection may send nothing but a 256: nothing larger
+    // is buffered for it.
+    let mut transport = Framed::new(
+        tls,
+        TappedCodec::new(shared.limits.before_login(), shared.tap.clone()),
+    );
     let request = match transport.next().await {
         Some(Ok(ClientPacket::ConnectionRequest(request))) => request,
         Some(Ok(other)) => {
@@ -172,6 +187,7 @@ async fn handshake_and_login<S: Store>(
     let key_resets = shared.sessions.key_resets(&request.user);
     match login::check(shared, &request, addr.ip(), key).await {
         Ok(accepted) => {
+            transport.codec_mut().set_limits(shared.limits);
             Stats::bump(&shared.stats.logins);
             tracing::info!(
                 user = %accepted.user, device = %accepted.device, %addr,

@@ -27,6 +27,7 @@
 //!   message path never waits on a store read.
 //! - `sync`: friend and block list sync (259-262).
 //! - `transfer`: file transfers (268-274), relayed with backpressure.
+//! - `pending`: connections still logging in, counted per address.
 //! - `policy`: blacklist and whitelist, compiled for login.
 //! - `throttle`: wrong server passwords slowed per address.
 //! - [`admin`]: the administrator's commands, in process and over `admin.sock`.
@@ -41,6 +42,7 @@ mod connection;
 mod delivery;
 mod directory;
 mod login;
+mod pending;
 mod policy;
 mod server;
 mod session;

@@ -71,6 +71,8 @@ pub(crate) struct Shared<S> {
     pub(crate) tap: Arc<Tap>,
     /// Permits for connections that have not logged in yet.
     pub(crate) pending_logins: Arc<tokio::sync::Semaphore>,
+    /// The same, per address.
+    pub(crate) pending_per_ip: Arc<crate::pending::PendingLogins>,
     /// Cancelled when the server shuts down.
     pub(crate) shutdown: CancellationToken,
     /// Every connection task, so shutdown can wait for them.
@@ -234,6 +236,7 @@ impl<S: Store> Server<S> {
             stats: Stats::default(),
             tap: Arc::new(Tap::new(config.packet_tap.clone())),
             pending_logins: Arc::new(tokio::sync::Semaphore::new(config.max_pending_logins)),
+            pending_per_ip: crate::pending::PendingLogins::new(config.max_pending_logins_per_ip),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             config,

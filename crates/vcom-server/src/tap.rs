@@ -122,6 +122,11 @@ impl TappedCodec {
             tap,
         }
     }
+
+    /// Enforces `limits` from the next packet on.
+    pub(crate) fn set_limits(&mut self, limits: vcom_protocol::Limits) {
+        self.inner.set_limits(limits);
+    }
 }
 
 impl tokio_util::codec::Decoder for TappedCodec {
