@@ -1,7 +1,7 @@
 //! Annotated hex dumps of encoded packets, for golden snapshots a reader checks by eye.
 //!
 //! The annotator reads the bytes with its own, deliberately plain copy of the layouts in
-//! `docs/protocol.md` (the wiki plus `DESIGN.md`), not with `vcom-protocol`'s decoder:
+//! `docs/protocol.md` (the wiki plus this project's decisions), not with `vcom-protocol`'s decoder:
 //! a snapshot is then a second opinion on the encoder, and a field out of place shows up
 //! as a dump that does not parse or that names the wrong values.
 

@@ -1,6 +1,6 @@
 //! Golden wire vectors: the exact bytes of every packet, annotated field by field.
 //!
-//! Each snapshot in `snapshots/` was reviewed by eye against the wiki and `DESIGN.md`.
+//! Each snapshot in `snapshots/` was reviewed by eye against the wiki and `docs/protocol.md`.
 //! A changed snapshot means the wire format changed: that is never a routine update.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

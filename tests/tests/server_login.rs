@@ -1,5 +1,5 @@
 //! Login over real TLS: 257 with device ids, and every ConnectionDenied (258) code in
-//! the order `DESIGN.md` section 2 fixes.
+//! the order `docs/protocol.md` fixes.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use vcom_protocol::{DenyCode, DeviceId, ServerPacket, Timestamp};

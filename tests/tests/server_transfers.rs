@@ -1,4 +1,4 @@
-//! File transfers (268-274) over real TLS, `DESIGN.md` section 5: the relay is byte-exact
+//! File transfers (268-274) over real TLS, `docs/protocol.md`: the relay is byte-exact
 //! and in order, every 270 reason is sent when its rule says, transfers are logged, chat
 //! overtakes file data, and a recipient that stops reading holds the sender back instead
 //! of growing the server's memory.
@@ -693,7 +693,7 @@ async fn a_message_overtakes_file_data_queued_for_a_recipient_who_is_not_reading
 
 /// Bob accepts a 100 MiB file and stops reading; alice streams as fast as the server
 /// lets her. This proves the relay reads from the sender only as fast as the recipient
-/// takes data (`DESIGN.md` section 5):
+/// takes data (`docs/protocol.md`):
 ///
 /// - alice stalls (no write completes for 2 s) after pushing a few MiB: what the TCP and
 ///   TLS buffers on both legs hold plus bob's 16-chunk queue, far below the file size;

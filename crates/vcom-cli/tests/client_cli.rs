@@ -1,4 +1,4 @@
-//! The `vcom` program's contract (`DESIGN.md` section 7) against a real `vcom-server`
+//! The `vcom` program's contract (the README's contract) against a real `vcom-server`
 //! child process: every command, the profile, trust, and the exit codes.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

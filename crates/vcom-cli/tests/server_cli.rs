@@ -1,4 +1,4 @@
-//! The `vcom-server` program's contract (`DESIGN.md` section 7): the ready line, exit
+//! The `vcom-server` program's contract (the README's contract): the ready line, exit
 //! codes, configuration errors, admin commands, and a graceful SIGTERM.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

@@ -1,5 +1,5 @@
 //! The local message history: every message the client receives is written here before
-//! the application sees it (`DESIGN.md` section 7), and every message this device sends
+//! the application sees it (the README's contract), and every message this device sends
 //! is written here once it has been queued for the server, so a conversation reads the
 //! same after a restart as it did live.
 //!

@@ -3,7 +3,7 @@
 //! [`ListsState`] is the local view of both lists plus what is in flight: uploads whose
 //! new server timestamp has not been seen yet, and downloads asked for but not yet
 //! received. The session feeds it packets and sends what it returns; tests drive it
-//! directly. See `DESIGN.md` section 4.
+//! directly. See `docs/protocol.md`.
 
 use std::collections::VecDeque;
 

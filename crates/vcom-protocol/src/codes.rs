@@ -1,7 +1,7 @@
 //! ConnectionDenied (258) error codes and FileTransferAbort (270) reasons.
 //!
 //! The wiki defines 258 codes 0-2 and no 270 reasons; the rest are this project's
-//! (`DESIGN.md`). Unknown values from a peer are kept as `Other` rather than rejected, so
+//! (`docs/protocol.md`). Unknown values from a peer are kept as `Other` rather than rejected, so
 //! a newer server's codes still reach the application.
 
 macro_rules! wire_enum {

@@ -3,7 +3,7 @@
 //! Every length or count read from the wire is compared with these values first, so a
 //! peer cannot make us reserve memory by announcing a large field.
 
-/// Configurable bounds on decoded fields; [`Limits::default`] holds `DESIGN.md`'s defaults.
+/// Configurable bounds on decoded fields; [`Limits::default`] holds `docs/protocol.md`'s defaults.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// Longest user identifier in bytes (default 64). Identifiers are never empty.

@@ -39,7 +39,7 @@ pub enum ConfigError {
     },
 }
 
-/// Whether user identifiers are bound to client keys (`DESIGN.md` section 2).
+/// Whether user identifiers are bound to client keys (`docs/protocol.md`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum AuthMode {

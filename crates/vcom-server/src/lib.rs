@@ -20,7 +20,7 @@
 //! - [`tls`]: the certificate (generated or configured) and client keys.
 //! - `server`: [`Server`]: binding, the accept loop, shutdown.
 //! - `connection`: one task per connection: TLS, login, then a reader and a writer.
-//! - `login`: the checks that answer 256 with 257 or 258, in `DESIGN.md`'s order.
+//! - `login`: the checks that answer 256 with 257 or 258, in `docs/protocol.md`'s order.
 //! - `session`: the registry of online sessions and their bounded outbound queues.
 //! - `delivery`: direct and group messages, stored first, then relayed.
 //! - `directory`: users, block lists, groups and device counts in memory, so the

@@ -1,4 +1,4 @@
-//! Answers a ConnectionRequest (256) with 257 or 258, running `DESIGN.md`'s checks in
+//! Answers a ConnectionRequest (256) with 257 or 258, running `docs/protocol.md`'s checks in
 //! their fixed order: identifier (7), user blacklist (0), IP blacklist (1), whitelist
 //! (2), password (3), registration (7), key (4), device (5), capacity (6).
 //!

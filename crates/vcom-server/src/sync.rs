@@ -1,4 +1,4 @@
-//! Friend and block list sync (259-262), `DESIGN.md` section 4.
+//! Friend and block list sync (259-262), `docs/protocol.md`.
 //!
 //! The client answers 259 with a flag per list: in sync, "send me yours" (answered with
 //! 261/262), or an upload. An upload is stored with timestamp `max(now, previous + 1)`,

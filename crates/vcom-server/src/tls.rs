@@ -3,7 +3,7 @@
 //!
 //! Client certificates are self-signed: they are not checked against any authority, only
 //! used to prove possession of a key. Login binds the user identifier to the SHA-256 of
-//! that key (`DESIGN.md` section 2), so this module accepts any well-formed certificate
+//! that key (`docs/protocol.md`), so this module accepts any well-formed certificate
 //! whose handshake signature verifies, and leaves the decision to login.
 
 use std::path::{Path, PathBuf};

@@ -1,4 +1,4 @@
-//! File transfers (268-274), `DESIGN.md` section 5: offers, first accept wins, the relay
+//! File transfers (268-274), `docs/protocol.md`: offers, first accept wins, the relay
 //! of chunks, and an abort with a reason both sides learn.
 //!
 //! File data is relayed, never stored. A chunk waits for room in the recipient's small

@@ -91,7 +91,7 @@ async fn login_with_password(
     Ok((client, device))
 }
 
-/// Every 258 code, each for the reason `DESIGN.md` gives, on a server with a password
+/// Every 258 code, each for the reason `docs/protocol.md` gives, on a server with a password
 /// and one connection per address; then a restart with registration closed.
 pub async fn login_refusals(ctx: Arc<Ctx>) -> anyhow::Result<Outcome> {
     let config = format!("password = \"{PASSWORD}\"\nmax_connections_per_ip = 1\n");

@@ -1,6 +1,6 @@
 //! `vcom-server`: runs a vCom server (`serve`) and administers a running one (`admin`).
 //!
-//! The command line is a fixed contract (`DESIGN.md` section 7): scripts outside this
+//! The command line is a fixed contract (the README's contract): scripts outside this
 //! project depend on the names, the ready line and the exit codes (0 ok, 1 runtime
 //! failure, 2 bad usage or configuration).
 

@@ -1,5 +1,5 @@
 //! The `vcom` command line: argument parsing, dispatch to one module per command group,
-//! and the exit codes of `DESIGN.md` section 7 (0 ok, 1 runtime failure, 2 bad usage).
+//! and the exit codes of the README's contract (0 ok, 1 runtime failure, 2 bad usage).
 //!
 //! Errors reach [`main`] as `anyhow` chains and are printed as one line on stderr.
 //! Nothing here panics on input: bad arguments are clap's (exit 2), everything else an
