@@ -352,3 +352,29 @@ async fn messages_written_back_to_back_keep_their_order_online_and_from_the_stor
     }
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_full_inbox_refuses_new_messages_and_delivers_every_one_it_accepted() {
+    let (_dir, server, [bob, mut alice]) =
+        start_with_users(|c| c.retention.pending_per_user = 3, ["bob", "alice"]).await;
+    let (bob_key, bob_device) = (bob.identity.clone(), bob.device);
+    drop(bob);
+    wait_until_offline(&server, "bob").await;
+    for i in 0..5 {
+        alice.client.send(text_to("bob", &format!("m{i}"), 1)).await;
+    }
+    alice.client.round_trip().await;
+    let mut bob = vcom_tests::harness::login_as(&server, "bob", &bob_key, bob_device).await;
+    for i in 0..3 {
+        assert_eq!(
+            bob.next_direct().await.2,
+            format!("m{i}"),
+            "the oldest are kept"
+        );
+    }
+    assert!(
+        bob.client.round_trip().await.is_empty(),
+        "m3 and m4 were refused"
+    );
+    server.stop().await;
+}

@@ -84,8 +84,9 @@ pub struct RetentionConfig {
     pub delivered_max_age_days: u64,
     /// Keep at most this many delivered messages (0 = no cap).
     pub delivered_max_count: u64,
-    /// Keep at most this many undelivered messages per user; the oldest are dropped
-    /// beyond it, with a warning in the log (0 = no cap).
+    /// Keep at most this many undelivered messages per user; new ones beyond it are
+    /// refused for that user, with a warning in the log; none accepted is dropped (0 =
+    /// no cap).
     pub pending_per_user: u64,
 }
 

@@ -285,7 +285,7 @@ const FINISH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 /// What the reader's loop woke up for.
 enum Wake {
     Packet(Option<Result<ClientPacket, CodecError>>),
-    Stored(Result<delivery::Relay, Close>),
+    Stored(Result<Option<delivery::Relay>, Close>),
     Stop,
 }
 

@@ -40,9 +40,10 @@ pub(crate) fn packet_for(m: PendingMessage) -> ServerPacket {
 }
 
 /// A message that passed the checks, on its way to the store. It resolves, once the
-/// message is durable, to what must be relayed; a connection keeps several in flight and
+/// message is durable, to what must be relayed (nothing when every recipient's inbox
+/// was full); a connection keeps several in flight and
 /// relays them in the order they came (see `connection::read_loop`).
-pub(crate) type Storing = Pin<Box<dyn Future<Output = Result<Relay, Close>> + Send>>;
+pub(crate) type Storing = Pin<Box<dyn Future<Output = Result<Option<Relay>, Close>> + Send>>;
 
 /// A stored message and who should have it.
 pub(crate) struct Relay {
@@ -133,18 +134,27 @@ fn store<S: Store>(conn: &Conn<S>, message: NewMessage) -> Storing {
         read: false,
     });
     Box::pin(async move {
-        let id = store.store_message(message).await?;
-        Ok(Relay {
+        let stored = store.store_message(message).await?;
+        // A recipient whose inbox is full did not get it stored (the store logged it):
+        // it is not relayed to them either.
+        let recipients = recipients
+            .into_iter()
+            .filter(|r| !stored.refused.contains(r))
+            .collect();
+        Ok(stored.id.map(|id| Relay {
             id,
             packet,
             recipients,
-        })
+        }))
     })
 }
 
 /// Queues a stored message for every online device of its recipients except the
 /// connection it came from.
-pub(crate) fn relay<S>(conn: &Conn<S>, relay: Relay) {
+pub(crate) fn relay<S>(conn: &Conn<S>, relay: Option<Relay>) {
+    let Some(relay) = relay else {
+        return;
+    };
     let shared = &conn.shared;
     Stats::bump(&shared.stats.messages);
     shared.sessions.push_message(

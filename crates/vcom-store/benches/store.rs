@@ -94,7 +94,12 @@ fn run(rt: &Runtime, f: &Fixture, iters: u64, mark_delivered: bool) -> Duration 
                             kind: MessageKind::Text,
                             data: body.clone(),
                         };
-                        let id = store.store_message(message).await.unwrap();
+                        let id = store
+                            .store_message(message)
+                            .await
+                            .unwrap()
+                            .id
+                            .expect("stored");
                         if mark_delivered {
                             store
                                 .mark_delivered(*device, &[id], Timestamp(3))

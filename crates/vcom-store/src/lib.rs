@@ -155,6 +155,18 @@ pub struct NewMessage {
     pub data: Bytes,
 }
 
+/// What [`Store::store_message`] did with a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    /// The message's identifier; `None` when every recipient refused it (nothing was
+    /// stored).
+    pub id: Option<MessageId>,
+    /// Recipients whose inbox already held the most undelivered messages the store
+    /// keeps (`pending_cap_per_user`): the message is not stored for them. Messages
+    /// already accepted are never dropped to make room.
+    pub refused: Vec<UserId>,
+}
+
 /// A stored message as one device should receive it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PendingMessage {
@@ -400,11 +412,12 @@ pub trait Store: Clone + Send + Sync + 'static {
 
     // ---- messages -------------------------------------------------------------------
 
-    /// Stores a message durably; only then may the server relay it.
+    /// Stores a message durably for every recipient whose inbox has room; only then may
+    /// the server relay it, and only to those.
     fn store_message(
         &self,
         message: NewMessage,
-    ) -> impl Future<Output = StoreResult<MessageId>> + Send;
+    ) -> impl Future<Output = StoreResult<Stored>> + Send;
     /// Records that `device` has received these messages.
     fn mark_delivered(
         &self,

@@ -37,8 +37,9 @@ pub struct StoreConfig {
     /// `prune` keeps at most this many delivered messages, deleting the oldest. `None`:
     /// no limit. Default: none.
     pub delivered_max_count: Option<u64>,
-    /// The most messages kept waiting for one user; storing one more drops that user's
-    /// oldest waiting message (logged as a warning). `None`: no cap. Default: 10 000.
+    /// The most messages kept waiting for one user; a message for a user at the cap is
+    /// refused for that user ([`crate::Stored::refused`], logged as a warning), and
+    /// nothing already waiting is dropped. `None`: no cap. Default: 10 000.
     pub pending_cap_per_user: Option<u64>,
     /// Durability of a commit; see [`Synchronous`]. Default: [`Synchronous::Full`].
     pub synchronous: Synchronous,

@@ -2,20 +2,42 @@
 //!
 //! A message is one `messages` row, one `message_recipients` row per recipient user
 //! (`delivered` once any device of that user has it) and one `deliveries` row per
-//! device that received it. Data is stored as a BLOB, byte for byte.
+//! device that received it. Data is stored as a BLOB, byte for byte. A recipient whose
+//! inbox is full (the pending cap) refuses new messages; none it holds is dropped.
 
 use bytes::Bytes;
 use rusqlite::{Connection, OptionalExtension, params};
 use vcom_protocol::{DeviceId, GroupId, MessageKind, Timestamp, UserId};
 
 use super::{devices, records};
-use crate::{MessageId, NewMessage, PendingMessage, StoreError, StoreResult};
+use crate::{MessageId, NewMessage, PendingMessage, StoreError, StoreResult, Stored};
 
 pub(crate) fn store(
     conn: &Connection,
     message: &NewMessage,
     pending_cap: Option<u64>,
-) -> StoreResult<MessageId> {
+) -> StoreResult<Stored> {
+    // A full inbox refuses the new message; what it already holds stays.
+    let mut refused = Vec::new();
+    let mut accepted: Vec<&UserId> = Vec::with_capacity(message.recipients.len());
+    for recipient in &message.recipients {
+        match pending_cap {
+            Some(cap) if pending_of(conn, recipient)? >= cap => refused.push(recipient.clone()),
+            _ => accepted.push(recipient),
+        }
+    }
+    if !refused.is_empty() {
+        tracing::warn!(
+            from = %message.sender,
+            refused = ?refused.iter().map(UserId::as_str).collect::<Vec<_>>(),
+            cap = pending_cap.unwrap_or(0),
+            "store: a message was refused for recipients whose inbox is full \
+             (retention.pending_per_user undelivered messages); nothing they had was dropped"
+        );
+    }
+    if accepted.is_empty() && !message.recipients.is_empty() {
+        return Ok(Stored { id: None, refused });
+    }
     conn.prepare_cached(
         "INSERT INTO messages (sender, origin_device, group_id, sent_at, received_at, is_text, data)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -33,7 +55,7 @@ pub(crate) fn store(
     let mut add = conn.prepare_cached(
         "INSERT INTO message_recipients (user, message_id) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
     )?;
-    for recipient in &message.recipients {
+    for recipient in accepted {
         // A duplicate recipient adds no row, so nothing more waits (schema version 2:
         // this statement, not a trigger, keeps the count).
         if add.execute(params![recipient.as_str(), id])? == 1 {
@@ -43,59 +65,21 @@ pub(crate) fn store(
             )?
             .execute([recipient.as_str()])?;
         }
-        if let Some(cap) = pending_cap {
-            enforce_pending_cap(conn, recipient, cap)?;
-        }
     }
-    Ok(MessageId(id))
+    Ok(Stored {
+        id: Some(MessageId(id)),
+        refused,
+    })
 }
 
-/// Drops `user`'s oldest waiting messages beyond `cap`, so one user who never logs in
-/// cannot fill the disk.
-///
-/// The oldest waiting rows are found by walking the user's rows in id order, stepping
-/// over delivered ones. A partial index of waiting rows would make that direct, but it
-/// doubled the scattered index pages every commit writes (measured: group-commit
-/// throughput halved); eviction is rare and retention keeps the delivered rows short.
-fn enforce_pending_cap(conn: &Connection, user: &UserId, cap: u64) -> StoreResult<()> {
+/// How many messages wait for `user` (no device has them yet).
+fn pending_of(conn: &Connection, user: &UserId) -> StoreResult<u64> {
     let pending: i64 = conn
         .prepare_cached("SELECT pending FROM pending_counts WHERE user = ?1")?
         .query_row([user.as_str()], |r| r.get(0))
         .optional()?
         .unwrap_or(0);
-    let excess = u64::try_from(pending).unwrap_or(0).saturating_sub(cap);
-    if excess == 0 {
-        return Ok(());
-    }
-    let oldest: Vec<i64> = conn
-        .prepare_cached(
-            "SELECT message_id FROM message_recipients
-             WHERE user = ?1 AND delivered = 0 ORDER BY message_id LIMIT ?2",
-        )?
-        .query_map(
-            params![user.as_str(), i64::try_from(excess).unwrap_or(i64::MAX)],
-            |r| r.get(0),
-        )?
-        .collect::<rusqlite::Result<_>>()?;
-    let mut drop_row =
-        conn.prepare_cached("DELETE FROM message_recipients WHERE user = ?1 AND message_id = ?2")?;
-    // A message nobody else is listed for has no reason to stay.
-    let mut drop_orphan = conn.prepare_cached(
-        "DELETE FROM messages WHERE id = ?1
-         AND NOT EXISTS (SELECT 1 FROM message_recipients WHERE message_id = ?1)",
-    )?;
-    for id in &oldest {
-        drop_row.execute(params![user.as_str(), id])?;
-        drop_orphan.execute([id])?;
-    }
-    tracing::warn!(
-        user = %user,
-        dropped = oldest.len(),
-        cap,
-        "store: pending cap reached; dropped {} oldest undelivered message(s) for user {user}",
-        oldest.len()
-    );
-    Ok(())
+    Ok(u64::try_from(pending).unwrap_or(0))
 }
 
 pub(crate) fn mark_delivered(

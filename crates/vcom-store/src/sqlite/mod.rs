@@ -312,7 +312,7 @@ impl Store for SqliteStore {
     fn store_message(
         &self,
         message: NewMessage,
-    ) -> impl Future<Output = StoreResult<MessageId>> + Send {
+    ) -> impl Future<Output = StoreResult<crate::Stored>> + Send {
         self.write(move |c, config| messages::store(c, &message, config.pending_cap_per_user))
     }
 

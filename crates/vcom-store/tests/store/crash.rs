@@ -36,7 +36,9 @@ async fn crash_child_writer() {
                     let id = store
                         .store_message(text("alice", alice, &["bob"], &format!("{task}/{i}")))
                         .await
-                        .unwrap();
+                        .unwrap()
+                        .id
+                        .expect("stored");
                     let mut out = std::io::stdout().lock();
                     writeln!(out, "stored {}", id.0).unwrap();
                     out.flush().unwrap();

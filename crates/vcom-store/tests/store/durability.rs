@@ -30,10 +30,14 @@ async fn everything_survives_close_and_reopen() {
     let delivered = s
         .store_message(text("alice", alice, &["bob"], "delivered"))
         .await
-        .unwrap();
+        .unwrap()
+        .id
+        .expect("stored");
     s.store_message(text("alice", alice, &["bob"], "waiting"))
         .await
-        .unwrap();
+        .unwrap()
+        .id
+        .expect("stored");
     s.mark_delivered(bob, &[delivered], ts(5)).await.unwrap();
     s.add_policy(PolicyList::Blacklist, PolicyEntry::Ip("192.0.2.7".into()))
         .await
@@ -145,7 +149,9 @@ async fn concurrent_writers_all_land_with_unique_ids() {
                         store
                             .store_message(text("alice", alice, &["bob"], &body))
                             .await
-                            .unwrap(),
+                            .unwrap()
+                            .id
+                            .expect("stored"),
                     );
                 }
                 ids

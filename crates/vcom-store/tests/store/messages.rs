@@ -22,7 +22,13 @@ async fn message_data_is_stored_byte_exact() {
         kind: MessageKind::Image,
         data: Bytes::from(data.clone()),
     };
-    let id = t.store.store_message(message).await.unwrap();
+    let id = t
+        .store
+        .store_message(message)
+        .await
+        .unwrap()
+        .id
+        .expect("stored");
     let pending = t.store.pending(&uid("bob"), bob, None, 10).await.unwrap();
     assert_eq!(pending.len(), 1);
     let got = &pending[0];
@@ -45,7 +51,9 @@ async fn message_ids_increase_in_store_order() {
             .store
             .store_message(text("alice", alice, &["bob"], &i.to_string()))
             .await
-            .unwrap();
+            .unwrap()
+            .id
+            .expect("stored");
         assert!(id > last);
         last = id;
     }
@@ -60,7 +68,9 @@ async fn pending_messages_come_oldest_first_and_page_with_after_and_limit() {
         t.store
             .store_message(text("alice", alice, &["bob"], &format!("m{i}")))
             .await
-            .unwrap();
+            .unwrap()
+            .id
+            .expect("stored");
     }
     let first = t.store.pending(&uid("bob"), bob, None, 2).await.unwrap();
     let bodies = |ms: &[vcom_store::PendingMessage]| -> Vec<String> {
@@ -93,7 +103,9 @@ async fn a_message_is_pending_only_for_its_recipients() {
     t.store
         .store_message(text("alice", alice, &["bob"], "for bob"))
         .await
-        .unwrap();
+        .unwrap()
+        .id
+        .expect("stored");
     assert_eq!(pending_bodies(&t.store, "bob", bob).await, ["for bob"]);
     assert!(pending_bodies(&t.store, "carol", carol).await.is_empty());
     assert!(pending_bodies(&t.store, "alice", alice).await.is_empty());
@@ -108,7 +120,9 @@ async fn a_message_never_returns_to_its_origin_device() {
     t.store
         .store_message(text("alice", a1, &["alice", "bob"], "hi group"))
         .await
-        .unwrap();
+        .unwrap()
+        .id
+        .expect("stored");
     assert!(pending_bodies(&t.store, "alice", a1).await.is_empty());
     assert_eq!(pending_bodies(&t.store, "alice", a2).await, ["hi group"]);
 }
@@ -123,7 +137,9 @@ async fn a_delivered_message_leaves_that_device_and_is_read_on_the_others() {
         .store
         .store_message(text("alice", alice, &["bob"], "hello"))
         .await
-        .unwrap();
+        .unwrap()
+        .id
+        .expect("stored");
 
     let before = t
         .store
@@ -168,7 +184,9 @@ async fn marking_twice_is_harmless() {
         .store
         .store_message(text("alice", alice, &["bob"], "x"))
         .await
-        .unwrap();
+        .unwrap()
+        .id
+        .expect("stored");
     t.store.mark_delivered(bob, &[id, id], ts(3)).await.unwrap();
     t.store.mark_delivered(bob, &[id], ts(4)).await.unwrap();
     assert_eq!(t.store.stats().await.unwrap().pending_deliveries, 0);
@@ -183,7 +201,9 @@ async fn a_recipient_listed_twice_waits_once_and_is_counted_once() {
         .store
         .store_message(text("alice", alice, &["bob", "bob"], "x"))
         .await
-        .unwrap();
+        .unwrap()
+        .id
+        .expect("stored");
     assert_eq!(t.store.stats().await.unwrap().pending_deliveries, 1);
     assert_eq!(pending_bodies(&t.store, "bob", bob).await, ["x"]);
     t.store.mark_delivered(bob, &[id], ts(3)).await.unwrap();
@@ -199,11 +219,15 @@ async fn a_new_device_gets_older_messages_only_while_no_device_of_its_user_has_t
         .store
         .store_message(text("alice", alice, &["bob"], "seen by phone"))
         .await
-        .unwrap();
+        .unwrap()
+        .id
+        .expect("stored");
     t.store
         .store_message(text("alice", alice, &["bob"], "unseen"))
         .await
-        .unwrap();
+        .unwrap()
+        .id
+        .expect("stored");
     t.store.mark_delivered(phone, &[seen], ts(3)).await.unwrap();
 
     let tablet = t.store.issue_device(&uid("bob"), ts(4)).await.unwrap();
@@ -211,7 +235,9 @@ async fn a_new_device_gets_older_messages_only_while_no_device_of_its_user_has_t
         .store
         .store_message(text("alice", alice, &["bob"], "after issue"))
         .await
-        .unwrap();
+        .unwrap()
+        .id
+        .expect("stored");
     t.store
         .mark_delivered(phone, &[after_issue], ts(5))
         .await
@@ -245,7 +271,9 @@ async fn an_older_message_leaves_a_new_device_once_another_device_receives_it() 
         .store
         .store_message(text("alice", alice, &["bob"], "old"))
         .await
-        .unwrap();
+        .unwrap()
+        .id
+        .expect("stored");
     let tablet = t.store.issue_device(&uid("bob"), ts(4)).await.unwrap();
     assert_eq!(pending_bodies(&t.store, "bob", tablet).await, ["old"]);
     t.store.mark_delivered(phone, &[id], ts(5)).await.unwrap();
@@ -288,7 +316,7 @@ async fn marking_for_an_unknown_device_is_not_found_and_unknown_messages_are_ski
 }
 
 #[tokio::test]
-async fn the_pending_cap_drops_the_oldest_pending_messages_of_that_user_only() {
+async fn a_full_inbox_refuses_new_messages_and_keeps_every_one_it_holds() {
     let config = StoreConfig {
         pending_cap_per_user: Some(3),
         ..StoreConfig::default()
@@ -296,38 +324,62 @@ async fn the_pending_cap_drops_the_oldest_pending_messages_of_that_user_only() {
     let t = store_with(config);
     let alice = user_with_device(&t.store, "alice").await;
     let bob = user_with_device(&t.store, "bob").await;
-    let carol = user_with_device(&t.store, "carol").await;
     let delivered = t
         .store
         .store_message(text("alice", alice, &["bob"], "delivered"))
         .await
-        .unwrap();
+        .unwrap()
+        .id
+        .expect("stored");
     t.store
         .mark_delivered(bob, &[delivered], ts(2))
         .await
         .unwrap();
+    let mut outcomes = Vec::new();
     for i in 0..5 {
-        t.store
-            .store_message(text("alice", alice, &["bob", "carol"], &format!("m{i}")))
+        let stored = t
+            .store
+            .store_message(text("alice", alice, &["bob"], &format!("m{i}")))
             .await
             .unwrap();
+        outcomes.push((stored.id.is_some(), stored.refused));
     }
+    let bob_id = uid("bob");
+    assert_eq!(
+        outcomes,
+        [
+            (true, vec![]),
+            (true, vec![]),
+            (true, vec![]),
+            (false, vec![bob_id.clone()]),
+            (false, vec![bob_id])
+        ]
+    );
     assert_eq!(
         pending_bodies(&t.store, "bob", bob).await,
-        ["m2", "m3", "m4"]
+        ["m0", "m1", "m2"],
+        "the oldest, accepted first, are all still there"
     );
-    assert_eq!(
-        pending_bodies(&t.store, "carol", carol).await,
-        ["m2", "m3", "m4"]
-    );
-    // Messages left with no recipient are gone; the delivered one is untouched.
-    let stats = t.store.stats().await.unwrap();
-    assert_eq!(stats.messages, 4);
-    assert_eq!(stats.pending_deliveries, 6);
+    // Once bob has them, his inbox takes new ones again.
+    let ids: Vec<MessageId> = t
+        .store
+        .pending(&uid("bob"), bob, None, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|m| m.id)
+        .collect();
+    t.store.mark_delivered(bob, &ids, ts(3)).await.unwrap();
+    let again = t
+        .store
+        .store_message(text("alice", alice, &["bob"], "m5"))
+        .await
+        .unwrap();
+    assert!(again.id.is_some() && again.refused.is_empty());
 }
 
 #[tokio::test]
-async fn the_pending_cap_keeps_a_message_other_recipients_still_wait_for() {
+async fn a_full_inbox_refuses_only_its_own_copy_of_a_message_for_several() {
     let config = StoreConfig {
         pending_cap_per_user: Some(1),
         ..StoreConfig::default()
@@ -337,13 +389,16 @@ async fn the_pending_cap_keeps_a_message_other_recipients_still_wait_for() {
     let bob = user_with_device(&t.store, "bob").await;
     let carol = user_with_device(&t.store, "carol").await;
     t.store
-        .store_message(text("alice", alice, &["bob", "carol"], "both"))
-        .await
-        .unwrap();
-    t.store
         .store_message(text("alice", alice, &["bob"], "bob only"))
         .await
         .unwrap();
+    let both = t
+        .store
+        .store_message(text("alice", alice, &["bob", "carol"], "both"))
+        .await
+        .unwrap();
+    assert!(both.id.is_some());
+    assert_eq!(both.refused, [uid("bob")]);
     assert_eq!(pending_bodies(&t.store, "bob", bob).await, ["bob only"]);
     assert_eq!(pending_bodies(&t.store, "carol", carol).await, ["both"]);
 }
@@ -361,11 +416,15 @@ async fn stats_count_every_kind_of_row() {
         .store
         .store_message(text("alice", alice, &["bob", "carol"], "x"))
         .await
-        .unwrap();
+        .unwrap()
+        .id
+        .expect("stored");
     t.store
         .store_message(text("alice", alice, &["bob"], "y"))
         .await
-        .unwrap();
+        .unwrap()
+        .id
+        .expect("stored");
     t.store.mark_delivered(bob, &[id], ts(2)).await.unwrap();
     let stats = t.store.stats().await.unwrap();
     assert_eq!(stats.users, 2);

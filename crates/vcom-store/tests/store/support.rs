@@ -110,5 +110,10 @@ pub(crate) async fn message_at(
 ) -> MessageId {
     let mut message = text("alice", origin, to, body);
     message.received_at = ts(received_ms);
-    store.store_message(message).await.unwrap()
+    store
+        .store_message(message)
+        .await
+        .unwrap()
+        .id
+        .expect("stored")
 }
