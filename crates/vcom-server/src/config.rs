@@ -88,6 +88,8 @@ pub struct RetentionConfig {
     /// refused for that user, with a warning in the log; none accepted is dropped (0 =
     /// no cap).
     pub pending_per_user: u64,
+    /// Keep at most this many transfer-log rows, the newest (0 = keep all).
+    pub transfer_log_max: u64,
 }
 
 impl Default for RetentionConfig {
@@ -96,6 +98,7 @@ impl Default for RetentionConfig {
             delivered_max_age_days: 30,
             delivered_max_count: 0,
             pending_per_user: 100_000,
+            transfer_log_max: 100_000,
         }
     }
 }

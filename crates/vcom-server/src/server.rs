@@ -140,6 +140,7 @@ fn store_config(config: &ServerConfig) -> StoreConfig {
             .then(|| Duration::from_secs(r.delivered_max_age_days.saturating_mul(24 * 3600))),
         delivered_max_count: (r.delivered_max_count > 0).then_some(r.delivered_max_count),
         pending_cap_per_user: (r.pending_per_user > 0).then_some(r.pending_per_user),
+        transfer_log_max: (r.transfer_log_max > 0).then_some(r.transfer_log_max),
         ..StoreConfig::default()
     }
 }
@@ -328,8 +329,12 @@ async fn retention<S: Store>(shared: Arc<Shared<S>>) {
         tokio::select! {
             _ = shared.shutdown.cancelled() => return,
             _ = tick.tick() => match shared.store.prune(crate::now()).await {
-                Ok(report) if report.messages_deleted > 0 => {
-                    tracing::info!(deleted = report.messages_deleted, "retention removed delivered messages");
+                Ok(report) if report.messages_deleted > 0 || report.transfers_deleted > 0 => {
+                    tracing::info!(
+                        messages = report.messages_deleted,
+                        transfer_log_rows = report.transfers_deleted,
+                        "retention removed delivered messages and old transfer-log rows"
+                    );
                 }
                 Ok(_) => {}
                 Err(e) => tracing::error!(error = %e, "retention pass failed"),

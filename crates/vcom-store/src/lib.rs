@@ -272,6 +272,8 @@ pub struct TransferRecord {
 pub struct PruneReport {
     /// Messages deleted.
     pub messages_deleted: u64,
+    /// Transfer-log rows deleted.
+    pub transfers_deleted: u64,
 }
 
 /// Row counts, for `vcom-server admin stats`.

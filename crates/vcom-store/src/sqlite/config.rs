@@ -54,6 +54,9 @@ pub struct StoreConfig {
     /// How long a connection waits for a lock held by another process before failing.
     /// Default: 5 s.
     pub busy_timeout: Duration,
+    /// `prune` keeps at most this many transfer-log rows, deleting the oldest (every
+    /// file offer writes one, refused or not). `None`: keep all. Default: 100 000.
+    pub transfer_log_max: Option<u64>,
     /// SQLite's page cache for the whole store, in bytes: half for the writer (the hot
     /// pages every commit touches), the rest shared by the readers. One budget, so the
     /// process's memory levels off at a known size. Default: 32 MiB.
@@ -87,6 +90,7 @@ impl Default for StoreConfig {
             readers: 4,
             busy_timeout: Duration::from_secs(5),
             cache_bytes: 32 << 20,
+            transfer_log_max: Some(100_000),
         }
     }
 }

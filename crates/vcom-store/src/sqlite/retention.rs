@@ -39,8 +39,20 @@ pub(crate) fn prune(
             .execute(params![i64::try_from(keep).unwrap_or(i64::MAX)])?;
         deleted += n as u64;
     }
+    let mut transfers_deleted = 0_u64;
+    if let Some(keep) = config.transfer_log_max {
+        // `seq` numbers the log in order: everything below the newest `keep` goes.
+        let n = conn
+            .prepare_cached(
+                "DELETE FROM transfers
+                 WHERE seq <= (SELECT COALESCE(max(seq), 0) FROM transfers) - ?1",
+            )?
+            .execute(params![i64::try_from(keep).unwrap_or(i64::MAX)])?;
+        transfers_deleted = n as u64;
+    }
     Ok(PruneReport {
         messages_deleted: deleted,
+        transfers_deleted,
     })
 }
 

@@ -31,7 +31,8 @@ async fn prune_deletes_delivered_messages_older_than_the_max_age() {
     assert_eq!(
         report,
         PruneReport {
-            messages_deleted: 1
+            messages_deleted: 1,
+            transfers_deleted: 0
         }
     );
     assert_eq!(t.store.stats().await.unwrap().messages, 1);
@@ -92,4 +93,30 @@ async fn prune_without_retention_rules_deletes_nothing() {
         t.store.prune(ts(i64::MAX)).await.unwrap().messages_deleted,
         0
     );
+}
+
+#[tokio::test]
+async fn prune_keeps_only_the_newest_transfer_log_rows_and_the_highest_id() {
+    let t = store_with(StoreConfig {
+        transfer_log_max: Some(3),
+        ..StoreConfig::default()
+    });
+    for id in 1..=10 {
+        t.store
+            .log_transfer(crate::transfers::record(id, Some(2)))
+            .await
+            .unwrap();
+    }
+    let report = t.store.prune(ts(1)).await.unwrap();
+    assert_eq!(report.transfers_deleted, 7);
+    let kept: Vec<i32> = t
+        .store
+        .transfers(100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.id.0)
+        .collect();
+    assert_eq!(kept, [10, 9, 8]);
+    assert_eq!(t.store.max_transfer_id().await.unwrap(), 10);
 }

@@ -5,7 +5,7 @@ use vcom_store::{Store, TransferRecord};
 
 use crate::support::{store, ts, uid};
 
-fn record(id: i32, abort_reason: Option<i32>) -> TransferRecord {
+pub(crate) fn record(id: i32, abort_reason: Option<i32>) -> TransferRecord {
     TransferRecord {
         id: TransferId(id),
         sender: uid("alice"),
