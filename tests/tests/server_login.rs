@@ -506,3 +506,31 @@ async fn a_few_wrong_passwords_do_not_lock_out_the_right_one() {
     assert!(matches!(outcome, LoginOutcome::Accepted(_)), "{outcome:?}");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn logins_running_at_once_cannot_pass_the_connection_limit_together() {
+    let (_dir, server) = TestServer::start_temp(|c| c.max_connections = 5).await;
+    let server = std::sync::Arc::new(server);
+    let mut attempts = Vec::new();
+    for i in 0..30 {
+        let server = server.clone();
+        attempts.push(tokio::spawn(async move {
+            let user = format!("user{i}");
+            let id = Identity::generate(&user);
+            // The client is returned so that accepted sessions stay open.
+            attempt_login(&*server, Some(&id), &user, DeviceId::NEW, b"").await
+        }));
+    }
+    let mut held = Vec::new();
+    let mut accepted = 0;
+    for attempt in attempts {
+        let (client, outcome) = attempt.await.unwrap();
+        match outcome {
+            LoginOutcome::Accepted(_) => accepted += 1,
+            LoginOutcome::Denied(code) => assert_eq!(code, DenyCode::ServerFull),
+        }
+        held.push(client);
+    }
+    assert_eq!(accepted, 5, "exactly the limit is let in");
+    drop(held);
+}

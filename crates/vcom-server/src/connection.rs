@@ -248,7 +248,9 @@ async fn run_session<S: Store>(
         kill: kill.clone(),
     };
     // Registered before the backlog is read, so nothing stored meanwhile is missed.
-    shared.sessions.insert(session.clone(), key_resets);
+    shared
+        .sessions
+        .insert(session.clone(), key_resets, accepted.place);
     transport.set_backpressure_boundary(WRITE_BUFFER);
     let (sink, stream) = transport.split();
     let writer = tokio::spawn(write_loop(

@@ -18,6 +18,8 @@ use crate::server::Shared;
 pub(crate) struct Accepted {
     pub(crate) user: UserId,
     pub(crate) device: DeviceId,
+    /// Its place in the connection limits, held until the session registers.
+    pub(crate) place: crate::session::Reservation,
 }
 
 /// A refused login: a code for the client, or a store failure (the connection closes).
@@ -112,11 +114,15 @@ pub(crate) async fn check<S: Store>(
             return deny(DenyCode::UnknownDevice);
         }
     }
-    let (total, from_ip) = shared.sessions.counts(ip);
-    let per_ip = shared.config.max_connections_per_ip;
-    if total >= shared.config.max_connections || (per_ip > 0 && from_ip >= per_ip) {
+    // The place is taken now, not when the session registers: logins running at once
+    // cannot pass the limits together.
+    let Some(place) = shared.sessions.reserve(
+        ip,
+        shared.config.max_connections,
+        shared.config.max_connections_per_ip,
+    ) else {
         return deny(DenyCode::ServerFull);
-    }
+    };
 
     // Every check passed: remember the user, its key and its device, in one commit.
     match shared
@@ -131,7 +137,11 @@ pub(crate) async fn check<S: Store>(
             if new_device {
                 shared.directory.add_device(&user);
             }
-            Ok(Accepted { user, device })
+            Ok(Accepted {
+                user,
+                device,
+                place,
+            })
         }
     }
 }

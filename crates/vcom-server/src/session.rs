@@ -8,8 +8,8 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -88,8 +88,32 @@ impl Sessions {
 /// Every online session.
 #[derive(Debug, Default)]
 pub(crate) struct Registry {
-    sessions: Mutex<Sessions>,
+    sessions: Arc<Mutex<Sessions>>,
     next_conn: AtomicU64,
+}
+
+/// A place taken in the connection limits by a login that passed the capacity check:
+/// it counts as a session from the check on, so logins running at once cannot pass the
+/// limits together. Given back when dropped, unless the session was registered with it.
+#[derive(Debug)]
+pub(crate) struct Reservation {
+    sessions: Arc<Mutex<Sessions>>,
+    ip: IpAddr,
+    held: bool,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if self.held {
+            lock(&self.sessions).count_out(self.ip);
+        }
+    }
+}
+
+fn lock(sessions: &Mutex<Sessions>) -> std::sync::MutexGuard<'_, Sessions> {
+    // Every critical section leaves the maps consistent before anything that could
+    // panic, so a poisoned lock still holds usable data.
+    sessions.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Registry {
@@ -99,9 +123,28 @@ impl Registry {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Sessions> {
-        // Every critical section below leaves the maps consistent before anything that
-        // could panic, so a poisoned lock still holds usable data.
-        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.sessions)
+    }
+
+    /// Takes a place for a login from `ip` unless the server already holds
+    /// `max_total` sessions, or `max_per_ip` from that address (0: no per-address cap).
+    pub(crate) fn reserve(
+        &self,
+        ip: IpAddr,
+        max_total: usize,
+        max_per_ip: usize,
+    ) -> Option<Reservation> {
+        let mut inner = self.lock();
+        let from_ip = inner.per_ip.get(&ip).copied().unwrap_or(0);
+        if inner.total >= max_total || (max_per_ip > 0 && from_ip >= max_per_ip) {
+            return None;
+        }
+        inner.count_in(ip);
+        Some(Reservation {
+            sessions: self.sessions.clone(),
+            ip,
+            held: true,
+        })
     }
 
     /// How many times the key of `user` has been reset ([`Registry::end_user`]) while
@@ -126,7 +169,7 @@ impl Registry {
     /// a one-shot `vcom send` of the same profile in another): each gets what is
     /// addressed to the user. A session whose peer vanished is found by TCP keep-alive
     /// or the write timeout, not by a newer login.
-    pub(crate) fn insert(&self, handle: SessionHandle, key_resets: u64) {
+    pub(crate) fn insert(&self, handle: SessionHandle, key_resets: u64, mut place: Reservation) {
         let mut guard = self.lock();
         let inner = &mut *guard;
         let resets_now = inner
@@ -141,7 +184,13 @@ impl Registry {
             );
             handle.kill.cancel();
         }
-        inner.count_in(handle.addr.ip());
+        // The place counted since the login's capacity check is now this session's; it
+        // is counted out when the session is removed.
+        if place.ip != handle.addr.ip() {
+            inner.count_out(place.ip);
+            inner.count_in(handle.addr.ip());
+        }
+        place.held = false;
         inner
             .by_user
             .entry(handle.user.clone())
@@ -231,17 +280,17 @@ impl Registry {
     pub(crate) fn all(&self) -> Vec<SessionHandle> {
         self.lock().by_user.values().flatten().cloned().collect()
     }
-
-    /// How many sessions are online, in all and from one address.
-    pub(crate) fn counts(&self, ip: IpAddr) -> (usize, usize) {
-        let guard = self.lock();
-        (guard.total, guard.per_ip.get(&ip).copied().unwrap_or(0))
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn place(registry: &Registry, handle: &SessionHandle) -> Reservation {
+        registry
+            .reserve(handle.addr.ip(), usize::MAX, 0)
+            .expect("no limit in these tests")
+    }
 
     fn handle(registry: &Registry, user: &str) -> SessionHandle {
         let (tx, _) = mpsc::channel(1);
@@ -264,7 +313,7 @@ mod tests {
         let alice = [handle(&registry, "alice"), handle(&registry, "alice")];
         let bob = handle(&registry, "bob");
         for h in alice.iter().chain([&bob]) {
-            registry.insert(h.clone(), 0);
+            registry.insert(h.clone(), 0, place(&registry, h));
         }
         assert_eq!(registry.end_user(&alice[0].user), 2);
         assert!(alice.iter().all(|h| h.kill.is_cancelled()));
@@ -283,17 +332,41 @@ mod tests {
         let before = registry.key_resets("alice");
         // The reset lands between the login's key check and its registration.
         assert_eq!(registry.end_user(&raced.user), 0);
-        registry.insert(raced.clone(), before);
+        registry.insert(raced.clone(), before, place(&registry, &raced));
         assert!(raced.kill.is_cancelled());
 
         let after = handle(&registry, "alice");
-        registry.insert(after.clone(), registry.key_resets("alice"));
+        registry.insert(
+            after.clone(),
+            registry.key_resets("alice"),
+            place(&registry, &after),
+        );
         assert!(
             !after.kill.is_cancelled(),
             "a login checked against the new binding stays"
         );
         let other = handle(&registry, "bob");
-        registry.insert(other.clone(), before);
+        registry.insert(other.clone(), before, place(&registry, &other));
         assert!(!other.kill.is_cancelled(), "other users are not affected");
+    }
+
+    #[test]
+    fn places_count_from_the_capacity_check_and_come_back_when_a_login_fails() {
+        let registry = Registry::default();
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let first = registry.reserve(ip, 2, 0).unwrap();
+        let _second = registry.reserve(ip, 2, 0).unwrap();
+        assert!(
+            registry.reserve(ip, 2, 0).is_none(),
+            "two logins hold both places"
+        );
+        drop(first);
+        assert!(
+            registry.reserve(ip, 2, 0).is_some(),
+            "a failed login gave its back"
+        );
+        let other: IpAddr = "192.0.2.2".parse().unwrap();
+        let _a = registry.reserve(other, 100, 1).unwrap();
+        assert!(registry.reserve(other, 100, 1).is_none(), "per address too");
     }
 }
