@@ -45,7 +45,8 @@ impl TargetKind {
 
 /// The settings of vcom-server that bear on fairness.
 pub const VCOM_SETTINGS: &str = "SQLite in WAL mode with synchronous=FULL: every message is \
-    committed (fsync) before it is relayed; defaults of vcom.toml; logs at warn";
+    committed (fsync) before it is relayed; defaults of vcom.toml except no cap on a user's \
+    undelivered messages (retention.pending_per_user = 0, for the backlog); logs at warn";
 /// The relay's.
 pub const RELAY_SETTINGS: &str = "nothing stored or checked; messages for offline users kept \
     in memory; the same TLS 1.3 handshake with client certificates as vcom-server";
@@ -80,6 +81,12 @@ impl Running {
                 let dir = tempfile::Builder::new()
                     .prefix("vcom-bench-server-")
                     .tempdir()?;
+                // The backlog workload stores a million messages for one user: more than
+                // the default inbox cap (100 000), which would refuse the rest.
+                std::fs::write(
+                    dir.path().join("vcom.toml"),
+                    "[retention]\npending_per_user = 0\n",
+                )?;
                 let mut command = Command::new(bin);
                 command
                     .arg("serve")
