@@ -226,42 +226,80 @@ pub async fn connect(protocol: &dyn Protocol, index: usize) -> anyhow::Result<Tl
 
 /// A TLS 1.3 client configuration that trusts any server certificate: the bench's own
 /// peers generate theirs per run, and the bench measures, it does not authenticate.
-/// (vCom targets pin the server's fingerprint instead.)
+/// (vCom targets pin the server's fingerprint instead: [`ServerCheck::pinned`].)
 pub fn trust_any_tls() -> anyhow::Result<Arc<rustls::ClientConfig>> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyServer(
-            provider.signature_verification_algorithms,
-        )))
+        .with_custom_certificate_verifier(Arc::new(ServerCheck::any(&provider)))
         .with_no_client_auth();
     Ok(Arc::new(config))
 }
 
-/// Accepts any server certificate whose key signs the handshake.
+/// How the bench checks a server's certificate: any whose key signs the TLS 1.3
+/// handshake, or only the one whose SHA-256 is the current pin.
 #[derive(Debug)]
-struct AnyServer(rustls::crypto::WebPkiSupportedAlgorithms);
+pub struct ServerCheck {
+    pin: Option<Arc<std::sync::RwLock<String>>>,
+    algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
+}
 
-impl rustls::client::danger::ServerCertVerifier for AnyServer {
+impl ServerCheck {
+    /// Accepts any certificate whose key signs the handshake.
+    pub fn any(provider: &rustls::crypto::CryptoProvider) -> ServerCheck {
+        ServerCheck {
+            pin: None,
+            algorithms: provider.signature_verification_algorithms,
+        }
+    }
+
+    /// Accepts only the certificate whose lower-case hex SHA-256 `pin` holds when the
+    /// handshake runs (the pin moves from one target to the next).
+    pub fn pinned(
+        provider: &rustls::crypto::CryptoProvider,
+        pin: Arc<std::sync::RwLock<String>>,
+    ) -> ServerCheck {
+        ServerCheck {
+            pin: Some(pin),
+            algorithms: provider.signature_verification_algorithms,
+        }
+    }
+}
+
+impl rustls::client::danger::ServerCertVerifier for ServerCheck {
     fn verify_server_cert(
         &self,
-        _end_entity: &rustls_pki_types::CertificateDer<'_>,
+        end_entity: &rustls_pki_types::CertificateDer<'_>,
         _intermediates: &[rustls_pki_types::CertificateDer<'_>],
         _server_name: &ServerName<'_>,
         _ocsp_response: &[u8],
         _now: rustls_pki_types::UnixTime,
     ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
+        let Some(pin) = &self.pin else {
+            return Ok(rustls::client::danger::ServerCertVerified::assertion());
+        };
+        let found = vcom_server::tls::sha256_hex(end_entity.as_ref());
+        let expected = pin.read().map(|p| p.clone()).unwrap_or_default();
+        if found == expected {
+            Ok(rustls::client::danger::ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::General(format!(
+                "server certificate {found} is not the pinned {expected}"
+            )))
+        }
     }
 
     fn verify_tls12_signature(
         &self,
-        message: &[u8],
-        cert: &rustls_pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
+        _message: &[u8],
+        _cert: &rustls_pki_types::CertificateDer<'_>,
+        _dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0)
+        // Every configuration here offers TLS 1.3 only.
+        Err(rustls::Error::PeerIncompatible(
+            rustls::PeerIncompatible::Tls12NotOffered,
+        ))
     }
 
     fn verify_tls13_signature(
@@ -270,11 +308,11 @@ impl rustls::client::danger::ServerCertVerifier for AnyServer {
         cert: &rustls_pki_types::CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0)
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.supported_schemes()
+        self.algorithms.supported_schemes()
     }
 }
 
