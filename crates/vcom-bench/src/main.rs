@@ -128,9 +128,9 @@ fn parse_rate(text: &str) -> Result<Rate, String> {
         return Ok(Rate::Max);
     }
     match text.parse::<u64>() {
-        Ok(r) if r > 0 => Ok(Rate::Steady(r)),
+        Ok(r) if (1..=100_000_000).contains(&r) => Ok(Rate::Steady(r)),
         _ => Err(format!(
-            "{text:?} is not a rate: messages a second (> 0) or max"
+            "{text:?} is not a rate: messages a second (1 to 100000000) or max"
         )),
     }
 }
@@ -305,4 +305,18 @@ async fn run_one(args: RunArgs) -> anyhow::Result<()> {
         println!("{}", report::terminal(&results));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rate_is_max_or_a_bounded_positive_count() {
+        assert!(matches!(parse_rate("max"), Ok(Rate::Max)));
+        assert!(matches!(parse_rate("10000"), Ok(Rate::Steady(10_000))));
+        for bad in ["0", "-5", "1000000000000", "fast"] {
+            assert!(parse_rate(bad).is_err(), "{bad}");
+        }
+    }
 }

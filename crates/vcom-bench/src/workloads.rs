@@ -448,7 +448,10 @@ pub async fn direct(
         senders.push(tokio::spawn(match rate {
             Rate::Max => sender.closed_loop().boxed(),
             Rate::Steady(total) => {
-                let period = Duration::from_secs_f64(users as f64 / total.max(1) as f64);
+                // A rate beyond a message per microsecond per user would make the period
+                // zero, which no timer takes: it is clamped there.
+                let period = Duration::from_secs_f64(users as f64 / total.max(1) as f64)
+                    .max(Duration::from_micros(1));
                 let phase = period.mul_f64(me as f64 / users as f64);
                 sender.paced(start + phase, period).boxed()
             }
