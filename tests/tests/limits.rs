@@ -468,7 +468,7 @@ fn a_file_size_below_one_is_an_invalid_value() {
 #[test]
 fn a_packet_of_the_other_direction_or_an_unknown_id_is_refused() {
     let limits = Limits::default();
-    for id in [257, 258, 259, 261, 262, 263, 264, 265, 269, 271] {
+    for id in [257, 258, 259, 261, 262, 263, 264, 265, 269, 271, 514, 517] {
         assert!(
             matches!(
                 ClientPacket::decode(&i32be(id), &limits),
@@ -477,7 +477,7 @@ fn a_packet_of_the_other_direction_or_an_unknown_id_is_refused() {
             "{id}"
         );
     }
-    for id in [256, 260, 266, 267, 268] {
+    for id in [256, 260, 266, 267, 268, 515, 516] {
         assert!(
             matches!(
                 ServerPacket::decode(&i32be(id), &limits),
@@ -486,7 +486,7 @@ fn a_packet_of_the_other_direction_or_an_unknown_id_is_refused() {
             "{id}"
         );
     }
-    for id in [0, -1, 255, 275, 511, 514, i32::MAX] {
+    for id in [0, -1, 255, 275, 511, 518, i32::MAX] {
         assert_eq!(
             ClientPacket::decode(&i32be(id), &limits),
             Err(DecodeError::UnknownId { id })

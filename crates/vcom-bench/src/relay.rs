@@ -437,6 +437,8 @@ impl Session {
                 let _ = self.me.tx.send(encode(Pong { nonce: ping.nonce })).await;
             }
             ClientPacket::Pong(_) | ClientPacket::UserListsSync(_) => {}
+            // The relay negotiates no extensions: like the server, it ends the connection.
+            ClientPacket::Receipt(_) | ClientPacket::MessageTag(_) => return false,
         }
         true
     }

@@ -15,10 +15,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (client, mut events) = Client::connect(config).await?;
     while let Some(event) = events.next().await {
         match event {
-            Event::Message(m) => match m.text() {
-                Some(text) => client.send_text(&m.sender, text).await?,
-                None => client.send_image(&m.sender, m.data).await?,
-            },
+            Event::Message(m) => {
+                let delivery = match m.text() {
+                    Some(text) => client.send_text(&m.sender, text).await?,
+                    None => client.send_image(&m.sender, m.data).await?,
+                };
+                eprintln!("echoed to {}: {delivery:?}", m.sender);
+            }
             Event::Disconnected { reason } => eprintln!("disconnected: {reason:?}"),
             _ => {}
         }

@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
-use tracing::warn;
 use vcom_protocol::{
     ClientPacket, DeviceId, GroupId, Limits, MessageKind, SendGroupMessage, SendUserMessage, UserId,
 };
@@ -16,7 +15,8 @@ use crate::ClientError;
 use crate::config::ClientConfig;
 use crate::event::EventStream;
 use crate::history::{History, HistoryEntry, HistoryQuery, Recipient, SentEntry};
-use crate::session::{Command, Handles};
+use crate::outgoing::{Delivery, Outgoing};
+use crate::session::{Command, Handles, Send};
 use crate::sync::{ListKind, Lists};
 use crate::transfer::{self, TransferHandle};
 
@@ -36,6 +36,7 @@ struct Inner {
     limits: Limits,
     out: mpsc::Sender<ClientPacket>,
     commands: mpsc::Sender<Command>,
+    sends: mpsc::Sender<Send>,
     lists: watch::Receiver<Lists>,
     history: History,
     received: Arc<AtomicU64>,
@@ -75,6 +76,7 @@ impl Client {
                 limits,
                 out: handles.out,
                 commands: handles.commands,
+                sends: handles.sends,
                 lists: handles.lists,
                 history,
                 received: handles.received,
@@ -93,103 +95,92 @@ impl Client {
         self.inner.device
     }
 
-    /// Sends a text message to a user (266).
-    ///
-    /// Once the message is queued for the server it is recorded in the history as
-    /// outgoing; a message that could not be queued is not recorded.
-    pub async fn send_text(&self, to: &UserId, text: &str) -> Result<(), ClientError> {
-        self.send_direct(
-            to,
-            MessageKind::Text,
-            Bytes::copy_from_slice(text.as_bytes()),
-        )
+    /// Sends a text message to a user (266) and returns once the server has stored it
+    /// (see [`Client::send_message`]).
+    pub async fn send_text(&self, to: &UserId, text: &str) -> Result<Delivery, ClientError> {
+        self.send_message(Outgoing::text(to, text)).await
+    }
+
+    /// Sends image data to a user (266); see [`Client::send_message`].
+    pub async fn send_image(&self, to: &UserId, data: Bytes) -> Result<Delivery, ClientError> {
+        self.send_message(Outgoing::new(
+            Recipient::User(to.clone()),
+            MessageKind::Image,
+            data,
+        ))
         .await
     }
 
-    /// Sends image data to a user (266).
-    /// Recorded in the history as [`Client::send_text`] says.
-    pub async fn send_image(&self, to: &UserId, data: Bytes) -> Result<(), ClientError> {
-        self.send_direct(to, MessageKind::Image, data).await
-    }
-
-    /// Sends a text message to a group this user is a member of (267).
-    /// Recorded in the history as [`Client::send_text`] says.
-    pub async fn send_group_text(&self, group: GroupId, text: &str) -> Result<(), ClientError> {
-        self.send_group(
-            group,
-            MessageKind::Text,
-            Bytes::copy_from_slice(text.as_bytes()),
-        )
-        .await
-    }
-
-    /// Sends image data to a group this user is a member of (267).
-    /// Recorded in the history as [`Client::send_text`] says.
-    pub async fn send_group_image(&self, group: GroupId, data: Bytes) -> Result<(), ClientError> {
-        self.send_group(group, MessageKind::Image, data).await
-    }
-
-    async fn send_direct(
-        &self,
-        to: &UserId,
-        kind: MessageKind,
-        data: Bytes,
-    ) -> Result<(), ClientError> {
-        self.check_message_len(&data)?;
-        let packet = SendUserMessage {
-            recipient: to.clone(),
-            sent_at: crate::now(),
-            kind,
-            data: data.clone(),
-        };
-        let sent_at = packet.sent_at;
-        self.send(packet.into()).await?;
-        self.record_sent(Recipient::User(to.clone()), sent_at, kind, data)
-            .await;
-        Ok(())
-    }
-
-    async fn send_group(
+    /// Sends a text message to a group this user is a member of (267); see
+    /// [`Client::send_message`].
+    pub async fn send_group_text(
         &self,
         group: GroupId,
-        kind: MessageKind,
-        data: Bytes,
-    ) -> Result<(), ClientError> {
-        self.check_message_len(&data)?;
-        let packet = SendGroupMessage {
-            group,
-            sent_at: crate::now(),
-            kind,
-            data: data.clone(),
-        };
-        let sent_at = packet.sent_at;
-        self.send(packet.into()).await?;
-        self.record_sent(Recipient::Group(group), sent_at, kind, data)
-            .await;
-        Ok(())
+        text: &str,
+    ) -> Result<Delivery, ClientError> {
+        self.send_message(Outgoing::group_text(group, text)).await
     }
 
-    /// Writes a message that was just queued for the server to the history.
-    ///
-    /// A failure is logged, not returned: the message is already on its way and cannot
-    /// be called back, so reporting the send as failed would only invite a duplicate.
-    async fn record_sent(
+    /// Sends image data to a group this user is a member of (267); see
+    /// [`Client::send_message`].
+    pub async fn send_group_image(
         &self,
-        to: Recipient,
-        sent_at: vcom_protocol::Timestamp,
-        kind: MessageKind,
+        group: GroupId,
         data: Bytes,
-    ) {
+    ) -> Result<Delivery, ClientError> {
+        self.send_message(Outgoing::new(
+            Recipient::Group(group),
+            MessageKind::Image,
+            data,
+        ))
+        .await
+    }
+
+    /// Sends a message (266 or 267) and says what became of it.
+    ///
+    /// With a server that confirms messages (`vcom/1+ext`), this returns once the server
+    /// has stored the message durably ([`Delivery::Stored`], and the history records it
+    /// as sent) or refused it ([`Delivery::Refused`], not recorded). If the connection
+    /// ends first the result is [`ClientError::Closed`] and the fate of the message is
+    /// unknown: send the same [`Outgoing`] again (same `client_id`) on a new connection
+    /// and the server stores it once. With a server that does not confirm, it returns
+    /// [`Delivery::Unconfirmed`] once the message is handed to the connection.
+    pub async fn send_message(&self, message: Outgoing) -> Result<Delivery, ClientError> {
+        self.check_message_len(&message.data)?;
+        let sent_at = crate::now();
+        let packet = match &message.to {
+            Recipient::User(to) => ClientPacket::from(SendUserMessage {
+                recipient: to.clone(),
+                sent_at,
+                kind: message.kind,
+                data: message.data.clone(),
+            }),
+            Recipient::Group(group) => ClientPacket::from(SendGroupMessage {
+                group: *group,
+                sent_at,
+                kind: message.kind,
+                data: message.data.clone(),
+            }),
+        };
         let entry = SentEntry {
             sender: self.inner.user.clone(),
-            to,
+            to: message.to,
             sent_at,
-            kind,
-            data,
+            kind: message.kind,
+            data: message.data,
         };
-        if let Err(e) = self.inner.history.record_sent(entry).await {
-            warn!(error = %e, "a sent message could not be written to the history");
-        }
+        let (reply, answer) = oneshot::channel();
+        self.inner
+            .sends
+            .send(Send {
+                client_id: message.client_id,
+                packet,
+                entry,
+                reply,
+            })
+            .await
+            .map_err(|_| ClientError::Closed)?;
+        answer.await.map_err(|_| ClientError::Closed)?
     }
 
     fn check_message_len(&self, data: &[u8]) -> Result<(), ClientError> {
@@ -201,14 +192,6 @@ impl Client {
             )));
         }
         Ok(())
-    }
-
-    async fn send(&self, packet: ClientPacket) -> Result<(), ClientError> {
-        self.inner
-            .out
-            .send(packet)
-            .await
-            .map_err(|_| ClientError::Closed)
     }
 
     async fn command<T>(

@@ -35,11 +35,15 @@ pub struct ClientConfig {
     /// How many events may wait for the application before the client stops reading
     /// from the server (backpressure).
     pub event_capacity: usize,
+    /// Offer the extension set (`vcom/1+ext`: sequence numbers, delivery receipts, send
+    /// acknowledgements) when connecting. On by default; a server without it is still
+    /// served with the wiki's packets alone.
+    pub extensions: bool,
 }
 
 impl ClientConfig {
     /// A configuration with defaults: no password, trust on first use, default limits,
-    /// 10 s connect timeout, no keep-alive, 256 queued events.
+    /// 10 s connect timeout, no keep-alive, 256 queued events, extensions offered.
     pub fn new(server: impl Into<String>, user: UserId, profile_dir: impl Into<PathBuf>) -> Self {
         ClientConfig {
             server: server.into(),
@@ -52,6 +56,7 @@ impl ClientConfig {
             connect_timeout: Duration::from_secs(10),
             keepalive: None,
             event_capacity: 256,
+            extensions: true,
         }
     }
 

@@ -54,6 +54,14 @@ const MIGRATIONS: &[&str] = &[
      UPDATE messages SET peer = sender WHERE group_id IS NULL;
      DROP INDEX IF EXISTS messages_by_sender;
      CREATE INDEX messages_by_peer ON messages (peer, id);",
+    // 3: the server's sequence number of a received message, when the server tells it
+    // (`vcom/1+ext`). A message the server sends again because its receipt was lost (the
+    // client died first) matches its row and is kept once. The sender and timestamp are
+    // part of the key, so that a server whose numbering started over never hides a
+    // different message.
+    "ALTER TABLE messages ADD COLUMN seq INTEGER;
+     CREATE UNIQUE INDEX messages_by_seq ON messages (seq, sender, sent_at)
+         WHERE seq IS NOT NULL;",
 ];
 
 /// The schema version this code writes: the number of [`MIGRATIONS`].
@@ -203,21 +211,50 @@ impl History {
 
     /// Stores a received message durably and returns its row number.
     pub async fn record(&self, entry: NewEntry) -> Result<i64, ClientError> {
+        Ok(self.record_numbered(entry, None).await?.0)
+    }
+
+    /// Stores a received message with the server's sequence number, once: a message
+    /// with the same number, sender and timestamp already recorded is not stored again.
+    /// Returns the row number and whether the message is new.
+    pub async fn record_numbered(
+        &self,
+        entry: NewEntry,
+        seq: Option<i64>,
+    ) -> Result<(i64, bool), ClientError> {
+        if let Some(seq) = seq {
+            let (sender, sent_at) = (entry.sender.clone(), entry.sent_at);
+            let known = self
+                .run(move |conn| {
+                    conn.prepare_cached(
+                        "SELECT id FROM messages WHERE seq = ?1 AND sender = ?2 AND sent_at = ?3",
+                    )?
+                    .query_row(params![seq, sender.as_str(), sent_at.0], |r| r.get(0))
+                    .optional()
+                })
+                .await?;
+            if let Some(id) = known {
+                return Ok((id, false));
+            }
+        }
         let peer = match entry.group {
             None => Some(entry.sender.clone()),
             Some(_) => None,
         };
-        self.insert(Row {
-            outgoing: false,
-            sender: entry.sender,
-            peer,
-            group: entry.group,
-            sent_at: entry.sent_at,
-            kind: entry.kind,
-            data: entry.data,
-            read: entry.read,
-        })
-        .await
+        let id = self
+            .insert(Row {
+                outgoing: false,
+                sender: entry.sender,
+                peer,
+                group: entry.group,
+                sent_at: entry.sent_at,
+                kind: entry.kind,
+                data: entry.data,
+                read: entry.read,
+                seq,
+            })
+            .await?;
+        Ok((id, true))
     }
 
     /// Stores a message this device sent durably and returns its row number.
@@ -235,6 +272,7 @@ impl History {
             kind: entry.kind,
             data: entry.data,
             read: true,
+            seq: None,
         })
         .await
     }
@@ -244,8 +282,9 @@ impl History {
         self.run(move |conn| {
             conn.execute(
                 "INSERT INTO messages
-                     (outgoing, sender, peer, group_id, sent_at, received_at, is_text, data, read)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                     (outgoing, sender, peer, group_id, sent_at, received_at, is_text, data, read,
+                      seq)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                 params![
                     row.outgoing,
                     row.sender.as_str(),
@@ -256,6 +295,7 @@ impl History {
                     row.kind.is_text(),
                     row.data.as_ref(),
                     row.read,
+                    row.seq,
                 ],
             )?;
             Ok(conn.last_insert_rowid())
@@ -313,6 +353,7 @@ struct Row {
     kind: MessageKind,
     data: Bytes,
     read: bool,
+    seq: Option<i64>,
 }
 
 fn user_column(row: &rusqlite::Row<'_>, index: usize) -> Result<UserId, rusqlite::Error> {

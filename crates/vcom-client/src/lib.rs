@@ -50,6 +50,7 @@ pub mod file_name;
 mod history;
 mod identity;
 mod login;
+mod outgoing;
 mod profile;
 mod session;
 mod sync;
@@ -62,12 +63,14 @@ pub use error::{ClientError, ProtocolError};
 pub use event::{DisconnectReason, Event, EventStream, Message, TransferOutcome};
 pub use history::{Direction, History, HistoryEntry, HistoryQuery, NewEntry, Recipient, SentEntry};
 pub use identity::Identity;
+pub use outgoing::{Delivery, Outgoing};
 pub use profile::{Profile, ProfileError, ProfileState};
 pub use sync::{ListKind, Lists, UserList};
 pub use tls::Trust;
 pub use transfer::{FileOffer, Progress, TransferHandle};
 pub use vcom_protocol::{
-    AbortReason, DenyCode, DeviceId, GroupId, Limits, MessageKind, Timestamp, TransferId, UserId,
+    AbortReason, DenyCode, DeviceId, GroupId, Limits, MessageKind, SendOutcome, Timestamp,
+    TransferId, UserId,
 };
 
 /// The current time as a protocol timestamp (milliseconds since the Unix epoch).

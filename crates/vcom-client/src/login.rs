@@ -32,7 +32,12 @@ async fn establish(config: ClientConfig) -> Result<(Client, EventStream), Client
     let history = History::open(profile.history_path()).await?;
 
     let pinned = profile.state().server_fingerprint.clone();
-    let setup = tls::client_config(&config.trust, pinned.as_deref(), &identity)?;
+    let setup = tls::client_config(
+        &config.trust,
+        pinned.as_deref(),
+        &identity,
+        config.extensions,
+    )?;
     let name = tls::server_name(config.server_name.as_deref().unwrap_or(config.host()))?;
     let tcp = TcpStream::connect(&config.server).await?;
     tcp.set_nodelay(true)?;
@@ -56,6 +61,7 @@ async fn establish(config: ClientConfig) -> Result<(Client, EventStream), Client
         }
     }
 
+    let ext = stream.get_ref().1.alpn_protocol() == Some(vcom_protocol::alpn::EXT);
     let (read, write) = tokio::io::split(stream);
     let mut reader = FramedRead::new(read, Codec::new(config.limits));
     let mut writer = FramedWrite::new(write, Codec::new(config.limits));
@@ -104,6 +110,7 @@ async fn establish(config: ClientConfig) -> Result<(Client, EventStream), Client
         profile,
         history: history.clone(),
         keepalive: config.keepalive,
+        ext,
     };
     let (session, handles) = Session::start(parts, events_tx);
     tokio::spawn(session.run());

@@ -24,12 +24,13 @@ use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 use vcom_protocol::{
-    AbortReason, ClientPacket, FileTransferAbort, FileTransferAccept, FileTransferRequest, Ping,
-    Pong, ServerPacket, TransferId, UserId, VcomCodec,
+    AbortReason, ClientPacket, FileTransferAbort, FileTransferAccept, FileTransferRequest,
+    MessageTag, Ping, Pong, Receipt, ServerPacket, TransferId, UserId, VcomCodec,
 };
 
 use crate::event::{DisconnectReason, Event, Message, TransferOutcome};
-use crate::history::{History, NewEntry};
+use crate::history::{History, NewEntry, SentEntry};
+use crate::outgoing::Delivery;
 use crate::profile::Profile;
 use crate::sync::{ListKind, Lists, ListsState};
 use crate::transfer::{Destination, FileOffer, Signal, place};
@@ -45,6 +46,31 @@ pub(crate) const SEND_QUEUE: usize = 64;
 pub(crate) const COMMAND_QUEUE: usize = 32;
 /// How long closing may wait for the server to take the last bytes.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How many sent messages may wait for the server's answer (517) at once; more sends
+/// wait their turn.
+const MAX_AWAITING: usize = 256;
+/// Received messages confirmed by one receipt (515) at most...
+const RECEIPT_EVERY: u32 = 64;
+/// ...and the longest a stored message waits for its receipt.
+const RECEIPT_DELAY: Duration = Duration::from_millis(20);
+
+/// A message for the server, from [`crate::Client::send_message`].
+#[derive(Debug)]
+pub(crate) struct Send {
+    pub(crate) client_id: i64,
+    pub(crate) packet: ClientPacket,
+    /// Written to the history once the server has stored it.
+    pub(crate) entry: SentEntry,
+    pub(crate) reply: oneshot::Sender<Result<Delivery, ClientError>>,
+}
+
+/// What goes to the writer task: a packet, or a tagged message whose 516 and 266/267
+/// must be written back to back.
+#[derive(Debug)]
+pub(crate) enum Frame {
+    One(ClientPacket),
+    Tagged(MessageTag, ClientPacket),
+}
 
 /// What a client handle asks the session to do.
 #[derive(Debug)]
@@ -108,12 +134,15 @@ pub(crate) struct Parts {
     pub(crate) profile: Profile,
     pub(crate) history: History,
     pub(crate) keepalive: Option<Duration>,
+    /// Whether the server negotiated the extension set (`vcom/1+ext`).
+    pub(crate) ext: bool,
 }
 
 /// The channels the client handles use to reach the session.
 pub(crate) struct Handles {
     pub(crate) out: mpsc::Sender<ClientPacket>,
     pub(crate) commands: mpsc::Sender<Command>,
+    pub(crate) sends: mpsc::Sender<Send>,
     pub(crate) lists: watch::Receiver<Lists>,
     pub(crate) received: Arc<AtomicU64>,
 }
@@ -144,18 +173,38 @@ pub(crate) struct Session {
     next_nonce: i64,
     writer: Option<JoinHandle<Result<(), ClientError>>>,
     stop_writer: CancellationToken,
+    /// Sent messages, from the application.
+    sends: mpsc::Receiver<Send>,
+    /// Tagged messages for the writer.
+    frames: mpsc::Sender<Frame>,
+    ext: bool,
+    /// Sent messages waiting for the server's answer, by client message id.
+    awaiting: HashMap<i64, (SentEntry, oneshot::Sender<Result<Delivery, ClientError>>)>,
+    /// The sequence number (514) of the message that comes next.
+    next_seq: Option<i64>,
+    /// The highest sequence number stored in the history and not yet confirmed.
+    unconfirmed: Option<i64>,
+    unconfirmed_count: u32,
+    receipt_due: Option<tokio::time::Instant>,
 }
 
 impl Session {
     /// Starts the writer task and builds the session; the caller spawns [`Session::run`].
     pub(crate) fn start(parts: Parts, events: mpsc::Sender<Event>) -> (Session, Handles) {
         let (out, out_rx) = mpsc::channel(SEND_QUEUE);
+        let (frames, frames_rx) = mpsc::channel(SEND_QUEUE);
+        let (sends_tx, sends) = mpsc::channel(COMMAND_QUEUE);
         let (command_tx, commands) = mpsc::channel(COMMAND_QUEUE);
         let lists = parts.profile.state().lists.clone();
         let (lists_tx, lists_rx) = watch::channel(lists.clone());
         let received = Arc::new(AtomicU64::new(0));
         let stop_writer = CancellationToken::new();
-        let writer = tokio::spawn(write_loop(parts.writer, out_rx, stop_writer.clone()));
+        let writer = tokio::spawn(write_loop(
+            parts.writer,
+            out_rx,
+            frames_rx,
+            stop_writer.clone(),
+        ));
         let keepalive = parts.keepalive.map(|period| {
             let mut interval =
                 tokio::time::interval_at(tokio::time::Instant::now() + period, period);
@@ -184,10 +233,19 @@ impl Session {
             next_nonce: 1,
             writer: Some(writer),
             stop_writer,
+            sends,
+            frames,
+            ext: parts.ext,
+            awaiting: HashMap::new(),
+            next_seq: None,
+            unconfirmed: None,
+            unconfirmed_count: 0,
+            receipt_due: None,
         };
         let handles = Handles {
             out,
             commands: command_tx,
+            sends: sends_tx,
             lists: lists_rx,
             received,
         };
@@ -205,9 +263,14 @@ impl Session {
                 (DisconnectReason::Error(e), None)
             }
         };
-        // Refuse further commands at once, so no handle waits on a dead session.
+        // Refuse further commands at once, so no handle waits on a dead session. A send
+        // still waiting for its answer fails: whether it was stored is unknown, and
+        // sending it again with the same id stores it once.
         self.commands.close();
         while self.commands.try_recv().is_ok() {}
+        self.sends.close();
+        while self.sends.try_recv().is_ok() {}
+        self.awaiting.clear();
         self.stop_writer().await;
         self.abandon_transfers().await;
         self.pings.clear();
@@ -255,9 +318,17 @@ impl Session {
                 },
                 command = self.commands.recv() => match command {
                     None => return Ok(Stop::Closed(None)),
-                    Some(Command::Close { reply }) => return Ok(Stop::Closed(Some(reply))),
+                    Some(Command::Close { reply }) => {
+                        // What is stored is confirmed before the connection closes.
+                        self.send_receipt().await?;
+                        return Ok(Stop::Closed(Some(reply)));
+                    }
                     Some(command) => self.on_command(command).await?,
                 },
+                Some(send) = self.sends.recv(), if self.awaiting.len() < MAX_AWAITING => {
+                    self.on_send(send).await?;
+                }
+                () = due(self.receipt_due) => self.send_receipt().await?,
                 packet = self.reader.next(), if self.staged.is_empty() => match packet {
                     None => return Ok(Stop::ServerClosed),
                     Some(packet) => self.on_packet(packet?).await?,
@@ -317,7 +388,9 @@ impl Session {
                         read: m.read,
                     })
                     .await?;
-                self.stage(Event::Message(message));
+                if let Some(message) = message {
+                    self.stage(Event::Message(message));
+                }
             }
             ServerPacket::GroupMessage(m) => {
                 let message = self
@@ -330,7 +403,36 @@ impl Session {
                         read: m.read,
                     })
                     .await?;
-                self.stage(Event::GroupMessage(message));
+                if let Some(message) = message {
+                    self.stage(Event::GroupMessage(message));
+                }
+            }
+            ServerPacket::Sequence(ref sequence) => {
+                if !self.ext || self.next_seq.is_some() || sequence.seq < 1 {
+                    return Err(unexpected(
+                        &packet,
+                        "a Sequence only with vcom/1+ext, once before each message",
+                    ));
+                }
+                self.next_seq = Some(sequence.seq);
+            }
+            ServerPacket::SendAck(ref ack) => {
+                if !self.ext {
+                    return Err(unexpected(&packet, "a SendAck only with vcom/1+ext"));
+                }
+                match self.awaiting.remove(&ack.client_id) {
+                    Some((entry, reply)) => {
+                        let delivery = Delivery::from_outcome(ack.outcome);
+                        if delivery == Delivery::Stored {
+                            self.record_sent(entry).await;
+                        }
+                        let _ = reply.send(Ok(delivery));
+                    }
+                    None => debug!(
+                        client_id = ack.client_id,
+                        "an answer for a send nobody waits for"
+                    ),
+                }
             }
             ServerPacket::FileTransferId(ref id) => {
                 let Some(reply) = self.pending_request.take() else {
@@ -419,11 +521,26 @@ impl Session {
         Ok(())
     }
 
-    /// Writes a message to the history before anything else is done with it.
-    async fn record(&mut self, entry: NewEntry) -> Result<Message, ClientError> {
-        let history_id = self.history.record(entry.clone()).await?;
+    /// Writes a message to the history before anything else is done with it; with
+    /// receipts, then confirms it. `None` for a message the history already holds (the
+    /// server sent it again because its receipt never arrived).
+    async fn record(&mut self, entry: NewEntry) -> Result<Option<Message>, ClientError> {
+        let seq = self.next_seq.take();
+        if self.ext && seq.is_none() {
+            return Err(ClientError::Protocol(ProtocolError::Unexpected {
+                expected: "a Sequence before each stored message (vcom/1+ext)",
+                got: "a message without one",
+            }));
+        }
+        let (history_id, new) = self.history.record_numbered(entry.clone(), seq).await?;
+        if let Some(seq) = seq {
+            self.confirm(seq).await?;
+        }
+        if !new {
+            return Ok(None);
+        }
         self.received.fetch_add(1, Ordering::Relaxed);
-        Ok(Message {
+        Ok(Some(Message {
             sender: entry.sender,
             group: entry.group,
             sent_at: entry.sent_at,
@@ -431,7 +548,67 @@ impl Session {
             data: entry.data,
             read: entry.read,
             history_id,
-        })
+        }))
+    }
+
+    /// The message numbered `seq` is in the history: confirm it, with the ones before,
+    /// in one receipt per [`RECEIPT_EVERY`] messages or after [`RECEIPT_DELAY`].
+    async fn confirm(&mut self, seq: i64) -> Result<(), ClientError> {
+        self.unconfirmed = Some(self.unconfirmed.map_or(seq, |u| u.max(seq)));
+        self.unconfirmed_count += 1;
+        if self.unconfirmed_count >= RECEIPT_EVERY {
+            return self.send_receipt().await;
+        }
+        if self.receipt_due.is_none() {
+            self.receipt_due = Some(tokio::time::Instant::now() + RECEIPT_DELAY);
+        }
+        Ok(())
+    }
+
+    /// Sends the receipt for everything stored so far, if anything is unconfirmed.
+    async fn send_receipt(&mut self) -> Result<(), ClientError> {
+        self.receipt_due = None;
+        self.unconfirmed_count = 0;
+        if let Some(through) = self.unconfirmed.take() {
+            self.send(Receipt { through }).await?;
+        }
+        Ok(())
+    }
+
+    /// Sends a message: tagged, and answered when the server does, with the extension
+    /// set; else handed to the connection and answered at once.
+    async fn on_send(&mut self, send: Send) -> Result<(), ClientError> {
+        if !self.ext {
+            self.send(send.packet).await?;
+            self.record_sent(send.entry).await;
+            let _ = send.reply.send(Ok(Delivery::Unconfirmed));
+            return Ok(());
+        }
+        if self.awaiting.contains_key(&send.client_id) {
+            let _ = send.reply.send(Err(ClientError::InvalidInput(format!(
+                "message {} is already waiting for the server's answer",
+                send.client_id
+            ))));
+            return Ok(());
+        }
+        let tag = MessageTag {
+            client_id: send.client_id,
+        };
+        self.frames
+            .send(Frame::Tagged(tag, send.packet))
+            .await
+            .map_err(|_| ClientError::Closed)?;
+        self.awaiting
+            .insert(send.client_id, (send.entry, send.reply));
+        Ok(())
+    }
+
+    /// Writes a message the server took to the history. A failure is logged, not
+    /// returned: the message is already on its way and cannot be called back.
+    async fn record_sent(&self, entry: SentEntry) {
+        if let Err(e) = self.history.record_sent(entry).await {
+            warn!(error = %e, "a sent message could not be written to the history");
+        }
     }
 
     /// Saves the lists in the profile. A failure is logged, not fatal: the server keeps
@@ -722,37 +899,66 @@ async fn discard(incoming: Incoming) {
     }
 }
 
-/// The writer task: sends queued packets, flushing once per batch, until stopped; then
-/// sends what was already queued and closes TLS cleanly.
+/// The writer task: sends queued packets and tagged messages, flushing once per batch,
+/// until stopped; then sends what was already queued and closes TLS cleanly.
 async fn write_loop(
     mut sink: Writer,
     mut queue: mpsc::Receiver<ClientPacket>,
+    mut frames: mpsc::Receiver<Frame>,
     stop: CancellationToken,
 ) -> Result<(), ClientError> {
     loop {
-        tokio::select! {
+        let first = tokio::select! {
             biased;
             () = stop.cancelled() => break,
-            packet = queue.recv() => {
-                let Some(packet) = packet else { break };
+            packet = queue.recv() => match packet {
+                Some(packet) => Frame::One(packet),
+                None => break,
+            },
+            Some(frame) = frames.recv() => frame,
+        };
+        feed(&mut sink, first).await?;
+        for _ in 0..SEND_QUEUE {
+            if let Ok(packet) = queue.try_recv() {
                 sink.feed(packet).await?;
-                for _ in 0..SEND_QUEUE {
-                    match queue.try_recv() {
-                        Ok(packet) => sink.feed(packet).await?,
-                        Err(_) => break,
-                    }
-                }
-                SinkExt::<ClientPacket>::flush(&mut sink).await?;
+            } else if let Ok(frame) = frames.try_recv() {
+                feed(&mut sink, frame).await?;
+            } else {
+                break;
             }
         }
+        SinkExt::<ClientPacket>::flush(&mut sink).await?;
     }
     queue.close();
+    frames.close();
     for _ in 0..SEND_QUEUE {
-        match queue.try_recv() {
-            Ok(packet) => sink.feed(packet).await?,
-            Err(_) => break,
+        if let Ok(packet) = queue.try_recv() {
+            sink.feed(packet).await?;
+        } else if let Ok(frame) = frames.try_recv() {
+            feed(&mut sink, frame).await?;
+        } else {
+            break;
         }
     }
     SinkExt::<ClientPacket>::close(&mut sink).await?;
     Ok(())
+}
+
+async fn feed(sink: &mut Writer, frame: Frame) -> Result<(), ClientError> {
+    match frame {
+        Frame::One(packet) => sink.feed(packet).await?,
+        Frame::Tagged(tag, packet) => {
+            sink.feed(ClientPacket::from(tag)).await?;
+            sink.feed(packet).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Resolves at `deadline`, never without one.
+async fn due(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
 }

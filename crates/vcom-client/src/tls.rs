@@ -154,6 +154,7 @@ pub(crate) fn client_config(
     trust: &Trust,
     pinned: Option<&str>,
     identity: &Identity,
+    extensions: bool,
 ) -> Result<TlsSetup, ClientError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
@@ -195,8 +196,16 @@ pub(crate) fn client_config(
             )
         }
     };
-    let config = builder
+    let mut config = builder
         .with_client_auth_cert(vec![identity.certificate().clone()], identity.private_key())?;
+    // Offers the extension set; a server that does not speak it picks the wiki's packets
+    // or no ALPN at all, and the client then uses the wiki's packets alone.
+    if extensions {
+        config.alpn_protocols = vec![
+            vcom_protocol::alpn::EXT.to_vec(),
+            vcom_protocol::alpn::WIKI.to_vec(),
+        ];
+    }
     Ok(TlsSetup {
         config: Arc::new(config),
         expected,
@@ -267,12 +276,12 @@ mod tests {
         let user = vcom_protocol::UserId::new("alice")?;
         let identity = Identity::generate(&user)?;
         assert!(matches!(
-            client_config(&Trust::PinnedOnly, None, &identity),
+            client_config(&Trust::PinnedOnly, None, &identity, true),
             Err(ClientError::NoPinnedFingerprint)
         ));
-        assert!(client_config(&Trust::TrustOnFirstUse, None, &identity).is_ok());
+        assert!(client_config(&Trust::TrustOnFirstUse, None, &identity, true).is_ok());
         assert!(matches!(
-            client_config(&Trust::Fingerprint("nope".into()), None, &identity),
+            client_config(&Trust::Fingerprint("nope".into()), None, &identity, true),
             Err(ClientError::Config(_))
         ));
         Ok(())

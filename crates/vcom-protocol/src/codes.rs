@@ -89,6 +89,36 @@ wire_enum! {
     }
 }
 
+wire_enum! {
+    /// What became of a tagged message: the outcome of SendAck (517).
+    SendOutcome(i8) {
+        /// 0: stored durably; it reaches the recipients' devices now or when they log in.
+        /// Also the answer when a recipient has blocked the sender: blocking stays
+        /// invisible.
+        Stored = 0,
+        /// 1: no such user; nothing was stored.
+        UnknownRecipient = 1,
+        /// 2: no such group, or the sender is not a member; nothing was stored.
+        NotAMember = 2,
+        /// 3: the recipient's inbox is full (too many undelivered messages); nothing was
+        /// stored for them. Sending again later may succeed.
+        InboxFull = 3,
+    }
+}
+
+impl std::fmt::Display for SendOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let text = match self {
+            SendOutcome::Stored => "stored",
+            SendOutcome::UnknownRecipient => "no such user",
+            SendOutcome::NotAMember => "no such group, or not a member of it",
+            SendOutcome::InboxFull => "the recipient's inbox is full",
+            SendOutcome::Other(code) => return write!(f, "unknown outcome {code}"),
+        };
+        write!(f, "{text} (outcome {})", self.code())
+    }
+}
+
 impl std::fmt::Display for DenyCode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let text = match self {
@@ -136,6 +166,10 @@ mod tests {
         for reason in AbortReason::ALL {
             assert_eq!(AbortReason::from_code(reason.code()), *reason);
         }
+        for outcome in SendOutcome::ALL {
+            assert_eq!(SendOutcome::from_code(outcome.code()), *outcome);
+        }
+        assert_eq!(SendOutcome::ALL.len(), 4);
         assert_eq!(DenyCode::ALL.len(), 8);
         assert_eq!(AbortReason::ALL.len(), 9);
         assert_eq!(DenyCode::from_code(42), DenyCode::Other(42));

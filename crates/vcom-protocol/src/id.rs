@@ -92,6 +92,10 @@ pub fn name(id: i32) -> Option<&'static str> {
         FILE_TRANSFER_COMPLETE => "FileTransferComplete",
         PING => "Ping",
         PONG => "Pong",
+        SEQUENCE => "Sequence",
+        RECEIPT => "Receipt",
+        MESSAGE_TAG => "MessageTag",
+        SEND_ACK => "SendAck",
         _ => return None,
     })
 }
@@ -100,3 +104,15 @@ pub fn name(id: i32) -> Option<&'static str> {
 pub const PING: i32 = 512;
 /// 513, both ways (extension): Pong, the answer to a Ping.
 pub const PONG: i32 = 513;
+/// 514, S→C (extension, `vcom/1+ext` only): the sequence number of the stored message
+/// (264 or 265) that follows it directly.
+pub const SEQUENCE: i32 = 514;
+/// 515, C→S (extension, `vcom/1+ext` only): the device has stored every message through a
+/// sequence number.
+pub const RECEIPT: i32 = 515;
+/// 516, C→S (extension, `vcom/1+ext` only): names the 266 or 267 that follows it directly
+/// with a client message id, asking for a [`SEND_ACK`].
+pub const MESSAGE_TAG: i32 = 516;
+/// 517, S→C (extension, `vcom/1+ext` only): a tagged message is durable, or why it is not
+/// stored.
+pub const SEND_ACK: i32 = 517;

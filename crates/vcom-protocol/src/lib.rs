@@ -12,6 +12,7 @@
 //! - [`codes`]: the ConnectionDenied error codes ([`DenyCode`]) and the file-transfer
 //!   abort reasons ([`AbortReason`]), including this project's extensions.
 //! - [`limits`]: [`Limits`], the configurable bounds the decoder enforces.
+//! - [`alpn`]: the names a client offers to negotiate the extension set.
 //! - [`packets`]: one struct per packet, and the two direction enums [`ClientPacket`]
 //!   (client to server) and [`ServerPacket`] (server to client).
 //! - `wire` (private): the primitive readers and writers (Java `DataOutputStream` style).
@@ -50,7 +51,18 @@ mod wire;
 
 #[cfg(feature = "codec")]
 pub use codec::VcomCodec;
-pub use codes::{AbortReason, DenyCode};
+pub use codes::{AbortReason, DenyCode, SendOutcome};
+
+/// TLS ALPN protocol names: how a client and a server agree, before login, on the packets
+/// they use (`docs/protocol.md`, "Negotiation").
+pub mod alpn {
+    /// The wiki's packets 256-274 alone (and the Ping/Pong keep-alive): exactly the
+    /// behaviour of a client that offers no ALPN at all.
+    pub const WIKI: &[u8] = b"vcom/1";
+    /// The wiki's packets plus the extension set: sequence numbers and delivery receipts
+    /// (514, 515), send acknowledgements (516, 517).
+    pub const EXT: &[u8] = b"vcom/1+ext";
+}
 pub use error::DecodeError;
 pub use limits::Limits;
 pub use packets::*;

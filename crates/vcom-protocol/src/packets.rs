@@ -10,7 +10,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use crate::wire::{self, ReadError, ReadResult, Reader};
 use crate::{
     AbortReason, DecodeError, Decoded, DenyCode, DeviceId, FileSize, GroupId, Limits, MessageKind,
-    Timestamp, TransferId, UserId, id,
+    SendOutcome, Timestamp, TransferId, UserId, id,
 };
 
 /// One packet body: its identifier, name and field layout.
@@ -524,6 +524,59 @@ packet! {
     decode(r, limits) { Ok(Pong { nonce: r.i64()? }) }
 }
 
+packet! {
+    /// 514, S→C (extension, `vcom/1+ext` only): the stored message (264 or 265) that
+    /// follows directly is number `seq` of this device's delivery sequence. Numbers only
+    /// grow; the device confirms them with [`Receipt`].
+    Sequence = id::SEQUENCE, "Sequence" {
+        /// The message's sequence number (positive).
+        seq: i64,
+    }
+    encode(self, dst) { dst.put_i64(self.seq); }
+    decode(r, limits) { Ok(Sequence { seq: r.i64()? }) }
+}
+
+packet! {
+    /// 515, C→S (extension, `vcom/1+ext` only): the device has stored every message
+    /// through sequence number `through`; the server sends none of them again.
+    Receipt = id::RECEIPT, "Receipt" {
+        /// The highest sequence number the device has stored, with every one before it.
+        through: i64,
+    }
+    encode(self, dst) { dst.put_i64(self.through); }
+    decode(r, limits) { Ok(Receipt { through: r.i64()? }) }
+}
+
+packet! {
+    /// 516, C→S (extension, `vcom/1+ext` only): names the 266 or 267 that follows
+    /// directly; the server answers it with a [`SendAck`], and stores a resend with the
+    /// same id (after a reconnect) only once.
+    MessageTag = id::MESSAGE_TAG, "MessageTag" {
+        /// Chosen by the client, unique per device.
+        client_id: i64,
+    }
+    encode(self, dst) { dst.put_i64(self.client_id); }
+    decode(r, limits) { Ok(MessageTag { client_id: r.i64()? }) }
+}
+
+packet! {
+    /// 517, S→C (extension, `vcom/1+ext` only): what became of a tagged message, sent
+    /// once it is durable (or refused).
+    SendAck = id::SEND_ACK, "SendAck" {
+        /// The id of the [`MessageTag`] it answers.
+        client_id: i64,
+        /// Stored, or why not.
+        outcome: SendOutcome,
+    }
+    encode(self, dst) {
+        dst.put_i64(self.client_id);
+        dst.put_i8(self.outcome.code());
+    }
+    decode(r, limits) {
+        Ok(SendAck { client_id: r.i64()?, outcome: SendOutcome::from_code(r.i8()?) })
+    }
+}
+
 /// Decodes one packet of the given body type after its identifier has been read.
 fn body<B: Body>(r: &mut Reader<'_>, limits: &Limits) -> ReadResult<B> {
     r.set_packet(B::NAME);
@@ -634,6 +687,8 @@ direction! {
         FileTransferComplete,
         Ping,
         Pong,
+        Receipt,
+        MessageTag,
     }
 }
 
@@ -656,6 +711,8 @@ direction! {
         FileTransferComplete,
         Ping,
         Pong,
+        Sequence,
+        SendAck,
     }
 }
 

@@ -6,6 +6,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use futures::stream::FuturesOrdered;
 use futures::{SinkExt, StreamExt};
@@ -18,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use vcom_protocol::codec::CodecError;
 use vcom_protocol::{
     ClientPacket, ConnectionAccepted, ConnectionDenied, DeviceId, Pong, RequestUserListsSync,
-    ServerPacket, UserId,
+    SendAck, Sequence, ServerPacket, UserId,
 };
 use vcom_store::{MessageId, Store};
 
@@ -110,7 +111,7 @@ pub(crate) async fn serve<S: Store>(
         _ = shared.shutdown.cancelled() => return,
         r = tokio::time::timeout(deadline, handshake_and_login(&shared, acceptor, tcp, addr)) => r,
     };
-    let (transport, accepted, key_resets) = match login {
+    let (transport, accepted, key_resets, ext) = match login {
         Err(_) => {
             tracing::info!(%addr, "no login within {}s: disconnected", deadline.as_secs());
             return;
@@ -120,7 +121,7 @@ pub(crate) async fn serve<S: Store>(
     };
     drop(login_permit);
     drop(address_slot);
-    run_session(shared, transport, accepted, key_resets, addr).await;
+    run_session(shared, transport, accepted, key_resets, ext, addr).await;
 }
 
 /// Turns on TCP keep-alive so dead peers of idle sessions are found and dropped.
@@ -135,13 +136,14 @@ fn set_keepalive(tcp: &TcpStream) {
 }
 
 /// The TLS handshake and the login; on success also the user's key-reset count read
-/// before the key was checked (for [`crate::session::Registry::insert`]).
+/// before the key was checked (for [`crate::session::Registry::insert`]) and whether the
+/// client negotiated the extension set.
 async fn handshake_and_login<S: Store>(
     shared: &Shared<S>,
     acceptor: TlsAcceptor,
     tcp: TcpStream,
     addr: SocketAddr,
-) -> Option<(Transport, Accepted, u64)> {
+) -> Option<(Transport, Accepted, u64, bool)> {
     let handshake = tokio::time::timeout(shared.config.handshake_timeout(), acceptor.accept(tcp));
     let tls = match handshake.await {
         Ok(Ok(tls)) => tls,
@@ -154,6 +156,7 @@ async fn handshake_and_login<S: Store>(
             return None;
         }
     };
+    let ext = tls.get_ref().1.alpn_protocol() == Some(vcom_protocol::alpn::EXT);
     let key = tls
         .get_ref()
         .1
@@ -193,7 +196,7 @@ async fn handshake_and_login<S: Store>(
                 user = %accepted.user, device = %accepted.device, %addr,
                 new_device = request.device == DeviceId::NEW, "login accepted"
             );
-            Some((transport, accepted, key_resets))
+            Some((transport, accepted, key_resets, ext))
         }
         Err(Refused::Denied(code)) => {
             Stats::bump(&shared.stats.denials);
@@ -232,6 +235,7 @@ async fn run_session<S: Store>(
     mut transport: Transport,
     accepted: Accepted,
     key_resets: u64,
+    ext: bool,
     addr: SocketAddr,
 ) {
     let (tx, rx) = mpsc::channel(shared.config.outbound_queue);
@@ -246,6 +250,7 @@ async fn run_session<S: Store>(
         tx,
         chunks: chunks_tx,
         kill: kill.clone(),
+        ext,
     };
     // Registered before the backlog is read, so nothing stored meanwhile is missed.
     shared
@@ -253,18 +258,21 @@ async fn run_session<S: Store>(
         .insert(session.clone(), key_resets, accepted.place);
     transport.set_backpressure_boundary(WRITE_BUFFER);
     let (sink, stream) = transport.split();
+    // The highest sequence number written to this client: a receipt never claims more.
+    let sent = Arc::new(AtomicI64::new(0));
     let writer = tokio::spawn(write_loop(
         shared.clone(),
         session.clone(),
         sink,
         rx,
         chunks_rx,
+        Arc::clone(&sent),
     ));
     let conn = Conn {
         shared: shared.clone(),
         session,
     };
-    read_loop(&conn, stream).await;
+    read_loop(&conn, stream, &sent).await;
     if !shared.shutdown.is_cancelled() {
         kill.cancel();
     }
@@ -287,75 +295,131 @@ const FINISH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 /// What the reader's loop woke up for.
 enum Wake {
     Packet(Option<Result<ClientPacket, CodecError>>),
-    Stored(Result<Option<delivery::Relay>, Close>),
+    Stored(Result<(), Close>),
+    Cursor(Result<(), WriteError>),
     Stop,
 }
 
 /// Reads the client's packets until the connection ends.
 ///
 /// Messages (266, 267) are pipelined: each is checked against memory and handed to the
-/// store at once, and the reader goes on reading while their commits complete; they are
-/// relayed in the order they came, as each commit lands. Any other packet first waits
-/// for the messages before it, so a Pong or a transfer answer still follows them.
-async fn read_loop<S: Store>(conn: &Conn<S>, mut stream: Stream) {
+/// store at once, and the reader goes on reading while their commits complete (they
+/// are relayed from the store's commit hook, in commit order). Any other packet first
+/// waits for the messages before it, so a Pong or a transfer answer still follows them.
+/// Receipts (515) move the device's cursor, one write in flight at a time.
+async fn read_loop<S: Store>(conn: &Conn<S>, mut stream: Stream, sent: &AtomicI64) {
     let shared = &conn.shared;
     let mut storing: FuturesOrdered<delivery::Storing> = FuturesOrdered::new();
+    let mut cursor = Cursor::new(shared.store.clone(), conn.device());
+    // The client message id of a 516 waiting for its 266 or 267.
+    let mut tag: Option<i64> = None;
     loop {
         let wake = tokio::select! {
             biased;
             _ = conn.session.kill.cancelled() => Wake::Stop,
             _ = shared.shutdown.cancelled() => Wake::Stop,
             Some(stored) = storing.next(), if !storing.is_empty() => Wake::Stored(stored),
+            landed = cursor.landed() => Wake::Cursor(landed),
             item = stream.next(), if storing.len() < STORING => Wake::Packet(item),
         };
         let packet = match wake {
-            Wake::Stored(Ok(relay)) => {
-                delivery::relay(conn, relay);
-                continue;
-            }
+            Wake::Stored(Ok(())) | Wake::Cursor(Ok(())) => continue,
             Wake::Stored(Err(close)) => {
                 report_close(conn, close);
-                return;
+                break;
+            }
+            Wake::Cursor(Err(e)) => {
+                tracing::error!(user = %conn.user(), error = ?e, "could not record a receipt: closing");
+                break;
             }
             Wake::Stop | Wake::Packet(None) => {
                 finish(conn, &mut storing).await;
-                return;
+                break;
             }
             Wake::Packet(Some(Err(e))) => {
                 finish(conn, &mut storing).await;
                 log_read_error(shared, conn.session.addr, Some(conn.user()), e);
-                return;
+                break;
             }
             Wake::Packet(Some(Ok(packet))) => packet,
         };
-        match packet {
-            ClientPacket::SendUserMessage(p) => storing.extend(delivery::direct(conn, p)),
-            ClientPacket::SendGroupMessage(p) => storing.extend(delivery::group(conn, p)),
+        let tagged = tag.take();
+        if tagged.is_some()
+            && !matches!(
+                packet,
+                ClientPacket::SendUserMessage(_) | ClientPacket::SendGroupMessage(_)
+            )
+        {
+            report_close(
+                conn,
+                Close::Violation(format!(
+                    "MessageTag (516) followed by {} ({}), not by 266 or 267",
+                    packet.name(),
+                    packet.id()
+                )),
+            );
+            break;
+        }
+        let sent_message = match packet {
+            ClientPacket::SendUserMessage(p) => delivery::direct(conn, p, tagged),
+            ClientPacket::SendGroupMessage(p) => delivery::group(conn, p, tagged),
+            ClientPacket::MessageTag(p) if conn.session.ext => {
+                tag = Some(p.client_id);
+                continue;
+            }
+            ClientPacket::Receipt(p) if conn.session.ext => {
+                // A receipt never claims more than was written to this client.
+                let through = p.through.min(sent.load(Ordering::Acquire));
+                if through > 0 {
+                    cursor.advance(MessageId(through));
+                }
+                continue;
+            }
             other => {
                 if !finish(conn, &mut storing).await {
-                    return;
+                    break;
                 }
                 let result = tokio::select! {
                     biased;
-                    _ = conn.session.kill.cancelled() => return,
+                    _ = conn.session.kill.cancelled() => break,
                     r = handle(conn, other) => r,
                 };
                 if let Err(close) = result {
                     report_close(conn, close);
-                    return;
+                    break;
+                }
+                continue;
+            }
+        };
+        match sent_message {
+            delivery::Sent::Storing(store) => storing.push_back(store),
+            delivery::Sent::Dropped(outcome) => {
+                if let Some(client_id) = tagged {
+                    conn.session
+                        .push(Outbound::Packet(ServerPacket::from(SendAck {
+                            client_id,
+                            outcome,
+                        })));
                 }
             }
         }
     }
+    // Receipts already given are recorded (bounded: the store may be what failed).
+    if let Ok(Err(e)) | Err(e) = tokio::time::timeout(FINISH_TIMEOUT, cursor.finish())
+        .await
+        .map_err(|_| WriteError::Timeout)
+    {
+        tracing::error!(user = %conn.user(), error = ?e, "could not record receipts");
+    }
 }
 
-/// Relays every message still on its way to the store, in order; false if the store
-/// failed (the connection must close).
+/// Waits for every message still on its way to the store (each is relayed as it
+/// commits); false if the store failed (the connection must close).
 async fn finish<S: Store>(conn: &Conn<S>, storing: &mut FuturesOrdered<delivery::Storing>) -> bool {
     let drain = async {
         while let Some(stored) = storing.next().await {
             match stored {
-                Ok(relay) => delivery::relay(conn, relay),
+                Ok(()) => {}
                 Err(close) => {
                     report_close(conn, close);
                     return false;
@@ -399,6 +463,9 @@ async fn handle<S: Store>(conn: &Conn<S>, packet: ClientPacket) -> Result<(), Cl
         ClientPacket::FileTransferComplete(p) => transfer::on_complete(conn, p).await,
         ClientPacket::Ping(p) => conn.reply(Pong { nonce: p.nonce }).await,
         ClientPacket::Pong(_) => Ok(()),
+        ClientPacket::Receipt(_) | ClientPacket::MessageTag(_) => Err(Close::Violation(
+            "an extension packet (515 or 516) without negotiating vcom/1+ext".into(),
+        )),
     }
 }
 
@@ -409,8 +476,14 @@ async fn write_loop<S: Store>(
     mut sink: Sink,
     mut rx: mpsc::Receiver<Outbound>,
     mut chunks: mpsc::Receiver<ServerPacket>,
+    sent: Arc<AtomicI64>,
 ) {
-    let mut marks = Marks::new(shared.store.clone(), session.device);
+    let mut out = Written {
+        cursor: Cursor::new(shared.store.clone(), session.device),
+        sent,
+        ext: session.ext,
+        last: None,
+    };
     let result = async {
         let lists = shared
             .store
@@ -433,7 +506,7 @@ async fn write_loop<S: Store>(
             flush(&shared, &mut sink).await
         })
         .await?;
-        let backlog_end = send_backlog(&shared, &session, &mut sink, &mut marks).await?;
+        let backlog_end = send_backlog(&shared, &session, &mut sink, &mut out).await?;
         live(
             &shared,
             &session,
@@ -441,7 +514,7 @@ async fn write_loop<S: Store>(
             &mut rx,
             &mut chunks,
             backlog_end,
-            &mut marks,
+            &mut out,
         )
         .await
     }
@@ -462,7 +535,7 @@ async fn write_loop<S: Store>(
     session.kill.cancel();
     // Whatever ended the session, what was flushed is recorded (bounded: the store may
     // be what failed).
-    if let Ok(Err(e)) | Err(e) = tokio::time::timeout(FINISH_TIMEOUT, marks.finish())
+    if let Ok(Err(e)) | Err(e) = tokio::time::timeout(FINISH_TIMEOUT, out.cursor.finish())
         .await
         .map_err(|_| WriteError::Timeout)
     {
@@ -470,6 +543,49 @@ async fn write_loop<S: Store>(
     }
     // A TLS close_notify, bounded in time: the peer may be gone.
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), sink.close()).await;
+}
+
+/// What the writer has written of the stored messages, and what that means for the
+/// device's cursor.
+struct Written<S> {
+    cursor: Cursor<S>,
+    /// The highest sequence number flushed to the client, for the reader's receipts.
+    sent: Arc<AtomicI64>,
+    ext: bool,
+    /// The highest sequence number fed since the last flush.
+    last: Option<MessageId>,
+}
+
+impl<S: Store> Written<S> {
+    /// Feeds a stored message: its sequence number first when the client negotiated
+    /// receipts.
+    async fn feed(
+        &mut self,
+        sink: &mut Sink,
+        id: MessageId,
+        packet: ServerPacket,
+    ) -> Result<(), WriteError> {
+        if self.ext {
+            sink.feed(ServerPacket::from(Sequence { seq: id.0 }))
+                .await
+                .map_err(WriteError::Io)?;
+        }
+        sink.feed(packet).await.map_err(WriteError::Io)?;
+        self.last = Some(id);
+        Ok(())
+    }
+
+    /// Everything fed was flushed: a client with receipts may now confirm it; for any
+    /// other the device holds it, and its cursor moves (without waiting for the commit).
+    fn flushed(&mut self) {
+        let Some(last) = self.last.take() else {
+            return;
+        };
+        self.sent.fetch_max(last.0, Ordering::AcqRel);
+        if !self.ext {
+            self.cursor.advance(last);
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -512,7 +628,7 @@ async fn send_backlog<S: Store>(
     shared: &Shared<S>,
     session: &SessionHandle,
     sink: &mut Sink,
-    marks: &mut Marks<S>,
+    out: &mut Written<S>,
 ) -> Result<Option<MessageId>, WriteError> {
     let mut after = None;
     loop {
@@ -524,19 +640,17 @@ async fn send_backlog<S: Store>(
         let Some(last) = page.last().map(|m| m.id) else {
             return Ok(after);
         };
-        let ids: Vec<MessageId> = page.iter().map(|m| m.id).collect();
         bounded(shared, session, async {
             for message in page {
-                sink.feed(delivery::packet_for(message))
-                    .await
-                    .map_err(WriteError::Io)?;
+                let id = message.id;
+                out.feed(sink, id, delivery::packet_for(message)).await?;
             }
             flush(shared, sink).await
         })
         .await?;
         // The previous page's record lands while this one was read and written.
-        marks.settle().await?;
-        marks.received(ids);
+        out.cursor.settle().await?;
+        out.flushed();
         after = Some(last);
     }
 }
@@ -548,15 +662,14 @@ async fn live<S: Store>(
     rx: &mut mpsc::Receiver<Outbound>,
     chunks: &mut mpsc::Receiver<ServerPacket>,
     backlog_end: Option<MessageId>,
-    marks: &mut Marks<S>,
+    out: &mut Written<S>,
 ) -> Result<(), WriteError> {
-    let mut written = Vec::new();
     loop {
         // Messages and control packets first: a transfer never starves chat.
         let first = tokio::select! {
             biased;
             _ = session.kill.cancelled() => return Ok(()),
-            landed = marks.landed() => {
+            landed = out.cursor.landed() => {
                 landed?;
                 continue;
             }
@@ -572,25 +685,23 @@ async fn live<S: Store>(
                 // Finish what is queued, then close.
                 bounded(shared, session, async {
                     while let Ok(item) = rx.try_recv() {
-                        write_item(shared, sink, item, backlog_end, &mut written, marks).await?;
+                        write_item(shared, sink, item, backlog_end, out).await?;
                     }
                     flush(shared, sink).await
                 })
                 .await?;
-                marks.received(written);
+                out.flushed();
                 return Ok(());
             }
         };
         bounded(shared, session, async {
             match first {
-                Either::Out(item) => {
-                    write_item(shared, sink, item, backlog_end, &mut written, marks).await?
-                }
+                Either::Out(item) => write_item(shared, sink, item, backlog_end, out).await?,
                 Either::Chunk(chunk) => sink.feed(chunk).await.map_err(WriteError::Io)?,
             }
             for _ in 1..WRITE_BATCH {
                 if let Ok(item) = rx.try_recv() {
-                    write_item(shared, sink, item, backlog_end, &mut written, marks).await?;
+                    write_item(shared, sink, item, backlog_end, out).await?;
                 } else if let Ok(chunk) = chunks.try_recv() {
                     sink.feed(chunk).await.map_err(WriteError::Io)?;
                 } else {
@@ -601,7 +712,7 @@ async fn live<S: Store>(
         })
         .await?;
         // Written and flushed: received. Recorded without waiting for the commit.
-        marks.received(std::mem::take(&mut written));
+        out.flushed();
     }
 }
 
@@ -615,8 +726,7 @@ async fn write_item<S: Store>(
     sink: &mut Sink,
     item: Outbound,
     backlog_end: Option<MessageId>,
-    written: &mut Vec<MessageId>,
-    marks: &mut Marks<S>,
+    out: &mut Written<S>,
 ) -> Result<(), WriteError> {
     match item {
         Outbound::Packet(packet) => {
@@ -624,10 +734,10 @@ async fn write_item<S: Store>(
             // the record of the messages written before it: a client that pings after
             // receiving knows that another device of its user will see them as read.
             // Such packets are rare; messages themselves never wait for a record.
-            if !written.is_empty() || marks.busy() {
+            if out.last.is_some() || out.cursor.busy() {
                 flush(shared, sink).await?;
-                marks.received(std::mem::take(written));
-                marks.finish().await?;
+                out.flushed();
+                out.cursor.finish().await?;
             }
             sink.feed(packet).await.map_err(WriteError::Io)
         }
@@ -635,62 +745,60 @@ async fn write_item<S: Store>(
             if backlog_end.is_some_and(|end| id <= end) {
                 return Ok(()); // already sent as part of the backlog
             }
-            sink.feed(packet).await.map_err(WriteError::Io)?;
-            written.push(id);
-            Ok(())
+            out.feed(sink, id, packet).await
         }
     }
 }
 
-type Marking =
+type Advancing =
     std::pin::Pin<Box<dyn std::future::Future<Output = vcom_store::StoreResult<()>> + Send>>;
 
-/// Records which messages the device has received, with at most one store write in
-/// flight: the writer never waits for that commit before writing on, and what it writes
-/// meanwhile is gathered for the next record.
+/// Moves a device's cursor in the store, with at most one write in flight: whoever
+/// advances it never waits for that commit, and what arrives meanwhile is folded into
+/// the next write (one small write per batch, never a row per message).
 ///
-/// A message counts as received once flushed to the socket; if the server dies before
-/// the record commits, the device gets it again at its next login (never lost).
-struct Marks<S> {
+/// For a client without receipts the writer advances it once messages are flushed to
+/// the socket (if the server dies before the write commits, the device gets them again
+/// at its next login: never lost); for a client with receipts, the reader advances it
+/// on each receipt.
+struct Cursor<S> {
     store: S,
     device: DeviceId,
-    waiting: Vec<MessageId>,
-    in_flight: Option<Marking>,
+    waiting: Option<MessageId>,
+    in_flight: Option<Advancing>,
 }
 
-impl<S: Store> Marks<S> {
+impl<S: Store> Cursor<S> {
     fn new(store: S, device: DeviceId) -> Self {
-        Marks {
+        Cursor {
             store,
             device,
-            waiting: Vec::new(),
+            waiting: None,
             in_flight: None,
         }
     }
 
-    /// These messages were flushed to the device: record them (now, or right after the
-    /// record in flight).
-    fn received(&mut self, ids: Vec<MessageId>) {
-        if self.waiting.is_empty() {
-            self.waiting = ids;
-        } else {
-            self.waiting.extend(ids);
-        }
+    /// The device holds every message through `through`: record it (now, or right
+    /// after the write in flight).
+    fn advance(&mut self, through: MessageId) {
+        self.waiting = Some(self.waiting.map_or(through, |w| w.max(through)));
         self.start();
     }
 
     fn start(&mut self) {
-        if self.in_flight.is_some() || self.waiting.is_empty() {
+        if self.in_flight.is_some() {
             return;
         }
-        let ids = std::mem::take(&mut self.waiting);
+        let Some(through) = self.waiting.take() else {
+            return;
+        };
         let (store, device) = (self.store.clone(), self.device);
         self.in_flight = Some(Box::pin(async move {
-            store.mark_delivered(device, &ids, crate::now()).await
+            store.advance_cursor(device, through).await
         }));
     }
 
-    /// Resolves when the record in flight has committed (never, when none is), and
+    /// Resolves when the write in flight has committed (never, when none is), and
     /// starts the next.
     async fn landed(&mut self) -> Result<(), WriteError> {
         let Some(in_flight) = self.in_flight.as_mut() else {
@@ -703,12 +811,12 @@ impl<S: Store> Marks<S> {
         Ok(())
     }
 
-    /// Whether a record is in flight or waiting to start.
+    /// Whether a write is in flight or waiting to start.
     fn busy(&self) -> bool {
-        self.in_flight.is_some() || !self.waiting.is_empty()
+        self.in_flight.is_some() || self.waiting.is_some()
     }
 
-    /// Waits for the record in flight, if any.
+    /// Waits for the write in flight, if any.
     async fn settle(&mut self) -> Result<(), WriteError> {
         if self.in_flight.is_some() {
             self.landed().await?;
@@ -716,9 +824,9 @@ impl<S: Store> Marks<S> {
         Ok(())
     }
 
-    /// Records everything received so far and waits for it.
+    /// Records everything advanced so far and waits for it.
     async fn finish(&mut self) -> Result<(), WriteError> {
-        while self.in_flight.is_some() || !self.waiting.is_empty() {
+        while self.busy() {
             self.start();
             self.settle().await?;
         }

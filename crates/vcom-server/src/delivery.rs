@@ -2,20 +2,25 @@
 //! to every online device of every recipient.
 //!
 //! Blocked senders and unknown recipients are dropped silently (logged), as
-//! `docs/protocol.md` says. The checks read the in-memory directory, never the store, so
-//! a message goes straight to the store's writer; a connection keeps many on their way
-//! there and relays them in the order they came, so they reach each recipient in the
-//! order sent.
+//! `docs/protocol.md` says; a sender that tagged the message (516) is told the outcome
+//! (517), "stored" for a blocked one. The checks read the in-memory directory, never the
+//! store, so a message goes straight to the store's writer; a connection keeps many on
+//! their way there. The relay runs from the store's commit hook, in commit order: every
+//! device receives its messages in sequence order, which is what lets a device's cursor
+//! say "everything through N".
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use vcom_protocol::{
-    GroupMessage, SendGroupMessage, SendUserMessage, ServerPacket, UserId, UserMessage,
+    GroupMessage, SendAck, SendGroupMessage, SendOutcome, SendUserMessage, ServerPacket,
+    UserMessage,
 };
-use vcom_store::{MessageId, NewMessage, PendingMessage, Store};
+use vcom_store::{MessageId, NewMessage, OnCommit, PendingMessage, Store};
 
 use crate::connection::{Close, Conn};
+use crate::session::Outbound;
 use crate::stats::Stats;
 
 /// The packet that delivers a stored message to a device.
@@ -39,39 +44,41 @@ pub(crate) fn packet_for(m: PendingMessage) -> ServerPacket {
     }
 }
 
-/// A message that passed the checks, on its way to the store. It resolves, once the
-/// message is durable, to what must be relayed (nothing when every recipient's inbox
-/// was full); a connection keeps several in flight and
-/// relays them in the order they came (see `connection::read_loop`).
-pub(crate) type Storing = Pin<Box<dyn Future<Output = Result<Option<Relay>, Close>> + Send>>;
+/// A message on its way to the store: resolves once its commit is known (the relay and
+/// the send acknowledgement already happened, in commit order, from the store's commit
+/// hook). A connection keeps several in flight (see `connection::read_loop`).
+pub(crate) type Storing = Pin<Box<dyn Future<Output = Result<(), Close>> + Send>>;
 
-/// A stored message and who should have it.
-pub(crate) struct Relay {
-    id: MessageId,
-    packet: ServerPacket,
-    recipients: Vec<UserId>,
+/// What the reader does with a message (266 or 267).
+pub(crate) enum Sent {
+    /// On its way to the store.
+    Storing(Storing),
+    /// Not stored, with the outcome a tagged sender is told.
+    Dropped(SendOutcome),
 }
 
 /// Checks a direct message against the in-memory directory and, unless it is dropped,
-/// hands it to the store.
-pub(crate) fn direct<S: Store>(conn: &Conn<S>, p: SendUserMessage) -> Option<Storing> {
+/// hands it to the store. `tag` is the client message id of a preceding 516.
+pub(crate) fn direct<S: Store>(conn: &Conn<S>, p: SendUserMessage, tag: Option<i64>) -> Sent {
     let directory = &conn.shared.directory;
     let sender = conn.user();
     if !directory.knows(&p.recipient) {
         tracing::info!(from = %sender, to = %p.recipient, "message to an unknown user dropped");
-        return None;
+        return Sent::Dropped(SendOutcome::UnknownRecipient);
     }
     if directory.blocks(&p.recipient, sender) {
+        // Blocking stays invisible: a tagged sender hears "stored".
         tracing::debug!(from = %sender, to = %p.recipient, "message from a blocked sender dropped");
-        return None;
+        return Sent::Dropped(SendOutcome::Stored);
     }
-    Some(store(
+    Sent::Storing(store(
         conn,
         NewMessage {
             sender: sender.clone(),
             origin_device: conn.device(),
             group: None,
             recipients: vec![p.recipient],
+            tag,
             sent_at: p.sent_at,
             received_at: crate::now(),
             kind: p.kind,
@@ -81,38 +88,33 @@ pub(crate) fn direct<S: Store>(conn: &Conn<S>, p: SendUserMessage) -> Option<Sto
 }
 
 /// Checks a group message against the in-memory directory and, unless it is dropped,
-/// hands it to the store.
-pub(crate) fn group<S: Store>(conn: &Conn<S>, p: SendGroupMessage) -> Option<Storing> {
+/// hands it to the store (once, whatever the number of members).
+pub(crate) fn group<S: Store>(conn: &Conn<S>, p: SendGroupMessage, tag: Option<i64>) -> Sent {
     let directory = &conn.shared.directory;
     let sender = conn.user();
     let Some(members) = directory.group(p.group) else {
         tracing::info!(from = %sender, group = %p.group, "message to an unknown group dropped");
-        return None;
+        return Sent::Dropped(SendOutcome::NotAMember);
     };
     if !members.contains(sender) {
         tracing::info!(from = %sender, group = %p.group, "message from a non-member dropped");
-        return None;
+        return Sent::Dropped(SendOutcome::NotAMember);
     }
+    // Who it is relayed to now; members offline read it from the store at login. The
+    // sender's own other devices get it too.
     let recipients = members
         .iter()
-        .filter(|member| {
-            if *member == sender {
-                // The sender's other devices get it too; with no other device, nobody
-                // would ever collect it and it would wait in the store forever.
-                directory.devices(sender) > 1
-            } else {
-                !directory.blocks(member, sender)
-            }
-        })
+        .filter(|member| *member == sender || !directory.blocks(member, sender))
         .cloned()
         .collect();
-    Some(store(
+    Sent::Storing(store(
         conn,
         NewMessage {
             sender: sender.clone(),
             origin_device: conn.device(),
             group: Some(p.group),
             recipients,
+            tag,
             sent_at: p.sent_at,
             received_at: crate::now(),
             kind: p.kind,
@@ -121,9 +123,15 @@ pub(crate) fn group<S: Store>(conn: &Conn<S>, p: SendGroupMessage) -> Option<Sto
     ))
 }
 
+/// Hands a message to the store with a hook that, once it is durable, relays it to
+/// every online device of its recipients (but the connection it came from) and answers
+/// a tagged sender. The hook runs in commit order, so every device receives messages in
+/// sequence order.
 fn store<S: Store>(conn: &Conn<S>, message: NewMessage) -> Storing {
-    let store = conn.shared.store.clone();
-    let recipients = message.recipients.clone();
+    let shared = Arc::clone(&conn.shared);
+    let origin = conn.session.clone();
+    let tag = message.tag;
+    let mut recipients = message.recipients.clone();
     let packet = packet_for(PendingMessage {
         id: MessageId(0),
         sender: message.sender.clone(),
@@ -133,34 +141,34 @@ fn store<S: Store>(conn: &Conn<S>, message: NewMessage) -> Storing {
         data: message.data.clone(),
         read: false,
     });
-    Box::pin(async move {
-        let stored = store.store_message(message).await?;
+    let on_commit: OnCommit = Box::new(move |stored| {
+        let Ok(stored) = stored else {
+            return; // the reader closes the connection; the client sends it again
+        };
+        if let Some(client_id) = tag {
+            let outcome = match stored.id {
+                Some(_) => SendOutcome::Stored,
+                None => SendOutcome::InboxFull,
+            };
+            origin.push(Outbound::Packet(ServerPacket::from(SendAck {
+                client_id,
+                outcome,
+            })));
+        }
+        let Some(id) = stored.id.filter(|_| !stored.duplicate) else {
+            return;
+        };
         // A recipient whose inbox is full did not get it stored (the store logged it):
         // it is not relayed to them either.
-        let recipients = recipients
-            .into_iter()
-            .filter(|r| !stored.refused.contains(r))
-            .collect();
-        Ok(stored.id.map(|id| Relay {
-            id,
-            packet,
-            recipients,
-        }))
+        recipients.retain(|r| !stored.refused.contains(r));
+        Stats::bump(&shared.stats.messages);
+        shared
+            .sessions
+            .push_message(&recipients, origin.conn, id, &packet);
+    });
+    let store = conn.shared.store.clone();
+    Box::pin(async move {
+        store.store_message(message, on_commit).await?;
+        Ok(())
     })
-}
-
-/// Queues a stored message for every online device of its recipients except the
-/// connection it came from.
-pub(crate) fn relay<S>(conn: &Conn<S>, relay: Option<Relay>) {
-    let Some(relay) = relay else {
-        return;
-    };
-    let shared = &conn.shared;
-    Stats::bump(&shared.stats.messages);
-    shared.sessions.push_message(
-        &relay.recipients,
-        conn.session.conn,
-        relay.id,
-        &relay.packet,
-    );
 }

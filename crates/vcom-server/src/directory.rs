@@ -1,5 +1,5 @@
 //! What the message path must know without asking the store: which users exist, whom
-//! each user blocks, each group's members, and how many devices each user has.
+//! each user blocks, each group's members.
 //!
 //! Loaded once at start (one store read), then kept in step by the code that changes
 //! the store (login, list sync, admin), always *after* the store write succeeded, so the
@@ -20,10 +20,9 @@ struct Inner {
     users: HashSet<UserId>,
     blocks: HashMap<UserId, HashSet<UserId>>,
     groups: HashMap<GroupId, Arc<[UserId]>>,
-    devices: HashMap<UserId, u32>,
 }
 
-/// The in-memory directory of users, block lists, groups and device counts.
+/// The in-memory directory of users, block lists and groups.
 #[derive(Debug, Default)]
 pub(crate) struct Directory {
     inner: RwLock<Inner>,
@@ -45,7 +44,6 @@ impl Directory {
                 .into_iter()
                 .map(|g| (g.id, Arc::from(g.members)))
                 .collect(),
-            devices: records.devices.into_iter().collect(),
         };
         Ok(Directory {
             inner: RwLock::new(inner),
@@ -79,22 +77,12 @@ impl Directory {
         self.read().groups.get(&group).cloned()
     }
 
-    /// How many devices the user has been issued.
-    pub(crate) fn devices(&self, user: &UserId) -> u32 {
-        self.read().devices.get(user).copied().unwrap_or(0)
-    }
-
     /// A login registered the user (it may have been known already).
     pub(crate) fn add_user(&self, user: &UserId) {
         let mut inner = self.write();
         if !inner.users.contains(user) {
             inner.users.insert(user.clone());
         }
-    }
-
-    /// A login issued the user a new device.
-    pub(crate) fn add_device(&self, user: &UserId) {
-        *self.write().devices.entry(user.clone()).or_default() += 1;
     }
 
     /// The user uploaded a new block list.
@@ -138,16 +126,12 @@ mod tests {
     }
 
     #[test]
-    fn users_devices_and_groups_are_remembered() {
+    fn users_and_groups_are_remembered() {
         let d = Directory::default();
         assert!(!d.knows(&uid("alice")));
         d.add_user(&uid("alice"));
         d.add_user(&uid("alice"));
         assert!(d.knows(&uid("alice")));
-        assert_eq!(d.devices(&uid("alice")), 0);
-        d.add_device(&uid("alice"));
-        d.add_device(&uid("alice"));
-        assert_eq!(d.devices(&uid("alice")), 2);
         assert!(d.group(GroupId(1)).is_none());
         d.set_group(&Group {
             id: GroupId(1),

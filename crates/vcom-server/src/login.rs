@@ -132,11 +132,8 @@ pub(crate) async fn check<S: Store>(
     {
         // Another login registered the same new identifier with another key first.
         LoginRecord::KeyConflict => deny(DenyCode::KeyMismatch),
-        LoginRecord::Recorded { device, new_device } => {
+        LoginRecord::Recorded { device, .. } => {
             shared.directory.add_user(&user);
-            if new_device {
-                shared.directory.add_device(&user);
-            }
             Ok(Accepted {
                 user,
                 device,

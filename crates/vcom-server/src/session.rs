@@ -38,6 +38,9 @@ pub(crate) struct SessionHandle {
     pub(crate) chunks: mpsc::Sender<ServerPacket>,
     /// Cancelled to disconnect the session.
     pub(crate) kill: CancellationToken,
+    /// Whether the client negotiated the extension set (`vcom/1+ext`): it is told each
+    /// message's sequence number and confirms what it stored with receipts.
+    pub(crate) ext: bool,
 }
 
 impl SessionHandle {
@@ -304,6 +307,7 @@ mod tests {
             tx,
             chunks,
             kill: CancellationToken::new(),
+            ext: false,
         }
     }
 

@@ -120,6 +120,12 @@ impl ServerTls {
             .with_client_cert_verifier(verifier)
             .with_single_cert(chain, key)?;
         tls.max_early_data_size = 0;
+        // The extension set is negotiated here, before login; a client that offers no
+        // ALPN gets the wiki's packets alone (docs/protocol.md, "Negotiation").
+        tls.alpn_protocols = vec![
+            vcom_protocol::alpn::EXT.to_vec(),
+            vcom_protocol::alpn::WIKI.to_vec(),
+        ];
         Ok(ServerTls {
             config: Arc::new(tls),
             cert_sha256,

@@ -129,7 +129,9 @@ pub struct Group {
     pub members: Vec<UserId>,
 }
 
-/// The identifier the store gives a message; increases in the order messages are stored.
+/// The identifier the store gives a message, assigned in the commit: it only grows, in
+/// the order messages are committed. It is also the message's sequence number: a
+/// device's cursor says "has every message through this one".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct MessageId(pub i64);
 
@@ -142,9 +144,13 @@ pub struct NewMessage {
     pub origin_device: DeviceId,
     /// `None` for a direct message, the group for a group message.
     pub group: Option<GroupId>,
-    /// The users who should receive it (blocked recipients already removed by the
-    /// server). For a group this may include the sender, whose other devices get it.
+    /// For a direct message, the users whose inbox it goes to. A group message is
+    /// stored once and read by the group's members (from when they joined, skipping
+    /// senders they block): the store ignores this field for it.
     pub recipients: Vec<UserId>,
+    /// The client message id the origin device named it with (516), if any: a second
+    /// message with the same tag from the same device is not stored again.
+    pub tag: Option<i64>,
     /// The timestamp the sender gave (sent back as the mailing date).
     pub sent_at: Timestamp,
     /// The server's receive time (for retention).
@@ -165,12 +171,18 @@ pub struct Stored {
     /// keeps (`pending_cap_per_user`): the message is not stored for them. Messages
     /// already accepted are never dropped to make room.
     pub refused: Vec<UserId>,
+    /// The origin device had already stored a message with this tag: `id` is that
+    /// message, and nothing new was stored (nothing is to be relayed again).
+    pub duplicate: bool,
 }
+
+/// Runs once a message's fate is known (see [`Store::store_message`]).
+pub type OnCommit = Box<dyn FnOnce(&StoreResult<Stored>) + Send>;
 
 /// A stored message as one device should receive it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PendingMessage {
-    /// The store's identifier, to mark it delivered.
+    /// The store's identifier: the message's sequence number.
     pub id: MessageId,
     /// Who sent it.
     pub sender: UserId,
@@ -182,7 +194,8 @@ pub struct PendingMessage {
     pub kind: MessageKind,
     /// The body.
     pub data: Bytes,
-    /// True when another device of the same user has already received it.
+    /// True when another device of the same user already holds it (its cursor is at
+    /// or past this message).
     pub read: bool,
 }
 
@@ -204,7 +217,7 @@ pub enum LoginRecord {
 
 /// What the server's message path keeps in memory, read in one go at start so that no
 /// message waits on a store read: every known user, every non-empty block list, every
-/// group with its members, and how many devices each user has.
+/// group with its members.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Directory {
     /// Every known user, ordered by identifier.
@@ -213,8 +226,6 @@ pub struct Directory {
     pub blocks: Vec<(UserId, Vec<UserId>)>,
     /// Every group, ordered by identifier.
     pub groups: Vec<Group>,
-    /// `(user, issued devices)` for every user with at least one device.
-    pub devices: Vec<(UserId, u32)>,
 }
 
 /// Which server policy list.
@@ -287,7 +298,7 @@ pub struct StoreStats {
     pub groups: u64,
     /// Stored messages.
     pub messages: u64,
-    /// (message, recipient user) pairs not yet received by any device of that user.
+    /// (direct message, recipient user) pairs no device of that user holds yet.
     pub pending_deliveries: u64,
     /// Logged file transfers.
     pub transfers: u64,
@@ -414,21 +425,29 @@ pub trait Store: Clone + Send + Sync + 'static {
 
     // ---- messages -------------------------------------------------------------------
 
-    /// Stores a message durably for every recipient whose inbox has room; only then may
-    /// the server relay it, and only to those.
+    /// Stores a message durably (for a direct message, in every recipient inbox with
+    /// room); only then may the server relay it, and only to those.
+    ///
+    /// `on_commit` runs exactly once with the outcome, once it is known: after the
+    /// commit that made the message durable (or with the error), **in the order the
+    /// messages were committed**, and before the returned future resolves. The server
+    /// relays the message from it, so that every device receives messages in sequence
+    /// order. It runs on the store's own thread and must not block.
     fn store_message(
         &self,
         message: NewMessage,
+        on_commit: OnCommit,
     ) -> impl Future<Output = StoreResult<Stored>> + Send;
-    /// Records that `device` has received these messages.
-    fn mark_delivered(
+    /// Records that `device` holds every message through `through`: its cursor moves
+    /// up (never down). One small write, however many messages it covers.
+    fn advance_cursor(
         &self,
         device: DeviceId,
-        messages: &[MessageId],
-        now: Timestamp,
+        through: MessageId,
     ) -> impl Future<Output = StoreResult<()>> + Send;
-    /// Up to `limit` messages that `device` of `user` should still receive, oldest
-    /// first, with identifiers above `after` (to page through a long backlog).
+    /// Up to `limit` messages that `device` of `user` should still receive (above its
+    /// cursor), oldest first, with identifiers above `after` (to page through a long
+    /// backlog).
     fn pending(
         &self,
         user: &UserId,

@@ -155,11 +155,18 @@ impl Chat {
                     Target::Group(group) => self.client.send_group_text(*group, &text).await,
                 };
                 // Shown only now, as the SDK recorded it: the session and a restart
-                // show the same lines, each once.
-                if sent.is_ok() {
-                    app.on_sent(&to, now(), text);
+                // show the same lines, each once. A refused message is not recorded.
+                match sent {
+                    Ok(vcom_client::Delivery::Refused(outcome)) => {
+                        app.set_status(format!("not sent: {outcome}"));
+                        Ok(())
+                    }
+                    Ok(_) => {
+                        app.on_sent(&to, now(), text);
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
                 }
-                sent
             }
             Action::AddFriend(user) => self.add_friend(&user, app).await,
             Action::Accept(transfer) => match self.offers.remove(&transfer) {

@@ -1,13 +1,15 @@
 //! `send`, `send-image` and `group-send`: one message, then a clean logout.
 //!
-//! The command returns only after a Ping sent behind the message came back, so the
-//! server has stored the message by the time the program exits 0.
+//! The command exits 0 only once the server has stored the message: with a server that
+//! confirms messages (`vcom/1+ext`), on its answer; with one that does not, after a Ping
+//! sent behind the message came back. A message the server refuses (an unknown user, a
+//! group this user is not in, a full inbox) exits 1 with the reason.
 
 use std::path::Path;
 
 use anyhow::{Context, anyhow};
 use bytes::Bytes;
-use vcom_client::{GroupId, UserId};
+use vcom_client::{Delivery, GroupId, UserId};
 
 use super::Global;
 use super::connect::{connect, finish, lost};
@@ -15,13 +17,14 @@ use super::connect::{connect, finish, lost};
 /// `vcom send USER TEXT`.
 pub(crate) async fn send(global: &Global, to: &UserId, text: &str) -> anyhow::Result<()> {
     let connection = connect(global).await?;
-    connection
+    let delivery = connection
         .client
         .send_text(to, text)
         .await
         .map_err(lost)
         .with_context(|| format!("cannot send the message to {to}"))?;
     finish(connection).await?;
+    refused(delivery, &format!("the message to {to}"))?;
     println!("sent to {to}");
     Ok(())
 }
@@ -40,13 +43,14 @@ pub(crate) async fn send_image(global: &Global, to: &UserId, file: &Path) -> any
         ));
     }
     let connection = connect(global).await?;
-    connection
+    let delivery = connection
         .client
         .send_image(to, Bytes::from(data))
         .await
         .map_err(lost)
         .with_context(|| format!("cannot send the image to {to}"))?;
     finish(connection).await?;
+    refused(delivery, &format!("the image to {to}"))?;
     println!("sent {} to {to}", file.display());
     Ok(())
 }
@@ -54,13 +58,22 @@ pub(crate) async fn send_image(global: &Global, to: &UserId, file: &Path) -> any
 /// `vcom group-send GID TEXT`.
 pub(crate) async fn group_send(global: &Global, group: GroupId, text: &str) -> anyhow::Result<()> {
     let connection = connect(global).await?;
-    connection
+    let delivery = connection
         .client
         .send_group_text(group, text)
         .await
         .map_err(lost)
         .with_context(|| format!("cannot send the message to group {group}"))?;
     finish(connection).await?;
+    refused(delivery, &format!("the message to group {group}"))?;
     println!("sent to group {group}");
     Ok(())
+}
+
+/// An error for a message the server refused.
+fn refused(delivery: Delivery, what: &str) -> anyhow::Result<()> {
+    match delivery {
+        Delivery::Stored | Delivery::Unconfirmed => Ok(()),
+        Delivery::Refused(outcome) => Err(anyhow!("the server did not store {what}: {outcome}")),
+    }
 }

@@ -1,4 +1,4 @@
-//! Device identifiers: issued once, never reused, each with its message watermark.
+//! Device identifiers: issued once, never reused, each with its delivery cursor.
 
 use rusqlite::{Connection, OptionalExtension, params};
 use vcom_protocol::{DeviceId, Timestamp, UserId};
@@ -14,14 +14,12 @@ pub(crate) fn issue(conn: &Connection, user: &UserId, now: Timestamp) -> StoreRe
     if known.is_none() {
         return Err(StoreError::NotFound(format!("user {user}")));
     }
-    // The watermark is the highest message id ever assigned (AUTOINCREMENT keeps it in
-    // sqlite_sequence even when that message is gone): everything above it is new to
-    // this device, everything at or below it reaches the device only while no device
-    // of the user has it. The writer is the only writer, so no id can slip in between.
+    // A new device starts where the user's most advanced device is: it gets what no
+    // device of the user has received yet, and everything stored from now on.
     conn.prepare_cached(
-        "INSERT INTO devices (user, created_at, last_seen, watermark)
+        "INSERT INTO devices (user, created_at, last_seen, cursor)
          VALUES (?1, ?2, ?2,
-                 COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'messages'), 0))",
+                 (SELECT COALESCE(max(cursor), 0) FROM devices WHERE user = ?1))",
     )?
     .execute(params![user.as_str(), now.0])?;
     Ok(DeviceId(records::i32_id(
@@ -69,15 +67,4 @@ pub(crate) fn of_user(conn: &Connection, user: &UserId) -> StoreResult<Vec<Devic
         })
     })
     .collect()
-}
-
-/// The owner and watermark of a device, `NotFound` when it is unknown.
-pub(crate) fn owner_and_watermark(
-    conn: &Connection,
-    device: DeviceId,
-) -> StoreResult<(String, i64)> {
-    conn.prepare_cached("SELECT user, watermark FROM devices WHERE id = ?1")?
-        .query_row([device.0], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?
-        .ok_or_else(|| StoreError::NotFound(format!("device {device}")))
 }

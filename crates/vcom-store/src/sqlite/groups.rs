@@ -6,6 +6,12 @@ use vcom_protocol::{GroupId, Timestamp, UserId};
 use super::records;
 use crate::{Group, StoreError, StoreResult};
 
+/// Adds a member who reads the group's messages stored from now on (`since`: the
+/// highest message id assigned so far), not its history.
+const ADD_MEMBER: &str = "INSERT INTO group_members (group_id, user, since)
+     VALUES (?1, ?2, COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'messages'), 0))
+     ON CONFLICT DO NOTHING";
+
 pub(crate) fn create(
     conn: &Connection,
     name: &str,
@@ -15,9 +21,7 @@ pub(crate) fn create(
     conn.prepare_cached("INSERT INTO chat_groups (name, created_at) VALUES (?1, ?2)")?
         .execute(params![name, now.0])?;
     let id = records::i32_id(conn.last_insert_rowid(), "group id")?;
-    let mut add = conn.prepare_cached(
-        "INSERT INTO group_members (group_id, user) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
-    )?;
+    let mut add = conn.prepare_cached(ADD_MEMBER)?;
     for member in members {
         add.execute(params![id, member.as_str()])?;
     }
@@ -34,9 +38,7 @@ fn require(conn: &Connection, group: GroupId) -> StoreResult<()> {
 pub(crate) fn add_member(conn: &Connection, group: GroupId, user: &UserId) -> StoreResult<bool> {
     require(conn, group)?;
     let added = conn
-        .prepare_cached(
-            "INSERT INTO group_members (group_id, user) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
-        )?
+        .prepare_cached(ADD_MEMBER)?
         .execute(params![group.0, user.as_str()])?;
     Ok(added == 1)
 }

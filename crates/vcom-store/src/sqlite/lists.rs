@@ -116,21 +116,9 @@ pub(crate) fn directory(conn: &Connection) -> StoreResult<Directory> {
             _ => blocks.push((records::user_id(owner)?, vec![entry])),
         }
     }
-    let devices = conn
-        .prepare_cached("SELECT user, count(*) FROM devices GROUP BY user ORDER BY user")?
-        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?
-        .map(|row| {
-            let (user, count) = row?;
-            Ok((
-                records::user_id(user)?,
-                u32::try_from(count).unwrap_or(u32::MAX),
-            ))
-        })
-        .collect::<StoreResult<Vec<_>>>()?;
     Ok(Directory {
         users,
         blocks,
         groups: super::groups::all(conn)?,
-        devices,
     })
 }

@@ -1,15 +1,17 @@
-//! Stored messages: who still waits for each one, and which devices have it.
+//! Stored messages and delivery by sequence number.
 //!
-//! A message is one `messages` row, one `message_recipients` row per recipient user
-//! (`delivered` once any device of that user has it) and one `deliveries` row per
-//! device that received it. Data is stored as a BLOB, byte for byte. A recipient whose
-//! inbox is full (the pending cap) refuses new messages; none it holds is dropped.
+//! A message's id is its sequence number, assigned in the commit. A direct message is one
+//! `messages` row and one `inbox` row per recipient user; a group message is one
+//! `messages` row, read by every member through `group_members` (from the member's
+//! `since` on). Each device has one cursor: it holds every message through it. Data is
+//! stored as a BLOB, byte for byte. A recipient whose inbox is full (the pending cap)
+//! refuses new direct messages; none it holds is dropped.
 
 use bytes::Bytes;
 use rusqlite::{Connection, OptionalExtension, params};
 use vcom_protocol::{DeviceId, GroupId, MessageKind, Timestamp, UserId};
 
-use super::{devices, records};
+use super::records;
 use crate::{MessageId, NewMessage, PendingMessage, StoreError, StoreResult, Stored};
 
 pub(crate) fn store(
@@ -17,26 +19,51 @@ pub(crate) fn store(
     message: &NewMessage,
     pending_cap: Option<u64>,
 ) -> StoreResult<Stored> {
-    // A full inbox refuses the new message; what it already holds stays.
-    let mut refused = Vec::new();
-    let mut accepted: Vec<&UserId> = Vec::with_capacity(message.recipients.len());
-    for recipient in &message.recipients {
-        match pending_cap {
-            Some(cap) if pending_of(conn, recipient)? >= cap => refused.push(recipient.clone()),
-            _ => accepted.push(recipient),
+    if let Some(tag) = message.tag {
+        let known: Option<i64> = conn
+            .prepare_cached(
+                "SELECT message_id FROM message_tags WHERE device_id = ?1 AND client_id = ?2",
+            )?
+            .query_row(params![message.origin_device.0, tag], |r| r.get(0))
+            .optional()?;
+        if let Some(id) = known {
+            return Ok(Stored {
+                id: Some(MessageId(id)),
+                refused: Vec::new(),
+                duplicate: true,
+            });
         }
     }
-    if !refused.is_empty() {
-        tracing::warn!(
-            from = %message.sender,
-            refused = ?refused.iter().map(UserId::as_str).collect::<Vec<_>>(),
-            cap = pending_cap.unwrap_or(0),
-            "store: a message was refused for recipients whose inbox is full \
-             (retention.pending_per_user undelivered messages); nothing they had was dropped"
-        );
-    }
-    if accepted.is_empty() && !message.recipients.is_empty() {
-        return Ok(Stored { id: None, refused });
+    // A group message is stored once, for the members to read; only a direct message
+    // goes into inboxes, and a full inbox refuses it while what it holds stays.
+    let mut refused = Vec::new();
+    let mut accepted: Vec<&UserId> = Vec::new();
+    if message.group.is_none() {
+        for recipient in &message.recipients {
+            if accepted.contains(&recipient) || refused.contains(recipient) {
+                continue;
+            }
+            match pending_cap {
+                Some(cap) if pending_of(conn, recipient)? >= cap => refused.push(recipient.clone()),
+                _ => accepted.push(recipient),
+            }
+        }
+        if !refused.is_empty() {
+            tracing::warn!(
+                from = %message.sender,
+                refused = ?refused.iter().map(UserId::as_str).collect::<Vec<_>>(),
+                cap = pending_cap.unwrap_or(0),
+                "store: a message was refused for recipients whose inbox is full \
+                 (retention.pending_per_user undelivered messages); nothing they had was dropped"
+            );
+        }
+        if accepted.is_empty() && !message.recipients.is_empty() {
+            return Ok(Stored {
+                id: None,
+                refused,
+                duplicate: false,
+            });
+        }
     }
     conn.prepare_cached(
         "INSERT INTO messages (sender, origin_device, group_id, sent_at, received_at, is_text, data)
@@ -52,27 +79,29 @@ pub(crate) fn store(
         &message.data[..],
     ])?;
     let id = conn.last_insert_rowid();
-    let mut add = conn.prepare_cached(
-        "INSERT INTO message_recipients (user, message_id) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
-    )?;
     for recipient in accepted {
-        // A duplicate recipient adds no row, so nothing more waits (schema version 2:
-        // this statement, not a trigger, keeps the count).
-        if add.execute(params![recipient.as_str(), id])? == 1 {
-            conn.prepare_cached(
-                "INSERT INTO pending_counts (user, pending) VALUES (?1, 1)
-                 ON CONFLICT (user) DO UPDATE SET pending = pending + 1",
-            )?
-            .execute([recipient.as_str()])?;
-        }
+        conn.prepare_cached("INSERT INTO inbox (user, message_id) VALUES (?1, ?2)")?
+            .execute(params![recipient.as_str(), id])?;
+        conn.prepare_cached(
+            "INSERT INTO pending_counts (user, pending) VALUES (?1, 1)
+             ON CONFLICT (user) DO UPDATE SET pending = pending + 1",
+        )?
+        .execute([recipient.as_str()])?;
+    }
+    if let Some(tag) = message.tag {
+        conn.prepare_cached(
+            "INSERT INTO message_tags (device_id, client_id, message_id) VALUES (?1, ?2, ?3)",
+        )?
+        .execute(params![message.origin_device.0, tag, id])?;
     }
     Ok(Stored {
         id: Some(MessageId(id)),
         refused,
+        duplicate: false,
     })
 }
 
-/// How many messages wait for `user` (no device has them yet).
+/// How many messages wait for `user` (in its inbox above every device's cursor).
 fn pending_of(conn: &Connection, user: &UserId) -> StoreResult<u64> {
     let pending: i64 = conn
         .prepare_cached("SELECT pending FROM pending_counts WHERE user = ?1")?
@@ -82,36 +111,55 @@ fn pending_of(conn: &Connection, user: &UserId) -> StoreResult<u64> {
     Ok(u64::try_from(pending).unwrap_or(0))
 }
 
-pub(crate) fn mark_delivered(
+/// The owner and cursor of a device, `NotFound` when it is unknown.
+fn owner_and_cursor(conn: &Connection, device: DeviceId) -> StoreResult<(String, i64)> {
+    conn.prepare_cached("SELECT user, cursor FROM devices WHERE id = ?1")?
+        .query_row([device.0], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?
+        .ok_or_else(|| StoreError::NotFound(format!("device {device}")))
+}
+
+/// The highest cursor among the user's devices, `except` one (0 when none).
+pub(crate) fn highest_cursor(
     conn: &Connection,
-    device: DeviceId,
-    messages: &[MessageId],
-    now: Timestamp,
-) -> StoreResult<()> {
-    let (owner, _) = devices::owner_and_watermark(conn, device)?;
-    // A message pruned or dropped meanwhile is skipped: there is nothing left to mark.
-    let mut record = conn.prepare_cached(
-        "INSERT INTO deliveries (message_id, device_id, delivered_at)
-         SELECT ?1, ?2, ?3 WHERE EXISTS (SELECT 1 FROM messages WHERE id = ?1)
-         ON CONFLICT DO NOTHING",
-    )?;
-    let mut flag = conn.prepare_cached(
-        "UPDATE message_recipients SET delivered = 1
-         WHERE user = ?1 AND message_id = ?2 AND delivered = 0",
-    )?;
-    for id in messages {
-        record.execute(params![id.0, device.0, now.0])?;
-        // Only a row that was waiting and is no more changes the count (schema version
-        // 2: this statement, not a trigger, keeps it).
-        if flag.execute(params![owner, id.0])? == 1 {
-            conn.prepare_cached("UPDATE pending_counts SET pending = pending - 1 WHERE user = ?1")?
-                .execute([&owner])?;
+    user: &str,
+    except: Option<DeviceId>,
+) -> StoreResult<i64> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT COALESCE(max(cursor), 0) FROM devices WHERE user = ?1 AND id <> ?2",
+        )?
+        .query_row(params![user, except.map_or(0, |d| d.0)], |r| r.get(0))?)
+}
+
+/// Moves the device's cursor up to `through` (never down): one row written, whatever
+/// the number of messages it covers.
+pub(crate) fn advance(conn: &Connection, device: DeviceId, through: MessageId) -> StoreResult<()> {
+    let (owner, cursor) = owner_and_cursor(conn, device)?;
+    if through.0 <= cursor {
+        return Ok(());
+    }
+    let highest_before = highest_cursor(conn, &owner, None)?;
+    conn.prepare_cached("UPDATE devices SET cursor = ?2 WHERE id = ?1")?
+        .execute(params![device.0, through.0])?;
+    if through.0 > highest_before {
+        // Inbox messages now held by a device of the user no longer wait.
+        let now_held: i64 = conn
+            .prepare_cached(
+                "SELECT count(*) FROM inbox WHERE user = ?1 AND message_id > ?2 AND message_id <= ?3",
+            )?
+            .query_row(params![owner, highest_before, through.0], |r| r.get(0))?;
+        if now_held > 0 {
+            conn.prepare_cached(
+                "UPDATE pending_counts SET pending = max(pending - ?2, 0) WHERE user = ?1",
+            )?
+            .execute(params![owner, now_held])?;
         }
     }
     Ok(())
 }
 
-type Row = (i64, String, Option<i64>, i64, bool, Vec<u8>, bool);
+type Row = (i64, String, Option<i64>, i64, bool, Vec<u8>);
 
 pub(crate) fn pending(
     conn: &Connection,
@@ -120,37 +168,32 @@ pub(crate) fn pending(
     after: Option<MessageId>,
     limit: usize,
 ) -> StoreResult<Vec<PendingMessage>> {
-    let (owner, watermark) = devices::owner_and_watermark(conn, device)?;
+    let (owner, cursor) = owner_and_cursor(conn, device)?;
     if owner != user.as_str() {
         return Err(StoreError::NotFound(format!(
             "device {device} of user {user}"
         )));
     }
-    // Walks the user's rows of `message_recipients` in id order (its primary key).
-    // A row is for this device unless the device sent it or already has it; at or below
-    // the watermark (stored before the device existed) only while no device of the user
-    // has it. `delivered` of a row this device lacks means another device has it: `read`.
+    let from = cursor.max(after.map_or(0, |a| a.0));
+    // Another device of the user holds everything through this: `read`.
+    let read_through = highest_cursor(conn, &owner, Some(device))?;
+    // The user's inbox above the cursor, and every group message since the user joined,
+    // from senders the user has not blocked (block list kind 1), merged in id order.
     let mut stmt = conn.prepare_cached(
-        "SELECT m.id, m.sender, m.group_id, m.sent_at, m.is_text, m.data, r.delivered
-         FROM message_recipients AS r
-         JOIN messages AS m ON m.id = r.message_id
-         WHERE r.user = ?1
-           AND r.message_id > ?2
-           AND (r.delivered = 0 OR r.message_id > ?4)
-           AND m.origin_device <> ?3
-           AND NOT EXISTS (SELECT 1 FROM deliveries AS d
-                           WHERE d.message_id = r.message_id AND d.device_id = ?3)
-         ORDER BY r.message_id
-         LIMIT ?5",
+        "SELECT m.id, m.sender, m.group_id, m.sent_at, m.is_text, m.data
+         FROM inbox AS i JOIN messages AS m ON m.id = i.message_id
+         WHERE i.user = ?1 AND i.message_id > ?2 AND m.origin_device <> ?3
+         UNION ALL
+         SELECT m.id, m.sender, m.group_id, m.sent_at, m.is_text, m.data
+         FROM group_members AS g JOIN messages AS m ON m.group_id = g.group_id
+         WHERE g.user = ?1 AND m.id > max(g.since, ?2) AND m.origin_device <> ?3
+           AND NOT EXISTS (SELECT 1 FROM list_entries AS b
+                           WHERE b.owner = ?1 AND b.kind = 1 AND b.entry = m.sender)
+         ORDER BY 1
+         LIMIT ?4",
     )?;
     let rows = stmt.query_map(
-        params![
-            user.as_str(),
-            after.map_or(0, |a| a.0),
-            device.0,
-            watermark,
-            records::limit(limit)
-        ],
+        params![user.as_str(), from, device.0, records::limit(limit)],
         |r| -> rusqlite::Result<Row> {
             Ok((
                 r.get(0)?,
@@ -159,12 +202,11 @@ pub(crate) fn pending(
                 r.get(3)?,
                 r.get(4)?,
                 r.get(5)?,
-                r.get(6)?,
             ))
         },
     )?;
     rows.map(|row| {
-        let (id, sender, group, sent_at, is_text, data, read) = row?;
+        let (id, sender, group, sent_at, is_text, data) = row?;
         Ok(PendingMessage {
             id: MessageId(id),
             sender: records::user_id(sender)?,
@@ -174,7 +216,7 @@ pub(crate) fn pending(
             sent_at: Timestamp(sent_at),
             kind: MessageKind::from_is_text(is_text),
             data: Bytes::from(data),
-            read,
+            read: id <= read_through,
         })
     })
     .collect()

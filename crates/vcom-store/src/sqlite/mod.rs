@@ -312,18 +312,24 @@ impl Store for SqliteStore {
     fn store_message(
         &self,
         message: NewMessage,
+        on_commit: crate::OnCommit,
     ) -> impl Future<Output = StoreResult<crate::Stored>> + Send {
-        self.write(move |c, config| messages::store(c, &message, config.pending_cap_per_user))
+        let inner = Arc::clone(&self.inner);
+        async move {
+            let cap = inner.config.pending_cap_per_user;
+            inner
+                .writer
+                .write_then(move |c| messages::store(c, &message, cap), Some(on_commit))
+                .await
+        }
     }
 
-    fn mark_delivered(
+    fn advance_cursor(
         &self,
         device: DeviceId,
-        messages: &[MessageId],
-        now: Timestamp,
+        through: MessageId,
     ) -> impl Future<Output = StoreResult<()>> + Send {
-        let messages = messages.to_vec();
-        self.write(move |c, _| messages::mark_delivered(c, device, &messages, now))
+        self.write(move |c, _| messages::advance(c, device, through))
     }
 
     fn pending(

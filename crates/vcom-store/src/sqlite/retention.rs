@@ -1,7 +1,8 @@
-//! Housekeeping: deleting delivered messages by age and count, and row counts.
+//! Housekeeping: deleting delivered messages, and row counts.
 //!
-//! Retention never deletes a message some recipient user still waits for: "delivered"
-//! means every recipient row is marked delivered (one device of each user has it).
+//! Retention never deletes a message some recipient user still waits for (no device of
+//! that user holds it). What every device of every recipient holds goes at once; what
+//! some device holds goes by age and count.
 
 use rusqlite::{Connection, params};
 use vcom_protocol::Timestamp;
@@ -9,33 +10,65 @@ use vcom_protocol::Timestamp;
 use super::config::StoreConfig;
 use crate::{PruneReport, StoreResult, StoreStats};
 
+/// True for a message some recipient still waits for (`messages` as `m`): a direct
+/// message in the inbox of a user none of whose devices holds it (a user without a
+/// device waits for its first login), or a group message stored after a member joined
+/// that no device of that member holds.
+const WAITED_FOR: &str = "(EXISTS (SELECT 1 FROM inbox AS i WHERE i.message_id = m.id
+        AND m.id > COALESCE((SELECT max(cursor) FROM devices AS d WHERE d.user = i.user), 0))
+     OR (m.group_id IS NOT NULL AND EXISTS (SELECT 1 FROM group_members AS g
+        WHERE g.group_id = m.group_id AND g.since < m.id
+          AND m.id > COALESCE((SELECT max(cursor) FROM devices AS d WHERE d.user = g.user), 0))))";
+
 pub(crate) fn prune(
     conn: &Connection,
     config: &StoreConfig,
     now: Timestamp,
 ) -> StoreResult<PruneReport> {
-    let mut deleted = 0_u64;
+    // What every device of every recipient holds is never sent again: it goes first.
+    // An inbox row below the lowest cursor of its user's devices, then a direct message
+    // left in no inbox, then a group message below the lowest cursor of every device of
+    // every member.
+    conn.prepare_cached(
+        "DELETE FROM inbox WHERE message_id <=
+             (SELECT COALESCE(min(cursor), 0) FROM devices WHERE user = inbox.user)",
+    )?
+    .execute([])?;
+    let mut deleted = conn
+        .prepare_cached(
+            "DELETE FROM messages WHERE group_id IS NULL
+             AND NOT EXISTS (SELECT 1 FROM inbox WHERE message_id = messages.id)",
+        )?
+        .execute([])? as u64;
+    deleted += conn
+        .prepare_cached(
+            "DELETE FROM messages WHERE group_id IS NOT NULL AND id <=
+                 (SELECT COALESCE(min(d.cursor), 0) FROM group_members AS g
+                  JOIN devices AS d ON d.user = g.user
+                  WHERE g.group_id = messages.group_id)
+             AND NOT EXISTS (SELECT 1 FROM group_members AS g
+                             WHERE g.group_id = messages.group_id
+                               AND NOT EXISTS (SELECT 1 FROM devices WHERE user = g.user))",
+        )?
+        .execute([])? as u64;
     if let Some(age) = config.delivered_max_age {
         let age = i64::try_from(age.as_millis()).unwrap_or(i64::MAX);
         let cutoff = now.0.saturating_sub(age);
         let n = conn
-            .prepare_cached(
-                "DELETE FROM messages WHERE received_at < ?1
-                 AND NOT EXISTS (SELECT 1 FROM message_recipients AS r
-                                 WHERE r.message_id = messages.id AND r.delivered = 0)",
-            )?
+            .prepare_cached(&format!(
+                "DELETE FROM messages WHERE id IN (
+                     SELECT id FROM messages AS m WHERE received_at < ?1 AND NOT {WAITED_FOR})"
+            ))?
             .execute(params![cutoff])?;
         deleted += n as u64;
     }
     if let Some(keep) = config.delivered_max_count {
         let n = conn
-            .prepare_cached(
+            .prepare_cached(&format!(
                 "DELETE FROM messages WHERE id IN (
-                     SELECT id FROM messages AS m
-                     WHERE NOT EXISTS (SELECT 1 FROM message_recipients AS r
-                                       WHERE r.message_id = m.id AND r.delivered = 0)
-                     ORDER BY id DESC LIMIT -1 OFFSET ?1)",
-            )?
+                     SELECT id FROM messages AS m WHERE NOT {WAITED_FOR}
+                     ORDER BY id DESC LIMIT -1 OFFSET ?1)"
+            ))?
             .execute(params![i64::try_from(keep).unwrap_or(i64::MAX)])?;
         deleted += n as u64;
     }

@@ -177,8 +177,74 @@ DROP TRIGGER pending_counts_on_insert;
 DROP TRIGGER pending_counts_on_delivered;
 "#;
 
+/// Version 3: delivery by sequence number.
+///
+/// A message's id is its sequence number: assigned in the commit, only ever growing.
+/// Each device keeps one cursor, "has everything through N" (`devices.cursor`), instead
+/// of a `deliveries` row per message it received; a direct message is one `inbox` row
+/// per recipient user; a group message is stored once (`messages.group_id`) and reaches
+/// every member through `group_members`, from the member's `since` on (the highest id
+/// when the member joined), instead of a `message_recipients` row per member.
+/// `message_tags` remembers each tagged message (516) so that a resend is stored once.
+///
+/// The upgrade keeps everything a device had not received: its cursor is set just
+/// below the oldest message it still lacked (so at worst a device gets again a few it
+/// had, never fewer), and `pending_counts` is recounted as inbox rows above the user's
+/// highest cursor.
+///
+/// Index reasons:
+/// - `inbox` primary key `(user, message_id)`: exactly the range a login's backlog reads.
+/// - `inbox_by_message`: the `ON DELETE CASCADE` from `messages` (retention).
+/// - `messages_by_group`: a member's backlog of one group, `id > since`, in order.
+/// - `group_members_by_user`: the groups of the user logging in.
+const V3: &str = r#"
+CREATE TABLE inbox (
+    user       TEXT NOT NULL,
+    message_id INTEGER NOT NULL REFERENCES messages (id) ON DELETE CASCADE,
+    PRIMARY KEY (user, message_id)
+) WITHOUT ROWID;
+CREATE INDEX inbox_by_message ON inbox (message_id);
+INSERT INTO inbox (user, message_id)
+    SELECT r.user, r.message_id FROM message_recipients AS r
+    JOIN messages AS m ON m.id = r.message_id
+    WHERE m.group_id IS NULL;
+
+ALTER TABLE devices ADD COLUMN cursor INTEGER NOT NULL DEFAULT 0;
+UPDATE devices SET cursor = COALESCE(
+    (SELECT min(r.message_id) - 1 FROM message_recipients AS r
+     JOIN messages AS m ON m.id = r.message_id
+     WHERE r.user = devices.user
+       AND (r.delivered = 0 OR r.message_id > devices.watermark)
+       AND m.origin_device <> devices.id
+       AND NOT EXISTS (SELECT 1 FROM deliveries AS d
+                       WHERE d.message_id = r.message_id AND d.device_id = devices.id)),
+    (SELECT seq FROM sqlite_sequence WHERE name = 'messages'),
+    0);
+ALTER TABLE devices DROP COLUMN watermark;
+
+ALTER TABLE group_members ADD COLUMN since INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX group_members_by_user ON group_members (user, group_id);
+CREATE INDEX messages_by_group ON messages (group_id, id) WHERE group_id IS NOT NULL;
+
+CREATE TABLE message_tags (
+    device_id  INTEGER NOT NULL,
+    client_id  INTEGER NOT NULL,
+    message_id INTEGER NOT NULL REFERENCES messages (id) ON DELETE CASCADE,
+    PRIMARY KEY (device_id, client_id)
+) WITHOUT ROWID;
+CREATE INDEX message_tags_by_message ON message_tags (message_id);
+
+DROP TABLE deliveries;
+DROP TABLE message_recipients;
+DELETE FROM pending_counts;
+INSERT INTO pending_counts (user, pending)
+    SELECT i.user, count(*) FROM inbox AS i
+    WHERE i.message_id > COALESCE((SELECT max(cursor) FROM devices WHERE user = i.user), 0)
+    GROUP BY i.user;
+"#;
+
 /// Every migration, oldest first. Append only.
-const MIGRATIONS: &[M<'static>] = &[M::up(V1), M::up(V2)];
+const MIGRATIONS: &[M<'static>] = &[M::up(V1), M::up(V2), M::up(V3)];
 
 /// The schema version this program writes (SQLite's `user_version` after migrating).
 pub(crate) const SCHEMA_VERSION: usize = MIGRATIONS.len();
@@ -275,49 +341,78 @@ mod tests {
         Migrations::from_slice(MIGRATIONS).validate().unwrap();
     }
 
-    /// Waiting rows counted by version 1's triggers go on being counted correctly by
-    /// version 2's statements after an upgrade in place.
+    /// The upgrade to delivery by sequence number keeps every message a device had not
+    /// received: its cursor stops just below the oldest one it lacked, direct messages
+    /// move into inboxes, and the waiting counts are recounted.
     #[test]
-    fn pending_counts_carry_over_the_upgrade_to_version_2() {
-        use bytes::Bytes;
-        use vcom_protocol::{DeviceId, MessageKind, Timestamp, UserId};
-
-        use crate::{MessageId, NewMessage};
+    fn the_upgrade_to_version_3_keeps_what_each_device_still_lacks() {
+        use vcom_protocol::{DeviceId, UserId};
 
         let mut conn = Connection::open_in_memory().unwrap();
         conn.pragma_update(None, "foreign_keys", true).unwrap();
         let migrations = Migrations::from_slice(MIGRATIONS);
-        migrations.to_version(&mut conn, 1).unwrap();
+        migrations.to_version(&mut conn, 2).unwrap();
+        // bob's phone (1) has messages 1 and 3 but not 2; his laptop (2) has none;
+        // carol's device (3) has everything. Message 4 is a group message.
         conn.execute_batch(
-            "INSERT INTO users (id, created_at) VALUES ('bob', 1);
-             INSERT INTO devices (user, created_at, last_seen, watermark) VALUES ('bob', 1, 1, 0);
-             INSERT INTO messages (sender, origin_device, sent_at, received_at, is_text, data)
-                 VALUES ('alice', 9, 1, 1, 1, x'00');
-             INSERT INTO message_recipients (user, message_id) VALUES ('bob', 1);",
+            "INSERT INTO users (id, created_at) VALUES ('bob', 1), ('carol', 1);
+             INSERT INTO devices (user, created_at, last_seen, watermark)
+                 VALUES ('bob', 1, 1, 0), ('bob', 1, 1, 0), ('carol', 1, 1, 0);
+             INSERT INTO messages (sender, origin_device, group_id, sent_at, received_at, is_text, data)
+                 VALUES ('alice', 9, NULL, 1, 1, 1, x'01'), ('alice', 9, NULL, 1, 1, 1, x'02'),
+                        ('alice', 9, NULL, 1, 1, 1, x'03'), ('alice', 9, 5, 1, 1, 1, x'04');
+             INSERT INTO message_recipients (user, message_id, delivered)
+                 VALUES ('bob', 1, 1), ('bob', 2, 0), ('bob', 3, 1), ('carol', 3, 1),
+                        ('bob', 4, 0);
+             INSERT INTO deliveries (message_id, device_id, delivered_at)
+                 VALUES (1, 1, 1), (3, 1, 1), (3, 3, 1);",
         )
         .unwrap();
         migrations.to_latest(&mut conn).unwrap();
 
-        let message = NewMessage {
-            sender: UserId::new("alice").unwrap(),
-            origin_device: DeviceId(9),
-            group: None,
-            recipients: vec![UserId::new("bob").unwrap(), UserId::new("carol").unwrap()],
-            sent_at: Timestamp(1),
-            received_at: Timestamp(1),
-            kind: MessageKind::Text,
-            data: Bytes::from_static(b"x"),
-        };
-        super::super::messages::store(&conn, &message, None).unwrap();
-        super::super::messages::mark_delivered(&conn, DeviceId(1), &[MessageId(1)], Timestamp(2))
+        let cursors: Vec<i64> = conn
+            .prepare("SELECT cursor FROM devices ORDER BY id")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
             .unwrap();
-        let counts: Vec<(String, i64)> = conn
-            .prepare("SELECT user, pending FROM pending_counts ORDER BY user")
+        assert_eq!(cursors, [1, 0, 4], "each device stops below what it lacks");
+        let inbox: Vec<(String, i64)> = conn
+            .prepare("SELECT user, message_id FROM inbox ORDER BY user, message_id")
             .unwrap()
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap();
-        assert_eq!(counts, [("bob".into(), 1), ("carol".into(), 1)]);
+        let expected: Vec<(String, i64)> = vec![
+            ("bob".into(), 1),
+            ("bob".into(), 2),
+            ("bob".into(), 3),
+            ("carol".into(), 3),
+        ];
+        assert_eq!(inbox, expected, "direct messages only");
+        let waiting: i64 = conn
+            .query_row(
+                "SELECT pending FROM pending_counts WHERE user = 'bob'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(
+            waiting, 2,
+            "messages 2 and 3 are above bob's highest cursor"
+        );
+        let bob = UserId::new("bob").unwrap();
+        let phone: Vec<i64> = super::super::messages::pending(&conn, &bob, DeviceId(1), None, 10)
+            .unwrap()
+            .iter()
+            .map(|m| m.id.0)
+            .collect();
+        assert_eq!(
+            phone,
+            [2, 3],
+            "the phone gets 2 again, and 3 a second time at worst"
+        );
     }
 }

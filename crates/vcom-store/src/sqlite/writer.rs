@@ -42,7 +42,12 @@ struct Write<T, F> {
     op: F,
     answer: oneshot::Sender<StoreResult<T>>,
     result: Option<StoreResult<T>>,
+    /// Runs with the result before it is sent, on this thread, in batch order.
+    then: Option<Then<T>>,
 }
+
+/// A hook run with a request's final result, in commit order (see [`Writer::write_then`]).
+pub(crate) type Then<T> = Box<dyn FnOnce(&StoreResult<T>) + Send>;
 
 impl<T, F> Request for Write<T, F>
 where
@@ -76,6 +81,9 @@ where
             // answer is owed either way.
             (None, None) => Err(aborted("the request was not run")),
         };
+        if let Some(then) = self.then {
+            then(&result);
+        }
         // The caller may have stopped waiting; the outcome stands regardless.
         let _ = self.answer.send(result);
     }
@@ -154,16 +162,31 @@ impl Writer {
         T: Send + 'static,
         F: Fn(&Connection) -> StoreResult<T> + Send + 'static,
     {
+        self.write_then(op, None).await
+    }
+
+    /// Like [`Writer::write`], and runs `then` with the final result on the writer
+    /// thread before answering: the hooks of all requests run in the order their
+    /// requests were committed.
+    pub(crate) async fn write_then<T, F>(&self, op: F, then: Option<Then<T>>) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: Fn(&Connection) -> StoreResult<T> + Send + 'static,
+    {
         let (answer, answered) = oneshot::channel();
         let job: Job = Box::new(Write {
             op,
             answer,
             result: None,
+            then,
         });
-        self.queue
-            .send(Command::Run(job))
-            .await
-            .map_err(|_| StoreError::Closed)?;
+        if let Err(mpsc::error::SendError(command)) = self.queue.send(Command::Run(job)).await {
+            // The thread is gone: the request is answered (and its hook run) here.
+            if let Command::Run(job) = command {
+                job.answer(Some(&StoreError::Closed));
+            }
+            return Err(StoreError::Closed);
+        }
         // A dropped answer means the thread stopped before reaching this request.
         answered.await.map_err(|_| StoreError::Closed)?
     }
@@ -378,6 +401,7 @@ mod tests {
             op,
             answer,
             result: None,
+            then: None,
         };
         (Box::new(job), answered)
     }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use vcom_store::{MessageId, Store, StoreConfig};
 
-use crate::support::{db_path, open_at, text, ts, uid, user_with_device};
+use crate::support::{db_path, no_hook, open_at, text, ts, uid, user_with_device};
 
 const CHILD_ENV: &str = "VCOM_STORE_CRASH_DB";
 
@@ -34,7 +34,10 @@ async fn crash_child_writer() {
                 // Bounded, so an orphaned child stops on its own.
                 for i in 0..20_000 {
                     let id = store
-                        .store_message(text("alice", alice, &["bob"], &format!("{task}/{i}")))
+                        .store_message(
+                            text("alice", alice, &["bob"], &format!("{task}/{i}")),
+                            no_hook(),
+                        )
                         .await
                         .unwrap()
                         .id

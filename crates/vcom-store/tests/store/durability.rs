@@ -8,7 +8,7 @@ use vcom_store::{
 };
 
 use crate::support::{
-    db_path, open_at, pending_bodies, store, store_with, text, ts, uid, user_with_device,
+    db_path, no_hook, open_at, pending_bodies, store, store_with, text, ts, uid, user_with_device,
 };
 
 #[tokio::test]
@@ -28,17 +28,17 @@ async fn everything_survives_close_and_reopen() {
         .await
         .unwrap();
     let delivered = s
-        .store_message(text("alice", alice, &["bob"], "delivered"))
+        .store_message(text("alice", alice, &["bob"], "delivered"), no_hook())
         .await
         .unwrap()
         .id
         .expect("stored");
-    s.store_message(text("alice", alice, &["bob"], "waiting"))
+    s.store_message(text("alice", alice, &["bob"], "waiting"), no_hook())
         .await
         .unwrap()
         .id
         .expect("stored");
-    s.mark_delivered(bob, &[delivered], ts(5)).await.unwrap();
+    s.advance_cursor(bob, delivered).await.unwrap();
     s.add_policy(PolicyList::Blacklist, PolicyEntry::Ip("192.0.2.7".into()))
         .await
         .unwrap();
@@ -147,7 +147,7 @@ async fn concurrent_writers_all_land_with_unique_ids() {
                     let body = format!("{task}-{i}");
                     ids.push(
                         store
-                            .store_message(text("alice", alice, &["bob"], &body))
+                            .store_message(text("alice", alice, &["bob"], &body), no_hook())
                             .await
                             .unwrap()
                             .id
@@ -189,7 +189,7 @@ async fn a_failing_request_does_not_fail_the_others_in_its_batch() {
             tokio::spawn(async move {
                 if i % 2 == 0 {
                     store
-                        .store_message(text("alice", alice, &["bob"], "ok"))
+                        .store_message(text("alice", alice, &["bob"], "ok"), no_hook())
                         .await
                         .map(|_| ())
                 } else {
@@ -239,7 +239,7 @@ async fn writes_without_batching_still_land() {
             let store = t.store.clone();
             tokio::spawn(async move {
                 store
-                    .store_message(text("alice", alice, &["bob"], &i.to_string()))
+                    .store_message(text("alice", alice, &["bob"], &i.to_string()), no_hook())
                     .await
             })
         })

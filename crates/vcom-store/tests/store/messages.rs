@@ -1,10 +1,12 @@
-//! Storing messages, marking them delivered, and what each device still receives.
+//! Storing messages, device cursors, and what each device still receives.
 
 use bytes::Bytes;
-use vcom_protocol::{DeviceId, GroupId, MessageKind};
-use vcom_store::{MessageId, NewMessage, Store, StoreConfig, StoreError};
+use vcom_protocol::{DeviceId, MessageKind};
+use vcom_store::{ListKind, MessageId, NewMessage, Store, StoreConfig, StoreError};
 
-use crate::support::{pending_bodies, store, store_with, text, ts, uid, user_with_device};
+use crate::support::{
+    message_at, no_hook, pending_bodies, store, store_with, text, ts, uid, user_with_device,
+};
 
 #[tokio::test]
 async fn message_data_is_stored_byte_exact() {
@@ -15,8 +17,9 @@ async fn message_data_is_stored_byte_exact() {
     let message = NewMessage {
         sender: uid("alice"),
         origin_device: alice,
-        group: Some(GroupId(77)),
+        group: None,
         recipients: vec![uid("bob")],
+        tag: None,
         sent_at: ts(123_456),
         received_at: ts(123_999),
         kind: MessageKind::Image,
@@ -24,7 +27,7 @@ async fn message_data_is_stored_byte_exact() {
     };
     let id = t
         .store
-        .store_message(message)
+        .store_message(message, no_hook())
         .await
         .unwrap()
         .id
@@ -34,7 +37,7 @@ async fn message_data_is_stored_byte_exact() {
     let got = &pending[0];
     assert_eq!(got.id, id);
     assert_eq!(got.sender, uid("alice"));
-    assert_eq!(got.group, Some(GroupId(77)));
+    assert_eq!(got.group, None);
     assert_eq!(got.sent_at, ts(123_456));
     assert_eq!(got.kind, MessageKind::Image);
     assert_eq!(&got.data[..], &data[..]);
@@ -49,7 +52,7 @@ async fn message_ids_increase_in_store_order() {
     for i in 0..20 {
         let id = t
             .store
-            .store_message(text("alice", alice, &["bob"], &i.to_string()))
+            .store_message(text("alice", alice, &["bob"], &i.to_string()), no_hook())
             .await
             .unwrap()
             .id
@@ -66,7 +69,7 @@ async fn pending_messages_come_oldest_first_and_page_with_after_and_limit() {
     let bob = user_with_device(&t.store, "bob").await;
     for i in 0..5 {
         t.store
-            .store_message(text("alice", alice, &["bob"], &format!("m{i}")))
+            .store_message(text("alice", alice, &["bob"], &format!("m{i}")), no_hook())
             .await
             .unwrap()
             .id
@@ -101,7 +104,7 @@ async fn a_message_is_pending_only_for_its_recipients() {
     let bob = user_with_device(&t.store, "bob").await;
     let carol = user_with_device(&t.store, "carol").await;
     t.store
-        .store_message(text("alice", alice, &["bob"], "for bob"))
+        .store_message(text("alice", alice, &["bob"], "for bob"), no_hook())
         .await
         .unwrap()
         .id
@@ -116,9 +119,9 @@ async fn a_message_never_returns_to_its_origin_device() {
     let t = store();
     let a1 = user_with_device(&t.store, "alice").await;
     let a2 = t.store.issue_device(&uid("alice"), ts(1)).await.unwrap();
-    // A group message lists the sender so the sender's other devices get it.
+    // A message to oneself reaches one's other devices.
     t.store
-        .store_message(text("alice", a1, &["alice", "bob"], "hi group"))
+        .store_message(text("alice", a1, &["alice", "bob"], "hi group"), no_hook())
         .await
         .unwrap()
         .id
@@ -135,7 +138,7 @@ async fn a_delivered_message_leaves_that_device_and_is_read_on_the_others() {
     let laptop = t.store.issue_device(&uid("bob"), ts(1)).await.unwrap();
     let id = t
         .store
-        .store_message(text("alice", alice, &["bob"], "hello"))
+        .store_message(text("alice", alice, &["bob"], "hello"), no_hook())
         .await
         .unwrap()
         .id
@@ -148,7 +151,7 @@ async fn a_delivered_message_leaves_that_device_and_is_read_on_the_others() {
         .unwrap();
     assert!(!before[0].read, "nobody has it yet");
 
-    t.store.mark_delivered(phone, &[id], ts(3)).await.unwrap();
+    t.store.advance_cursor(phone, id).await.unwrap();
 
     assert!(
         t.store
@@ -165,7 +168,7 @@ async fn a_delivered_message_leaves_that_device_and_is_read_on_the_others() {
     assert_eq!(after.len(), 1);
     assert!(after[0].read, "the phone already has it");
 
-    t.store.mark_delivered(laptop, &[id], ts(4)).await.unwrap();
+    t.store.advance_cursor(laptop, id).await.unwrap();
     assert!(
         t.store
             .pending(&uid("bob"), laptop, None, 10)
@@ -176,19 +179,19 @@ async fn a_delivered_message_leaves_that_device_and_is_read_on_the_others() {
 }
 
 #[tokio::test]
-async fn marking_twice_is_harmless() {
+async fn advancing_twice_is_harmless() {
     let t = store();
     let alice = user_with_device(&t.store, "alice").await;
     let bob = user_with_device(&t.store, "bob").await;
     let id = t
         .store
-        .store_message(text("alice", alice, &["bob"], "x"))
+        .store_message(text("alice", alice, &["bob"], "x"), no_hook())
         .await
         .unwrap()
         .id
         .expect("stored");
-    t.store.mark_delivered(bob, &[id, id], ts(3)).await.unwrap();
-    t.store.mark_delivered(bob, &[id], ts(4)).await.unwrap();
+    t.store.advance_cursor(bob, id).await.unwrap();
+    t.store.advance_cursor(bob, id).await.unwrap();
     assert_eq!(t.store.stats().await.unwrap().pending_deliveries, 0);
 }
 
@@ -199,85 +202,241 @@ async fn a_recipient_listed_twice_waits_once_and_is_counted_once() {
     let bob = user_with_device(&t.store, "bob").await;
     let id = t
         .store
-        .store_message(text("alice", alice, &["bob", "bob"], "x"))
+        .store_message(text("alice", alice, &["bob", "bob"], "x"), no_hook())
         .await
         .unwrap()
         .id
         .expect("stored");
     assert_eq!(t.store.stats().await.unwrap().pending_deliveries, 1);
     assert_eq!(pending_bodies(&t.store, "bob", bob).await, ["x"]);
-    t.store.mark_delivered(bob, &[id], ts(3)).await.unwrap();
+    t.store.advance_cursor(bob, id).await.unwrap();
     assert_eq!(t.store.stats().await.unwrap().pending_deliveries, 0);
 }
 
 #[tokio::test]
-async fn a_new_device_gets_older_messages_only_while_no_device_of_its_user_has_them() {
+async fn a_new_device_starts_at_the_most_advanced_device_of_its_user() {
     let t = store();
     let alice = user_with_device(&t.store, "alice").await;
     let phone = user_with_device(&t.store, "bob").await;
     let seen = t
         .store
-        .store_message(text("alice", alice, &["bob"], "seen by phone"))
+        .store_message(text("alice", alice, &["bob"], "seen by phone"), no_hook())
         .await
         .unwrap()
         .id
         .expect("stored");
     t.store
-        .store_message(text("alice", alice, &["bob"], "unseen"))
+        .store_message(text("alice", alice, &["bob"], "unseen"), no_hook())
         .await
-        .unwrap()
-        .id
-        .expect("stored");
-    t.store.mark_delivered(phone, &[seen], ts(3)).await.unwrap();
+        .unwrap();
+    t.store.advance_cursor(phone, seen).await.unwrap();
 
     let tablet = t.store.issue_device(&uid("bob"), ts(4)).await.unwrap();
-    let after_issue = t
-        .store
-        .store_message(text("alice", alice, &["bob"], "after issue"))
-        .await
-        .unwrap()
-        .id
-        .expect("stored");
     t.store
-        .mark_delivered(phone, &[after_issue], ts(5))
+        .store_message(text("alice", alice, &["bob"], "after issue"), no_hook())
         .await
         .unwrap();
-
-    let pending = t
-        .store
-        .pending(&uid("bob"), tablet, None, 10)
-        .await
-        .unwrap();
-    let got: Vec<(String, bool)> = pending
-        .iter()
-        .map(|m| (String::from_utf8(m.data.to_vec()).unwrap(), m.read))
-        .collect();
+    let read = |pending: Vec<vcom_store::PendingMessage>| -> Vec<(String, bool)> {
+        pending
+            .iter()
+            .map(|m| (String::from_utf8(m.data.to_vec()).unwrap(), m.read))
+            .collect()
+    };
     assert_eq!(
-        got,
+        read(
+            t.store
+                .pending(&uid("bob"), tablet, None, 10)
+                .await
+                .unwrap()
+        ),
         [
             ("unseen".to_string(), false),
+            ("after issue".to_string(), false)
+        ],
+        "what the phone holds is not replayed; what no device has yet is"
+    );
+    let last = t.store.pending(&uid("bob"), phone, None, 10).await.unwrap()[1].id;
+    t.store.advance_cursor(phone, last).await.unwrap();
+    assert_eq!(
+        read(
+            t.store
+                .pending(&uid("bob"), tablet, None, 10)
+                .await
+                .unwrap()
+        ),
+        [
+            ("unseen".to_string(), true),
             ("after issue".to_string(), true)
         ],
-        "older messages another device has are not replayed; newer ones are, as read"
+        "once the phone holds them they are read"
     );
 }
 
 #[tokio::test]
-async fn an_older_message_leaves_a_new_device_once_another_device_receives_it() {
+async fn a_device_behind_another_gets_what_it_lacks_as_read() {
     let t = store();
     let alice = user_with_device(&t.store, "alice").await;
     let phone = user_with_device(&t.store, "bob").await;
     let id = t
         .store
-        .store_message(text("alice", alice, &["bob"], "old"))
+        .store_message(text("alice", alice, &["bob"], "old"), no_hook())
         .await
         .unwrap()
         .id
         .expect("stored");
     let tablet = t.store.issue_device(&uid("bob"), ts(4)).await.unwrap();
     assert_eq!(pending_bodies(&t.store, "bob", tablet).await, ["old"]);
-    t.store.mark_delivered(phone, &[id], ts(5)).await.unwrap();
-    assert!(pending_bodies(&t.store, "bob", tablet).await.is_empty());
+    t.store.advance_cursor(phone, id).await.unwrap();
+    let pending = t
+        .store
+        .pending(&uid("bob"), tablet, None, 10)
+        .await
+        .unwrap();
+    assert_eq!(pending.len(), 1);
+    assert!(pending[0].read);
+    assert!(pending_bodies(&t.store, "bob", phone).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_cursor_never_moves_back() {
+    let t = store();
+    let alice = user_with_device(&t.store, "alice").await;
+    let bob = user_with_device(&t.store, "bob").await;
+    let first = message_at(&t.store, alice, &["bob"], "1", 0).await;
+    let second = message_at(&t.store, alice, &["bob"], "2", 0).await;
+    t.store.advance_cursor(bob, second).await.unwrap();
+    t.store.advance_cursor(bob, first).await.unwrap();
+    assert!(pending_bodies(&t.store, "bob", bob).await.is_empty());
+    assert_eq!(t.store.stats().await.unwrap().pending_deliveries, 0);
+}
+
+#[tokio::test]
+async fn a_group_message_is_stored_once_and_read_by_members_since_they_joined() {
+    let t = store();
+    let alice = user_with_device(&t.store, "alice").await;
+    let alice_laptop = t.store.issue_device(&uid("alice"), ts(1)).await.unwrap();
+    let bob = user_with_device(&t.store, "bob").await;
+    let carol = user_with_device(&t.store, "carol").await;
+    let group = t
+        .store
+        .create_group("g", &[uid("alice"), uid("bob")], ts(1))
+        .await
+        .unwrap();
+    let to_group = |body: &str| {
+        let mut m = text("alice", alice, &[], body);
+        m.group = Some(group);
+        m
+    };
+    t.store
+        .store_message(to_group("before carol"), no_hook())
+        .await
+        .unwrap();
+    t.store
+        .add_group_member(group, &uid("carol"))
+        .await
+        .unwrap();
+    t.store
+        .store_message(to_group("after carol"), no_hook())
+        .await
+        .unwrap();
+    // dave blocks alice: her group messages never reach him.
+    let dave = user_with_device(&t.store, "dave").await;
+    t.store.add_group_member(group, &uid("dave")).await.unwrap();
+    t.store
+        .replace_list(&uid("dave"), ListKind::Blocks, vec![uid("alice")], ts(2))
+        .await
+        .unwrap();
+    t.store
+        .store_message(to_group("blocked"), no_hook())
+        .await
+        .unwrap();
+
+    assert_eq!(
+        t.store.stats().await.unwrap().messages,
+        3,
+        "stored once each"
+    );
+    assert_eq!(
+        pending_bodies(&t.store, "bob", bob).await,
+        ["before carol", "after carol", "blocked"]
+    );
+    assert_eq!(
+        pending_bodies(&t.store, "carol", carol).await,
+        ["after carol", "blocked"]
+    );
+    assert!(pending_bodies(&t.store, "dave", dave).await.is_empty());
+    assert!(
+        pending_bodies(&t.store, "alice", alice).await.is_empty(),
+        "never back to the device it came from"
+    );
+    assert_eq!(
+        pending_bodies(&t.store, "alice", alice_laptop).await.len(),
+        3
+    );
+    let first = t.store.pending(&uid("bob"), bob, None, 1).await.unwrap();
+    assert_eq!(first[0].group, Some(group));
+}
+
+#[tokio::test]
+async fn a_tagged_message_is_stored_once_per_device_and_tag() {
+    let t = store();
+    let alice = user_with_device(&t.store, "alice").await;
+    let bob = user_with_device(&t.store, "bob").await;
+    let tagged = |tag| {
+        let mut m = text("alice", alice, &["bob"], "once");
+        m.tag = Some(tag);
+        m
+    };
+    let first = t.store.store_message(tagged(7), no_hook()).await.unwrap();
+    let again = t.store.store_message(tagged(7), no_hook()).await.unwrap();
+    assert!(!first.duplicate);
+    assert!(again.duplicate);
+    assert_eq!(again.id, first.id);
+    let other = t.store.store_message(tagged(8), no_hook()).await.unwrap();
+    assert!(!other.duplicate && other.id > first.id);
+    assert_eq!(pending_bodies(&t.store, "bob", bob).await, ["once", "once"]);
+}
+
+#[tokio::test]
+async fn commit_hooks_run_once_each_in_commit_order_before_the_answer() {
+    use std::sync::{Arc, Mutex};
+    let t = store();
+    let alice = user_with_device(&t.store, "alice").await;
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let calls: Vec<_> = (0..50)
+        .map(|i| {
+            let store = t.store.clone();
+            let seen = Arc::clone(&seen);
+            tokio::spawn(async move {
+                let hook_seen = Arc::clone(&seen);
+                let stored = store
+                    .store_message(
+                        text("alice", alice, &["bob"], &i.to_string()),
+                        Box::new(move |r| {
+                            hook_seen
+                                .lock()
+                                .unwrap()
+                                .push(r.as_ref().unwrap().id.unwrap())
+                        }),
+                    )
+                    .await
+                    .unwrap();
+                assert!(
+                    seen.lock().unwrap().contains(&stored.id.unwrap()),
+                    "the hook ran before the answer"
+                );
+            })
+        })
+        .collect();
+    for call in calls {
+        call.await.unwrap();
+    }
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 50);
+    assert!(
+        seen.windows(2).all(|w| w[0] < w[1]),
+        "in commit order: {seen:?}"
+    );
 }
 
 #[tokio::test]
@@ -300,17 +459,17 @@ async fn pending_for_a_device_of_another_user_is_not_found() {
 }
 
 #[tokio::test]
-async fn marking_for_an_unknown_device_is_not_found_and_unknown_messages_are_skipped() {
+async fn advancing_an_unknown_device_is_not_found_and_past_unknown_messages_is_fine() {
     let t = store();
     let bob = user_with_device(&t.store, "bob").await;
     let err = t
         .store
-        .mark_delivered(DeviceId(999), &[MessageId(1)], ts(1))
+        .advance_cursor(DeviceId(999), MessageId(1))
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::NotFound(_)), "{err}");
     t.store
-        .mark_delivered(bob, &[MessageId(424_242)], ts(1))
+        .advance_cursor(bob, MessageId(424_242))
         .await
         .unwrap();
 }
@@ -326,20 +485,17 @@ async fn a_full_inbox_refuses_new_messages_and_keeps_every_one_it_holds() {
     let bob = user_with_device(&t.store, "bob").await;
     let delivered = t
         .store
-        .store_message(text("alice", alice, &["bob"], "delivered"))
+        .store_message(text("alice", alice, &["bob"], "delivered"), no_hook())
         .await
         .unwrap()
         .id
         .expect("stored");
-    t.store
-        .mark_delivered(bob, &[delivered], ts(2))
-        .await
-        .unwrap();
+    t.store.advance_cursor(bob, delivered).await.unwrap();
     let mut outcomes = Vec::new();
     for i in 0..5 {
         let stored = t
             .store
-            .store_message(text("alice", alice, &["bob"], &format!("m{i}")))
+            .store_message(text("alice", alice, &["bob"], &format!("m{i}")), no_hook())
             .await
             .unwrap();
         outcomes.push((stored.id.is_some(), stored.refused));
@@ -369,10 +525,13 @@ async fn a_full_inbox_refuses_new_messages_and_keeps_every_one_it_holds() {
         .iter()
         .map(|m| m.id)
         .collect();
-    t.store.mark_delivered(bob, &ids, ts(3)).await.unwrap();
+    t.store
+        .advance_cursor(bob, *ids.iter().max().unwrap())
+        .await
+        .unwrap();
     let again = t
         .store
-        .store_message(text("alice", alice, &["bob"], "m5"))
+        .store_message(text("alice", alice, &["bob"], "m5"), no_hook())
         .await
         .unwrap();
     assert!(again.id.is_some() && again.refused.is_empty());
@@ -389,12 +548,12 @@ async fn a_full_inbox_refuses_only_its_own_copy_of_a_message_for_several() {
     let bob = user_with_device(&t.store, "bob").await;
     let carol = user_with_device(&t.store, "carol").await;
     t.store
-        .store_message(text("alice", alice, &["bob"], "bob only"))
+        .store_message(text("alice", alice, &["bob"], "bob only"), no_hook())
         .await
         .unwrap();
     let both = t
         .store
-        .store_message(text("alice", alice, &["bob", "carol"], "both"))
+        .store_message(text("alice", alice, &["bob", "carol"], "both"), no_hook())
         .await
         .unwrap();
     assert!(both.id.is_some());
@@ -414,18 +573,18 @@ async fn stats_count_every_kind_of_row() {
         .unwrap();
     let id = t
         .store
-        .store_message(text("alice", alice, &["bob", "carol"], "x"))
+        .store_message(text("alice", alice, &["bob", "carol"], "x"), no_hook())
         .await
         .unwrap()
         .id
         .expect("stored");
     t.store
-        .store_message(text("alice", alice, &["bob"], "y"))
+        .store_message(text("alice", alice, &["bob"], "y"), no_hook())
         .await
         .unwrap()
         .id
         .expect("stored");
-    t.store.mark_delivered(bob, &[id], ts(2)).await.unwrap();
+    t.store.advance_cursor(bob, id).await.unwrap();
     let stats = t.store.stats().await.unwrap();
     assert_eq!(stats.users, 2);
     assert_eq!(stats.devices, 2);

@@ -1,10 +1,14 @@
-//! Retention: `prune` deletes delivered messages by age and by count, never pending ones.
+//! Retention: `prune` deletes what every device holds at once, what some device holds by
+//! age and by count, and never a message some recipient still waits for.
 
 use std::time::Duration;
 
 use vcom_store::{PruneReport, Store, StoreConfig};
 
-use crate::support::{message_at, pending_bodies, store_with, ts, uid, user_with_device};
+use crate::support::{
+    another_device, message_at, no_hook, pending_bodies, store_with, text, ts, uid,
+    user_with_device,
+};
 
 fn retention(max_age_ms: Option<u64>, max_count: Option<u64>) -> StoreConfig {
     StoreConfig {
@@ -15,16 +19,48 @@ fn retention(max_age_ms: Option<u64>, max_count: Option<u64>) -> StoreConfig {
 }
 
 #[tokio::test]
+async fn prune_deletes_at_once_what_every_device_of_every_recipient_holds() {
+    let t = store_with(retention(None, None));
+    let alice = user_with_device(&t.store, "alice").await;
+    let bob = user_with_device(&t.store, "bob").await;
+    let carol = user_with_device(&t.store, "carol").await;
+    let group = t
+        .store
+        .create_group("g", &[uid("bob"), uid("carol")], ts(1))
+        .await
+        .unwrap();
+    let direct = message_at(&t.store, alice, &["bob"], "direct", 0).await;
+    let mut in_group = text("alice", alice, &[], "group");
+    in_group.group = Some(group);
+    let group_message = t
+        .store
+        .store_message(in_group, no_hook())
+        .await
+        .unwrap()
+        .id
+        .unwrap();
+    t.store.advance_cursor(bob, group_message).await.unwrap();
+    assert_eq!(
+        t.store.prune(ts(1)).await.unwrap().messages_deleted,
+        1,
+        "the direct message is held by bob's only device; carol lacks the group's"
+    );
+    assert!(direct < group_message);
+    t.store.advance_cursor(carol, group_message).await.unwrap();
+    assert_eq!(t.store.prune(ts(1)).await.unwrap().messages_deleted, 1);
+    assert_eq!(t.store.stats().await.unwrap().messages, 0);
+}
+
+#[tokio::test]
 async fn prune_deletes_delivered_messages_older_than_the_max_age() {
     let t = store_with(retention(Some(1_000), None));
     let alice = user_with_device(&t.store, "alice").await;
     let bob = user_with_device(&t.store, "bob").await;
-    let old = message_at(&t.store, alice, &["bob"], "old", 1_000).await;
+    // A second device that never comes back keeps both from being held everywhere.
+    another_device(&t.store, "bob").await;
+    let _old = message_at(&t.store, alice, &["bob"], "old", 1_000).await;
     let recent = message_at(&t.store, alice, &["bob"], "recent", 5_000).await;
-    t.store
-        .mark_delivered(bob, &[old, recent], ts(6_000))
-        .await
-        .unwrap();
+    t.store.advance_cursor(bob, recent).await.unwrap();
 
     let report = t.store.prune(ts(5_500)).await.unwrap();
 
@@ -45,13 +81,13 @@ async fn prune_never_deletes_a_message_some_recipient_still_waits_for() {
     let bob = user_with_device(&t.store, "bob").await;
     let carol = user_with_device(&t.store, "carol").await;
     let id = message_at(&t.store, alice, &["bob", "carol"], "for both", 0).await;
-    t.store.mark_delivered(bob, &[id], ts(10)).await.unwrap();
+    t.store.advance_cursor(bob, id).await.unwrap();
 
     let report = t.store.prune(ts(1_000_000)).await.unwrap();
 
     assert_eq!(report.messages_deleted, 0);
     assert_eq!(pending_bodies(&t.store, "carol", carol).await, ["for both"]);
-    t.store.mark_delivered(carol, &[id], ts(20)).await.unwrap();
+    t.store.advance_cursor(carol, id).await.unwrap();
     assert_eq!(
         t.store.prune(ts(1_000_000)).await.unwrap().messages_deleted,
         1
@@ -63,13 +99,14 @@ async fn prune_keeps_at_most_max_count_delivered_messages_newest_first() {
     let t = store_with(retention(None, Some(2)));
     let alice = user_with_device(&t.store, "alice").await;
     let bob = user_with_device(&t.store, "bob").await;
+    another_device(&t.store, "bob").await;
     let mut delivered = Vec::new();
     for i in 0..5 {
         delivered.push(message_at(&t.store, alice, &["bob"], &format!("d{i}"), 0).await);
     }
     message_at(&t.store, alice, &["bob"], "waiting", 0).await;
     t.store
-        .mark_delivered(bob, &delivered, ts(10))
+        .advance_cursor(bob, *delivered.iter().max().unwrap())
         .await
         .unwrap();
 
@@ -87,8 +124,9 @@ async fn prune_without_retention_rules_deletes_nothing() {
     let t = store_with(retention(None, None));
     let alice = user_with_device(&t.store, "alice").await;
     let bob = user_with_device(&t.store, "bob").await;
+    another_device(&t.store, "bob").await;
     let id = message_at(&t.store, alice, &["bob"], "kept", 0).await;
-    t.store.mark_delivered(bob, &[id], ts(1)).await.unwrap();
+    t.store.advance_cursor(bob, id).await.unwrap();
     assert_eq!(
         t.store.prune(ts(i64::MAX)).await.unwrap().messages_deleted,
         0

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use tempfile::TempDir;
 use vcom_protocol::{DeviceId, MessageKind, Timestamp, UserId};
-use vcom_store::{MessageId, NewMessage, SqliteStore, Store, StoreConfig};
+use vcom_store::{MessageId, NewMessage, OnCommit, SqliteStore, Store, StoreConfig};
 
 /// A store on a file in its own temporary directory (removed on drop).
 pub(crate) struct TestStore {
@@ -71,6 +71,11 @@ pub(crate) async fn user_with_device(store: &SqliteStore, name: &str) -> DeviceI
     store.issue_device(&uid(name), ts(1)).await.unwrap()
 }
 
+/// Issues `user` one more device (which, in these tests, receives nothing).
+pub(crate) async fn another_device(store: &SqliteStore, user: &str) -> DeviceId {
+    store.issue_device(&uid(user), ts(1)).await.unwrap()
+}
+
 /// A text message from `sender` (on `origin`) to `recipients`.
 pub(crate) fn text(sender: &str, origin: DeviceId, recipients: &[&str], body: &str) -> NewMessage {
     NewMessage {
@@ -78,6 +83,7 @@ pub(crate) fn text(sender: &str, origin: DeviceId, recipients: &[&str], body: &s
         origin_device: origin,
         group: None,
         recipients: recipients.iter().map(|r| uid(r)).collect(),
+        tag: None,
         sent_at: ts(1_000),
         received_at: ts(2_000),
         kind: MessageKind::Text,
@@ -111,9 +117,14 @@ pub(crate) async fn message_at(
     let mut message = text("alice", origin, to, body);
     message.received_at = ts(received_ms);
     store
-        .store_message(message)
+        .store_message(message, no_hook())
         .await
         .unwrap()
         .id
         .expect("stored")
+}
+
+/// A commit hook that does nothing (for calls that only care about the result).
+pub(crate) fn no_hook() -> OnCommit {
+    Box::new(|_| {})
 }
