@@ -271,6 +271,16 @@ pub async fn try_tls_connect_to(
     server: &Target,
     identity: Option<&Identity>,
 ) -> std::io::Result<TlsStream<TcpStream>> {
+    try_tls_connect_offering(server, identity, &[]).await
+}
+
+/// Tries to open a TLS 1.3 connection offering these ALPN protocol names (none: no
+/// ALPN extension at all).
+pub async fn try_tls_connect_offering(
+    server: &Target,
+    identity: Option<&Identity>,
+    alpn: &[&[u8]],
+) -> std::io::Result<TlsStream<TcpStream>> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])
@@ -289,6 +299,8 @@ pub async fn try_tls_connect_to(
             .expect("the client certificate is usable"),
         None => builder.with_no_client_auth(),
     };
+    let mut config = config;
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     let tcp = TcpStream::connect(server.addr).await?;
     let name = ServerName::try_from("localhost").expect("a valid name");
     TlsConnector::from(Arc::new(config))
@@ -308,6 +320,31 @@ impl RawClient {
         RawClient {
             transport: Framed::new(tls, VcomCodec::new(Limits::default())),
         }
+    }
+
+    /// Connects with `identity`, offering the extension set (`vcom/1+ext`).
+    pub async fn connect_ext(server: &impl Endpoint, identity: &Identity) -> RawClient {
+        let offer = [vcom_protocol::alpn::EXT];
+        let tls = tokio::time::timeout(
+            TIMEOUT,
+            try_tls_connect_offering(&server.target(), Some(identity), &offer),
+        )
+        .await
+        .expect("TLS connection in time")
+        .expect("TLS connection succeeds");
+        RawClient {
+            transport: Framed::new(tls, VcomCodec::new(Limits::default())),
+        }
+    }
+
+    /// The ALPN protocol the server chose, if any.
+    pub fn negotiated(&self) -> Option<Vec<u8>> {
+        self.transport
+            .get_ref()
+            .get_ref()
+            .1
+            .alpn_protocol()
+            .map(<[u8]>::to_vec)
     }
 
     /// Sends one packet.
@@ -447,7 +484,37 @@ pub async fn login_as(
     identity: &Identity,
     device: DeviceId,
 ) -> Session {
-    let (mut client, outcome) = attempt_login(server, Some(identity), user, device, b"").await;
+    let client = RawClient::connect(server, Some(identity)).await;
+    login_on(client, user, identity, device).await
+}
+
+/// [`login_as`] on a connection that negotiated the extension set (`vcom/1+ext`).
+pub async fn login_ext(
+    server: &impl Endpoint,
+    user: &str,
+    identity: &Identity,
+    device: DeviceId,
+) -> Session {
+    let client = RawClient::connect_ext(server, identity).await;
+    assert_eq!(
+        client.negotiated().as_deref(),
+        Some(vcom_protocol::alpn::EXT)
+    );
+    login_on(client, user, identity, device).await
+}
+
+async fn login_on(
+    mut client: RawClient,
+    user: &str,
+    identity: &Identity,
+    device: DeviceId,
+) -> Session {
+    client.request_login(user, device, b"").await;
+    let outcome = match client.recv().await {
+        ServerPacket::ConnectionAccepted(a) => LoginOutcome::Accepted(a.device),
+        ServerPacket::ConnectionDenied(d) => LoginOutcome::Denied(d.code),
+        other => panic!("expected 257 or 258, got {other:?}"),
+    };
     let LoginOutcome::Accepted(device) = outcome else {
         panic!("login of {user} refused: {outcome:?}")
     };

@@ -295,6 +295,28 @@ impl Dump<'_> {
             id::PING | id::PONG => {
                 self.i64("nonce")?;
             }
+            id::SEQUENCE => {
+                self.i64("seq")?;
+            }
+            id::RECEIPT => {
+                self.i64("through")?;
+            }
+            id::MESSAGE_TAG => {
+                self.i64("client_id")?;
+            }
+            id::SEND_ACK => {
+                self.i64("client_id")?;
+                self.i8("outcome", |o| {
+                    match o {
+                        0 => " (Stored)",
+                        1 => " (UnknownRecipient)",
+                        2 => " (NotAMember)",
+                        3 => " (InboxFull)",
+                        _ => " (unknown outcome)",
+                    }
+                    .to_owned()
+                })?;
+            }
             other => return Err(self.error(format!("no layout for packet {other}"))),
         }
         Ok(())

@@ -186,6 +186,14 @@ pub fn file_chunk() -> impl Strategy<Value = FileChunk> {
     })
 }
 
+/// 517 with any outcome, the unknown ones included.
+pub fn send_ack() -> impl Strategy<Value = SendAck> {
+    (any::<i64>(), any::<i8>()).prop_map(|(client_id, outcome)| SendAck {
+        client_id,
+        outcome: SendOutcome::from_code(outcome),
+    })
+}
+
 /// Any packet a client may send.
 pub fn client_packet() -> impl Strategy<Value = ClientPacket> {
     prop_oneof![
@@ -201,6 +209,8 @@ pub fn client_packet() -> impl Strategy<Value = ClientPacket> {
         transfer().prop_map(|transfer| FileTransferComplete { transfer }.into()),
         any::<i64>().prop_map(|nonce| Ping { nonce }.into()),
         any::<i64>().prop_map(|nonce| Pong { nonce }.into()),
+        any::<i64>().prop_map(|through| Receipt { through }.into()),
+        any::<i64>().prop_map(|client_id| MessageTag { client_id }.into()),
     ]
 }
 
@@ -230,5 +240,7 @@ pub fn server_packet() -> impl Strategy<Value = ServerPacket> {
         transfer().prop_map(|transfer| FileTransferComplete { transfer }.into()),
         any::<i64>().prop_map(|nonce| Ping { nonce }.into()),
         any::<i64>().prop_map(|nonce| Pong { nonce }.into()),
+        any::<i64>().prop_map(|seq| Sequence { seq }.into()),
+        send_ack().prop_map(ServerPacket::from),
     ]
 }

@@ -139,8 +139,12 @@ fn block(flag: i8, upload: &[&str]) -> ListSync {
     }
 }
 
-/// Every golden vector: each packet 256-274, 512 and 513 in each direction it travels,
-/// 258 with a wiki code and an extension code, and 260 with all nine flag combinations.
+/// The client message id the MessageTag (516) and SendAck (517) vectors carry.
+pub const CLIENT_ID: i64 = 0x0123_4567_89ab_cdef;
+
+/// Every golden vector: each packet 256-274 and 512-517 in each direction it travels,
+/// 258 with a wiki code and an extension code, 260 with all nine flag combinations, and
+/// 517 with each of its four outcomes.
 pub fn all() -> Vec<Vector> {
     let mut v = vec![
         c(
@@ -364,6 +368,28 @@ pub fn all() -> Vec<Vector> {
         s("512_ping", Ping { nonce: T.0 }),
         c("513_pong", Pong { nonce: T.0 }),
         s("513_pong", Pong { nonce: 1 }),
+        s("514_sequence", Sequence { seq: 1234 }),
+        c("515_receipt", Receipt { through: 1234 }),
+        c(
+            "516_message_tag",
+            MessageTag {
+                client_id: CLIENT_ID,
+            },
+        ),
     ]);
+    for (what, outcome) in [
+        ("stored", SendOutcome::Stored),
+        ("unknown_recipient", SendOutcome::UnknownRecipient),
+        ("not_a_member", SendOutcome::NotAMember),
+        ("inbox_full", SendOutcome::InboxFull),
+    ] {
+        v.push(s(
+            &format!("517_send_ack_{what}"),
+            SendAck {
+                client_id: CLIENT_ID,
+                outcome,
+            },
+        ));
+    }
     v
 }

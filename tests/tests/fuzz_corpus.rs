@@ -49,6 +49,10 @@ fn seeds() -> Vec<(String, Vec<u8>)> {
         "271_file_transfer_offer_s2c",
         "273_file_chunk_c2s",
         "512_ping_c2s",
+        "514_sequence_s2c",
+        "515_receipt_c2s",
+        "516_message_tag_c2s",
+        "517_send_ack_inbox_full_s2c",
     ]
     .into_iter()
     .map(|name| (name.to_owned(), vector(name)))

@@ -53,9 +53,19 @@ fn golden_vectors_cover_every_packet_in_every_direction_it_travels() {
         id::SEND_USER_MESSAGE,
         id::SEND_GROUP_MESSAGE,
         id::FILE_TRANSFER_REQUEST,
+        id::RECEIPT,
+        id::MESSAGE_TAG,
     ];
     let mut expected = BTreeSet::new();
-    for packet in id::ALL.into_iter().chain([id::PING, id::PONG]) {
+    let extensions = [
+        id::PING,
+        id::PONG,
+        id::SEQUENCE,
+        id::RECEIPT,
+        id::MESSAGE_TAG,
+        id::SEND_ACK,
+    ];
+    for packet in id::ALL.into_iter().chain(extensions) {
         if both_ways.contains(&packet) || client.contains(&packet) {
             expected.insert((packet, "C->S".to_owned()));
         }

@@ -38,6 +38,48 @@ fn a_sent_message_reaches_the_recipients_history_and_the_recipient_is_told_it_ar
 }
 
 #[test]
+fn a_message_to_an_unknown_user_exits_1_and_is_not_in_the_history() {
+    let world = World::new();
+    world
+        .fails("alice", &["send", "nobody", "hello?"])
+        .stderr(predicate::str::contains(
+            "the server did not store the message to nobody: no such user (outcome 1)",
+        ));
+    world
+        .fails("alice", &["group-send", "4242", "hello?"])
+        .stderr(predicate::str::contains("not a member"));
+    assert!(
+        world.history_json("alice", &[]).is_empty(),
+        "a refused message is not recorded as sent"
+    );
+}
+
+#[test]
+fn a_backlog_longer_than_the_event_queue_reaches_a_one_shot_command_whole() {
+    let world = World::new();
+    world.register("bob");
+    // 600 messages wait for bob: more than the SDK's event queue (256) holds.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let config = vcom_client::ClientConfig::new(
+            world.server.addr.as_str(),
+            vcom_client::UserId::new("alice").unwrap(),
+            world.profile("alice"),
+        );
+        let (alice, _events) = vcom_client::Client::connect(config).await.unwrap();
+        let bob = vcom_client::UserId::new("bob").unwrap();
+        for i in 0..600 {
+            alice.send_text(&bob, &format!("m{i}")).await.unwrap();
+        }
+        alice.close().await.unwrap();
+    });
+    world
+        .succeeds("bob", &["friends", "list"])
+        .stderr(predicate::str::contains("600 new messages arrived"));
+    assert_eq!(world.history_json("bob", &[]).len(), 600);
+}
+
+#[test]
 fn terminal_escapes_in_a_message_reach_history_escaped_and_json_unchanged() {
     let world = World::new();
     world.register("bob");

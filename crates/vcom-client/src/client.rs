@@ -292,7 +292,9 @@ impl Client {
     ///
     /// Packets are handled in order, so when this returns, everything the server sent
     /// before its Pong (e.g. the messages stored for this device at login) has been
-    /// written to the history.
+    /// written to the history; with a server that takes receipts, the messages
+    /// received before the Ping are also confirmed (the server answers only once it has
+    /// recorded that), so the user's other devices get them as read.
     pub async fn ping(&self) -> Result<Duration, ClientError> {
         let start = Instant::now();
         self.command(|reply| Command::Ping { reply }).await?;

@@ -675,6 +675,10 @@ impl Session {
                 }
             }
             Command::Ping { reply } => {
+                // The receipt for what is stored goes first: the server answers a Ping
+                // only once the receipts before it are durable, so when `ping` returns,
+                // every other device of the user sees these messages as read.
+                self.send_receipt().await?;
                 let nonce = self.nonce();
                 self.pings.insert(nonce, reply);
                 self.send(Ping { nonce }).await?;

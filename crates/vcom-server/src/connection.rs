@@ -379,6 +379,12 @@ async fn read_loop<S: Store>(conn: &Conn<S>, mut stream: Stream, sent: &AtomicI6
                 if !finish(conn, &mut storing).await {
                     break;
                 }
+                // Any other packet follows the record of the receipts before it: a
+                // client whose Ping comes back knows its receipts are durable.
+                if let Err(e) = bounded_finish(cursor.finish()).await {
+                    tracing::error!(user = %conn.user(), error = ?e, "could not record a receipt: closing");
+                    break;
+                }
                 let result = tokio::select! {
                     biased;
                     _ = conn.session.kill.cancelled() => break,
@@ -405,12 +411,18 @@ async fn read_loop<S: Store>(conn: &Conn<S>, mut stream: Stream, sent: &AtomicI6
         }
     }
     // Receipts already given are recorded (bounded: the store may be what failed).
-    if let Ok(Err(e)) | Err(e) = tokio::time::timeout(FINISH_TIMEOUT, cursor.finish())
-        .await
-        .map_err(|_| WriteError::Timeout)
-    {
+    if let Err(e) = bounded_finish(cursor.finish()).await {
         tracing::error!(user = %conn.user(), error = ?e, "could not record receipts");
     }
+}
+
+/// A cursor's last writes, within [`FINISH_TIMEOUT`].
+async fn bounded_finish(
+    finish: impl std::future::Future<Output = Result<(), WriteError>>,
+) -> Result<(), WriteError> {
+    tokio::time::timeout(FINISH_TIMEOUT, finish)
+        .await
+        .unwrap_or(Err(WriteError::Timeout))
 }
 
 /// Waits for every message still on its way to the store (each is relayed as it
@@ -535,10 +547,7 @@ async fn write_loop<S: Store>(
     session.kill.cancel();
     // Whatever ended the session, what was flushed is recorded (bounded: the store may
     // be what failed).
-    if let Ok(Err(e)) | Err(e) = tokio::time::timeout(FINISH_TIMEOUT, out.cursor.finish())
-        .await
-        .map_err(|_| WriteError::Timeout)
-    {
+    if let Err(e) = bounded_finish(out.cursor.finish()).await {
         tracing::error!(user = %session.user, error = ?e, "could not record delivered messages");
     }
     // A TLS close_notify, bounded in time: the peer may be gone.

@@ -66,10 +66,15 @@ pub(crate) fn direct<S: Store>(conn: &Conn<S>, p: SendUserMessage, tag: Option<i
         tracing::info!(from = %sender, to = %p.recipient, "message to an unknown user dropped");
         return Sent::Dropped(SendOutcome::UnknownRecipient);
     }
-    if directory.blocks(&p.recipient, sender) {
-        // Blocking stays invisible: a tagged sender hears "stored".
+    let blocked = directory.blocks(&p.recipient, sender);
+    if blocked {
         tracing::debug!(from = %sender, to = %p.recipient, "message from a blocked sender dropped");
-        return Sent::Dropped(SendOutcome::Stored);
+        if tag.is_none() {
+            return Sent::Dropped(SendOutcome::Stored);
+        }
+        // Blocking stays invisible: a tagged sender hears "stored", in the same order
+        // and after the same commit as for any message, so neither the answer nor its
+        // timing tells. The message is kept for nobody (retention removes it).
     }
     Sent::Storing(store(
         conn,
@@ -77,7 +82,11 @@ pub(crate) fn direct<S: Store>(conn: &Conn<S>, p: SendUserMessage, tag: Option<i
             sender: sender.clone(),
             origin_device: conn.device(),
             group: None,
-            recipients: vec![p.recipient],
+            recipients: if blocked {
+                Vec::new()
+            } else {
+                vec![p.recipient]
+            },
             tag,
             sent_at: p.sent_at,
             received_at: crate::now(),
@@ -161,6 +170,9 @@ fn store<S: Store>(conn: &Conn<S>, message: NewMessage) -> Storing {
         // A recipient whose inbox is full did not get it stored (the store logged it):
         // it is not relayed to them either.
         recipients.retain(|r| !stored.refused.contains(r));
+        if recipients.is_empty() {
+            return;
+        }
         Stats::bump(&shared.stats.messages);
         shared
             .sessions

@@ -1,5 +1,5 @@
 //! The packet tap: a test-only switch that counts every packet the server reads or
-//! writes, by identifier, direction and (for 258 and 270) code.
+//! writes, by identifier, direction and (for 258, 270 and 517) code.
 //!
 //! `cargo xtask e2e` turns it on (environment variable `VCOM_PACKET_TAP=FILE` for the
 //! `vcom-server` program, or [`crate::ServerConfig::packet_tap`]) to prove every part of
@@ -32,7 +32,7 @@ pub struct TapRecord {
     pub id: i32,
     /// Which way it travelled.
     pub direction: Direction,
-    /// The 258 error code or 270 reason, for those packets.
+    /// The 258 error code, 270 reason or 517 outcome, for those packets.
     pub code: Option<i32>,
     /// How many were seen.
     pub count: u64,
@@ -74,6 +74,7 @@ impl Tap {
         let code = match packet {
             ServerPacket::ConnectionDenied(p) => Some(i32::from(p.code.code())),
             ServerPacket::FileTransferAbort(p) => Some(p.reason.code()),
+            ServerPacket::SendAck(p) => Some(i32::from(p.outcome.code())),
             _ => None,
         };
         self.bump((packet.id(), Direction::ServerToClient, code));

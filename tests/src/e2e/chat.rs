@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::{Context, bail, ensure};
 use bytes::Bytes;
 use futures::FutureExt;
-use vcom_client::{Event, GroupId, MessageKind, Profile, TransferOutcome};
+use vcom_client::{Delivery, Event, GroupId, MessageKind, Profile, SendOutcome, TransferOutcome};
 
 use super::sdk::{self, Device, expect_text, uid};
 use super::{Ctx, Outcome};
@@ -191,8 +191,10 @@ pub async fn list_sync_both_ways(ctx: Arc<Ctx>) -> anyhow::Result<Outcome> {
     Ok(Outcome::Passed)
 }
 
-/// A blocked sender's messages are dropped and its file offers refused with reason 4,
-/// the same answer as for an unknown user; the recipient sees neither.
+/// A blocked sender's messages are dropped (the sender is told "stored", as for any
+/// message) and its file offers refused with reason 4, the same answer as for an unknown
+/// user; the recipient sees neither. A message to an unknown user or group is refused
+/// (517 outcomes 1 and 2).
 pub async fn blocked_sender(ctx: Arc<Ctx>) -> anyhow::Result<Outcome> {
     let mut pia = sdk::connect(&ctx.main, "pia", &ctx.dir("pia")?).await?;
     let quin = sdk::connect(&ctx.main, "quin", &ctx.dir("quin")?).await?;
@@ -200,9 +202,31 @@ pub async fn blocked_sender(ctx: Arc<Ctx>) -> anyhow::Result<Outcome> {
     pia.client.block(&uid("quin")?).await?;
     pia.settle().await?;
 
-    quin.client
+    let blocked = quin
+        .client
         .send_text(&uid("pia")?, "you blocked me?")
         .await?;
+    ensure!(
+        blocked == Delivery::Stored,
+        "a blocked sender must hear what anyone hears (517 outcome 0), got {blocked:?}"
+    );
+    for (delivery, what) in [
+        (
+            quin.client.send_text(&uid("nobody-e2e")?, "hello?").await?,
+            SendOutcome::UnknownRecipient,
+        ),
+        (
+            quin.client
+                .send_group_text(GroupId(424_242), "hello?")
+                .await?,
+            SendOutcome::NotAMember,
+        ),
+    ] {
+        ensure!(
+            delivery == Delivery::Refused(what),
+            "expected {what}, got {delivery:?}"
+        );
+    }
     let file = ctx.dir("quin-files")?.join("note.txt");
     std::fs::write(&file, b"a note pia never sees").context("cannot write the test file")?;
     let refused = quin

@@ -1,6 +1,6 @@
 //! Coverage measured, not claimed: sums the tap files every `vcom-server` of a run wrote
 //! (`VCOM_PACKET_TAP`), prints the table, and names every legal (identifier,
-//! direction), 258 code and 270 reason that never crossed the wire.
+//! direction), 258 code, 270 reason and 517 outcome that never crossed the wire.
 //!
 //! Which directions are legal is asked of the decoder itself (`vcom_protocol`), so the
 //! requirement cannot drift from the protocol crate. Pure functions over counts: no IO
@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use anyhow::Context;
-use vcom_protocol::{AbortReason, ClientPacket, DenyCode, Limits, ServerPacket, id};
+use vcom_protocol::{AbortReason, ClientPacket, DenyCode, Limits, SendOutcome, ServerPacket, id};
 use vcom_server::tap::{Direction, TapRecord};
 
 /// Packet counts of a whole run: (identifier, direction, code) to how many were seen.
@@ -105,7 +105,14 @@ fn required_ids() -> Vec<i32> {
     id::ALL
         .iter()
         .copied()
-        .chain([id::PING, id::PONG])
+        .chain([
+            id::PING,
+            id::PONG,
+            id::SEQUENCE,
+            id::RECEIPT,
+            id::MESSAGE_TAG,
+            id::SEND_ACK,
+        ])
         .collect()
 }
 
@@ -148,6 +155,18 @@ pub fn missing(counts: &Counts) -> Vec<String> {
         let reason = reason.code();
         if counts.with_code(id::FILE_TRANSFER_ABORT, Direction::ServerToClient, reason) == 0 {
             out.push(format!("missing: 270 reason {reason} S->C never seen"));
+        }
+    }
+    // 517 outcomes a run produces: stored, unknown user, not a member (a full inbox
+    // needs a server with a tiny inbox cap; the integration tests cover it).
+    for outcome in [
+        SendOutcome::Stored,
+        SendOutcome::UnknownRecipient,
+        SendOutcome::NotAMember,
+    ] {
+        let code = i32::from(outcome.code());
+        if counts.with_code(id::SEND_ACK, Direction::ServerToClient, code) == 0 {
+            out.push(format!("missing: 517 outcome {code} never seen"));
         }
     }
     // A client aborts as the recipient (declines, 0) or as the sender (cancels, 8).
@@ -204,7 +223,7 @@ pub fn table(counts: &Counts) -> String {
         "legend: counts summed over every server of the run; '-' = the protocol forbids that\n\
          direction; '(n)' = legal but not required: the server never originates a Ping, so\n\
          512 S->C and 513 C->S are not expected. Required: every other legal direction,\n\
-         258 codes 0-7, 270 reasons 0-8 S->C, 270 reasons 0 and 8 C->S.\n",
+         258 codes 0-7, 270 reasons 0-8 S->C, 270 reasons 0 and 8 C->S, 517 outcomes 0-2.\n",
     );
     out
 }

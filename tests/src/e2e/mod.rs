@@ -479,7 +479,9 @@ pub async fn run(options: Options) -> anyhow::Result<bool> {
             println!("{line}");
         }
         if missing.is_empty() {
-            println!("coverage: every legal packet direction, 258 code and 270 reason seen");
+            println!(
+                "coverage: every legal packet direction, 258 code, 270 reason and 517 outcome seen"
+            );
         }
         count(Check {
             passed: missing.is_empty(),

@@ -19,9 +19,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, anyhow};
 use crossterm::event::{Event as TermEvent, EventStream as KeyStream, KeyEventKind};
 use futures::StreamExt;
-use vcom_client::{
-    Client, Event, EventStream, FileOffer, HistoryQuery, Timestamp, TransferId, UserId,
-};
+use vcom_client::{Client, Event, FileOffer, HistoryQuery, Timestamp, TransferId, UserId};
 
 use crate::client::Global;
 use crate::client::connect::{Connection, connect, lost};
@@ -74,7 +72,7 @@ async fn load(client: &Client, app: &mut App) -> anyhow::Result<i64> {
 /// The IO side of the chat: the SDK handles and the offers waiting for an answer.
 struct Chat {
     client: Client,
-    events: EventStream,
+    events: crate::client::connect::Events,
     /// Unanswered offers; dropping one would decline it.
     offers: HashMap<TransferId, FileOffer>,
     dir: PathBuf,

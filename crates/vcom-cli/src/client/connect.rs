@@ -5,14 +5,36 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, anyhow};
-use vcom_client::{Client, ClientConfig, ClientError, DenyCode, EventStream, Trust, UserId};
+use std::collections::VecDeque;
+
+use vcom_client::{Client, ClientConfig, ClientError, DenyCode, Event, EventStream, Trust, UserId};
 
 use super::Global;
 
 /// A logged-in client and its events.
 pub(crate) struct Connection {
     pub(crate) client: Client,
-    pub(crate) events: EventStream,
+    pub(crate) events: Events,
+}
+
+/// Most events other than messages kept while a login settles (list changes, offers,
+/// broadcasts: a handful in practice).
+const EARLY_EVENTS: usize = 1024;
+
+/// The events of a connection: those kept while the login settled, then the live ones.
+pub(crate) struct Events {
+    early: VecDeque<Event>,
+    stream: EventStream,
+}
+
+impl Events {
+    /// The next event, or `None` once the connection has ended.
+    pub(crate) async fn next(&mut self) -> Option<Event> {
+        match self.early.pop_front() {
+            Some(event) => Some(event),
+            None => self.stream.next().await,
+        }
+    }
 }
 
 /// The default profile directory for `user` on `server`:
@@ -69,19 +91,40 @@ fn trust(global: &Global) -> Trust {
 
 /// Connects and logs in, then waits until the login's list sync and the delivery of
 /// stored messages are done, so the caller sees the server's lists and every pending
-/// message is in the history.
+/// message is in the history. The stored messages are not among the events (they are
+/// in the history); other events of that time are.
 pub(crate) async fn connect(global: &Global) -> anyhow::Result<Connection> {
+    let (client, mut stream) = login(global).await?;
+    let early = settle(&client, &mut stream).await?;
+    Ok(Connection {
+        client,
+        events: Events { early, stream },
+    })
+}
+
+/// Connects and logs in, and hands every event over as it comes, the stored messages
+/// first: for commands that show messages as they arrive.
+pub(crate) async fn connect_live(global: &Global) -> anyhow::Result<Connection> {
+    let (client, stream) = login(global).await?;
+    Ok(Connection {
+        client,
+        events: Events {
+            early: VecDeque::new(),
+            stream,
+        },
+    })
+}
+
+async fn login(global: &Global) -> anyhow::Result<(Client, EventStream)> {
     let profile = profile_dir(global)?;
     let mut config = ClientConfig::new(global.server.clone(), global.user.clone(), &profile)
         .with_trust(trust(global));
     if let Some(password) = &global.password {
         config = config.with_password(password.clone().into_bytes());
     }
-    let (client, events) = Client::connect(config)
+    Client::connect(config)
         .await
-        .map_err(|e| explain(e, global, &profile))?;
-    settle(&client).await?;
-    Ok(Connection { client, events })
+        .map_err(|e| explain(e, global, &profile))
 }
 
 /// Waits until the server has answered everything the login started.
@@ -90,11 +133,35 @@ pub(crate) async fn connect(global: &Global) -> anyhow::Result<Connection> {
 /// accepting the login. The first Pong therefore comes after them, and after the SDK
 /// queued its sync answer (260); the second Pong comes after the server's answer to
 /// that (261/262). Changing a list before this could overwrite a newer server list.
-async fn settle(client: &Client) -> anyhow::Result<()> {
-    for _ in 0..2 {
-        client.ping().await.map_err(lost)?;
+///
+/// The events are read meanwhile: the client stops reading from the server while its
+/// event queue is full, so a backlog longer than the queue would otherwise hold the
+/// Pongs back for ever. Stored messages are dropped from the events (they are in the
+/// history); the rest are returned, to be handed out first.
+async fn settle(client: &Client, events: &mut EventStream) -> anyhow::Result<VecDeque<Event>> {
+    let pings = async {
+        for _ in 0..2 {
+            client.ping().await.map_err(lost)?;
+        }
+        anyhow::Ok(())
+    };
+    tokio::pin!(pings);
+    let mut early = VecDeque::new();
+    let mut open = true;
+    loop {
+        tokio::select! {
+            done = &mut pings => {
+                done?;
+                return Ok(early);
+            }
+            event = events.next(), if open => match event {
+                Some(Event::Message(_) | Event::GroupMessage(_)) => {}
+                Some(other) if early.len() < EARLY_EVENTS => early.push_back(other),
+                Some(_) => {}
+                None => open = false,
+            },
+        }
     }
-    Ok(())
 }
 
 /// Ends a one-shot command: waits until the server has handled what was sent, reports

@@ -12,12 +12,12 @@ use serde_json::json;
 use vcom_client::{DisconnectReason, Event, FileOffer, TransferId};
 
 use super::Global;
-use super::connect::{Connection, connect, lost};
+use super::connect::{Connection, connect_live, lost};
 use super::format::{Shown, message_json, message_line, size};
 
 /// `vcom listen [--json]`.
 pub(crate) async fn listen(global: &Global, json: bool) -> anyhow::Result<()> {
-    let Connection { client, mut events } = connect(global).await?;
+    let Connection { client, mut events } = connect_live(global).await?;
     eprintln!(
         "listening as {} on {} (Ctrl-C to stop)",
         global.user, global.server

@@ -129,6 +129,12 @@ impl Server {
         wait_for_exit(&mut self.child, "the server did not exit after SIGTERM")
     }
 
+    /// Kills the server with SIGKILL (no shutdown at all) and waits for it to be gone.
+    pub fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
     /// Creates a group with these members and returns its identifier.
     pub fn create_group(&self, name: &str, members: &[&str]) -> i32 {
         let mut cmd = self.admin();
