@@ -23,7 +23,7 @@
 //! - `login`: the checks that answer 256 with 257 or 258, in `docs/protocol.md`'s order.
 //! - `session`: the registry of online sessions and their bounded outbound queues.
 //! - `delivery`: direct and group messages, stored first, then relayed.
-//! - `directory`: users, block lists, groups and device counts in memory, so the
+//! - `directory`: users, block lists and groups in memory, so the
 //!   message path never waits on a store read.
 //! - `sync`: friend and block list sync (259-262).
 //! - `transfer`: file transfers (268-274), relayed with backpressure.

@@ -45,7 +45,14 @@ pub(crate) struct SessionHandle {
 
 impl SessionHandle {
     /// Queues an item without waiting; a full queue disconnects the session.
+    ///
+    /// Once the session is ended nothing more is queued: a message refused for a full
+    /// queue is never followed by a later one, which the writer could flush and so move
+    /// the device's cursor past the refused one.
     pub(crate) fn push(&self, item: Outbound) -> bool {
+        if self.kill.is_cancelled() {
+            return false;
+        }
         match self.tx.try_send(item) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
@@ -309,6 +316,27 @@ mod tests {
             kill: CancellationToken::new(),
             ext: false,
         }
+    }
+
+    #[test]
+    fn a_full_queue_ends_the_session_and_nothing_later_is_queued() {
+        let registry = Registry::default();
+        let (tx, mut rx) = mpsc::channel(1);
+        let session = SessionHandle {
+            tx,
+            ..handle(&registry, "bob")
+        };
+        let packet = |nonce| Outbound::Packet(ServerPacket::from(vcom_protocol::Pong { nonce }));
+        assert!(session.push(packet(1)));
+        assert!(!session.push(packet(2)), "the queue is full");
+        assert!(session.kill.is_cancelled());
+        assert!(rx.try_recv().is_ok());
+        assert!(
+            !session.push(packet(3)),
+            "room again, but the session has ended: a later message must not follow one \
+             that was refused"
+        );
+        assert!(rx.try_recv().is_err());
     }
 
     #[test]
