@@ -36,8 +36,11 @@ type Stream = futures::stream::SplitStream<Transport>;
 
 /// Most file chunks queued for one recipient: the relay's whole buffer per session.
 pub(crate) const CHUNK_QUEUE: usize = 16;
-/// Most stored messages fetched per page of a backlog.
+/// Most stored messages fetched per page of a backlog...
 const BACKLOG_PAGE: usize = 256;
+/// ...and most message bytes: a page of large images is held whole while it is written,
+/// so its size is bounded by bytes, not only by count.
+const BACKLOG_BYTES: usize = 256 * 1024;
 /// Most queued packets written before one flush.
 const WRITE_BATCH: usize = 64;
 /// Encoded bytes the writer gathers before the framing layer writes them out on its own.
@@ -643,7 +646,13 @@ async fn send_backlog<S: Store>(
     loop {
         let page = shared
             .store
-            .pending(&session.user, session.device, after, BACKLOG_PAGE)
+            .pending(
+                &session.user,
+                session.device,
+                after,
+                BACKLOG_PAGE,
+                BACKLOG_BYTES,
+            )
             .await
             .map_err(WriteError::Store)?;
         let Some(last) = page.last().map(|m| m.id) else {

@@ -447,13 +447,15 @@ pub trait Store: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = StoreResult<()>> + Send;
     /// Up to `limit` messages that `device` of `user` should still receive (above its
     /// cursor), oldest first, with identifiers above `after` (to page through a long
-    /// backlog).
+    /// backlog), and no more than `max_bytes` of message data unless the first message
+    /// alone is larger (a page always holds at least one message when one waits).
     fn pending(
         &self,
         user: &UserId,
         device: DeviceId,
         after: Option<MessageId>,
         limit: usize,
+        max_bytes: usize,
     ) -> impl Future<Output = StoreResult<Vec<PendingMessage>>> + Send;
 
     // ---- policy ---------------------------------------------------------------------

@@ -159,14 +159,13 @@ pub(crate) fn advance(conn: &Connection, device: DeviceId, through: MessageId) -
     Ok(())
 }
 
-type Row = (i64, String, Option<i64>, i64, bool, Vec<u8>);
-
 pub(crate) fn pending(
     conn: &Connection,
     user: &UserId,
     device: DeviceId,
     after: Option<MessageId>,
     limit: usize,
+    max_bytes: usize,
 ) -> StoreResult<Vec<PendingMessage>> {
     let (owner, cursor) = owner_and_cursor(conn, device)?;
     if owner != user.as_str() {
@@ -177,37 +176,71 @@ pub(crate) fn pending(
     let from = cursor.max(after.map_or(0, |a| a.0));
     // Another device of the user holds everything through this: `read`.
     let read_through = highest_cursor(conn, &owner, Some(device))?;
-    // The user's inbox above the cursor, and every group message since the user joined,
-    // from senders the user has not blocked (block list kind 1), merged in id order.
-    let mut stmt = conn.prepare_cached(
-        "SELECT m.id, m.sender, m.group_id, m.sent_at, m.is_text, m.data
-         FROM inbox AS i JOIN messages AS m ON m.id = i.message_id
-         WHERE i.user = ?1 AND i.message_id > ?2 AND m.origin_device <> ?3
-         UNION ALL
-         SELECT m.id, m.sender, m.group_id, m.sent_at, m.is_text, m.data
-         FROM group_members AS g JOIN messages AS m ON m.group_id = g.group_id
-         WHERE g.user = ?1 AND m.id > max(g.since, ?2) AND m.origin_device <> ?3
-           AND NOT EXISTS (SELECT 1 FROM list_entries AS b
-                           WHERE b.owner = ?1 AND b.kind = 1 AND b.entry = m.sender)
-         ORDER BY 1
-         LIMIT ?4",
+    let limit_sql = records::limit(limit);
+
+    // Which messages, and how large: the first `limit` of the user's inbox above the
+    // cursor, and of each of its groups since the user joined (from senders it does not
+    // block, kind 1). Each is read in index order, so a page costs the same at the
+    // start of a backlog of millions as at its end; the streams are merged by id here.
+    let mut candidates: Vec<(i64, usize)> = Vec::new();
+    {
+        let mut inbox = conn.prepare_cached(
+            "SELECT i.message_id, length(m.data)
+             FROM inbox AS i JOIN messages AS m ON m.id = i.message_id
+             WHERE i.user = ?1 AND i.message_id > ?2 AND m.origin_device <> ?3
+             ORDER BY i.message_id
+             LIMIT ?4",
+        )?;
+        let rows = inbox.query_map(params![user.as_str(), from, device.0, limit_sql], size_row)?;
+        for row in rows {
+            candidates.push(row?);
+        }
+    }
+    let groups: Vec<(i64, i64)> = conn
+        .prepare_cached("SELECT group_id, since FROM group_members WHERE user = ?1")?
+        .query_map([user.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    for (group, since) in groups {
+        let mut stmt = conn.prepare_cached(
+            "SELECT m.id, length(m.data) FROM messages AS m
+             WHERE m.group_id = ?1 AND m.id > ?2 AND m.origin_device <> ?3
+               AND NOT EXISTS (SELECT 1 FROM list_entries AS b
+                               WHERE b.owner = ?4 AND b.kind = 1 AND b.entry = m.sender)
+             ORDER BY m.id
+             LIMIT ?5",
+        )?;
+        let rows = stmt.query_map(
+            params![group, from.max(since), device.0, user.as_str(), limit_sql],
+            size_row,
+        )?;
+        for row in rows {
+            candidates.push(row?);
+        }
+    }
+    candidates.sort_unstable();
+    candidates.truncate(limit);
+
+    // The page: in id order, within the byte budget (at least one message).
+    let mut page = Vec::new();
+    let mut bytes = 0usize;
+    let mut fetch = conn.prepare_cached(
+        "SELECT sender, group_id, sent_at, is_text, data FROM messages WHERE id = ?1",
     )?;
-    let rows = stmt.query_map(
-        params![user.as_str(), from, device.0, records::limit(limit)],
-        |r| -> rusqlite::Result<Row> {
+    for (id, len) in candidates {
+        if !page.is_empty() && bytes.saturating_add(len) > max_bytes {
+            break;
+        }
+        bytes = bytes.saturating_add(len);
+        let (sender, group, sent_at, is_text, data) = fetch.query_row([id], |r| {
             Ok((
-                r.get(0)?,
-                r.get(1)?,
-                r.get(2)?,
-                r.get(3)?,
-                r.get(4)?,
-                r.get(5)?,
+                r.get::<_, String>(0)?,
+                r.get::<_, Option<i64>>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, bool>(3)?,
+                r.get::<_, Vec<u8>>(4)?,
             ))
-        },
-    )?;
-    rows.map(|row| {
-        let (id, sender, group, sent_at, is_text, data) = row?;
-        Ok(PendingMessage {
+        })?;
+        page.push(PendingMessage {
             id: MessageId(id),
             sender: records::user_id(sender)?,
             group: group
@@ -217,7 +250,13 @@ pub(crate) fn pending(
             kind: MessageKind::from_is_text(is_text),
             data: Bytes::from(data),
             read: id <= read_through,
-        })
-    })
-    .collect()
+        });
+    }
+    Ok(page)
+}
+
+/// `(id, data length)` of a candidate row.
+fn size_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, usize)> {
+    let len: i64 = r.get(1)?;
+    Ok((r.get(0)?, usize::try_from(len).unwrap_or(usize::MAX)))
 }

@@ -338,9 +338,10 @@ impl Store for SqliteStore {
         device: DeviceId,
         after: Option<MessageId>,
         limit: usize,
+        max_bytes: usize,
     ) -> impl Future<Output = StoreResult<Vec<PendingMessage>>> + Send {
         let user = user.clone();
-        self.read(move |c| messages::pending(c, &user, device, after, limit))
+        self.read(move |c| messages::pending(c, &user, device, after, limit, max_bytes))
     }
 
     fn policy(&self) -> impl Future<Output = StoreResult<Policy>> + Send {

@@ -404,11 +404,12 @@ mod tests {
             "messages 2 and 3 are above bob's highest cursor"
         );
         let bob = UserId::new("bob").unwrap();
-        let phone: Vec<i64> = super::super::messages::pending(&conn, &bob, DeviceId(1), None, 10)
-            .unwrap()
-            .iter()
-            .map(|m| m.id.0)
-            .collect();
+        let phone: Vec<i64> =
+            super::super::messages::pending(&conn, &bob, DeviceId(1), None, 10, usize::MAX)
+                .unwrap()
+                .iter()
+                .map(|m| m.id.0)
+                .collect();
         assert_eq!(
             phone,
             [2, 3],

@@ -112,7 +112,7 @@ async fn a_killed_writer_loses_no_acknowledged_message_and_leaves_a_sound_file()
     assert_eq!(store.integrity_check().await.unwrap(), "ok");
     let device = store.issue_device(&uid("bob"), ts(2)).await.unwrap();
     let present: HashSet<MessageId> = store
-        .pending(&uid("bob"), device, None, usize::MAX)
+        .pending(&uid("bob"), device, None, usize::MAX, usize::MAX)
         .await
         .unwrap()
         .into_iter()

@@ -167,7 +167,7 @@ async fn concurrent_writers_all_land_with_unique_ids() {
     assert_eq!(all.len(), 32 * 50);
     let pending = t
         .store
-        .pending(&uid("bob"), bob, None, usize::MAX)
+        .pending(&uid("bob"), bob, None, usize::MAX, usize::MAX)
         .await
         .unwrap();
     let stored: HashSet<_> = pending.iter().map(|m| m.id).collect();

@@ -32,7 +32,11 @@ async fn message_data_is_stored_byte_exact() {
         .unwrap()
         .id
         .expect("stored");
-    let pending = t.store.pending(&uid("bob"), bob, None, 10).await.unwrap();
+    let pending = t
+        .store
+        .pending(&uid("bob"), bob, None, 10, usize::MAX)
+        .await
+        .unwrap();
     assert_eq!(pending.len(), 1);
     let got = &pending[0];
     assert_eq!(got.id, id);
@@ -75,7 +79,11 @@ async fn pending_messages_come_oldest_first_and_page_with_after_and_limit() {
             .id
             .expect("stored");
     }
-    let first = t.store.pending(&uid("bob"), bob, None, 2).await.unwrap();
+    let first = t
+        .store
+        .pending(&uid("bob"), bob, None, 2, usize::MAX)
+        .await
+        .unwrap();
     let bodies = |ms: &[vcom_store::PendingMessage]| -> Vec<String> {
         ms.iter()
             .map(|m| String::from_utf8(m.data.to_vec()).unwrap())
@@ -84,17 +92,47 @@ async fn pending_messages_come_oldest_first_and_page_with_after_and_limit() {
     assert_eq!(bodies(&first), ["m0", "m1"]);
     let rest = t
         .store
-        .pending(&uid("bob"), bob, Some(first[1].id), 10)
+        .pending(&uid("bob"), bob, Some(first[1].id), 10, usize::MAX)
         .await
         .unwrap();
     assert_eq!(bodies(&rest), ["m2", "m3", "m4"]);
     assert!(
         t.store
-            .pending(&uid("bob"), bob, None, 0)
+            .pending(&uid("bob"), bob, None, 0, usize::MAX)
             .await
             .unwrap()
             .is_empty()
     );
+}
+
+#[tokio::test]
+async fn a_page_of_pending_messages_stops_at_its_byte_budget_but_never_comes_back_empty() {
+    let t = store();
+    let alice = user_with_device(&t.store, "alice").await;
+    let bob = user_with_device(&t.store, "bob").await;
+    for body in ["aaaa", "bbbb", "cccccccc", "dd"] {
+        message_at(&t.store, alice, &["bob"], body, 0).await;
+    }
+    let page = |after, max_bytes| {
+        let store = t.store.clone();
+        async move {
+            store
+                .pending(&uid("bob"), bob, after, 100, max_bytes)
+                .await
+                .unwrap()
+        }
+    };
+    let first = page(None, 9).await;
+    assert_eq!(first.len(), 2, "4 + 4 bytes fit in 9, 4 + 4 + 8 do not");
+    let second = page(Some(first[1].id), 4).await;
+    assert_eq!(
+        second.len(),
+        1,
+        "a message larger than the budget still comes alone"
+    );
+    assert_eq!(&second[0].data[..], b"cccccccc");
+    let rest = page(Some(second[0].id), 4).await;
+    assert_eq!(&rest[0].data[..], b"dd");
 }
 
 #[tokio::test]
@@ -146,7 +184,7 @@ async fn a_delivered_message_leaves_that_device_and_is_read_on_the_others() {
 
     let before = t
         .store
-        .pending(&uid("bob"), laptop, None, 10)
+        .pending(&uid("bob"), laptop, None, 10, usize::MAX)
         .await
         .unwrap();
     assert!(!before[0].read, "nobody has it yet");
@@ -155,14 +193,14 @@ async fn a_delivered_message_leaves_that_device_and_is_read_on_the_others() {
 
     assert!(
         t.store
-            .pending(&uid("bob"), phone, None, 10)
+            .pending(&uid("bob"), phone, None, 10, usize::MAX)
             .await
             .unwrap()
             .is_empty()
     );
     let after = t
         .store
-        .pending(&uid("bob"), laptop, None, 10)
+        .pending(&uid("bob"), laptop, None, 10, usize::MAX)
         .await
         .unwrap();
     assert_eq!(after.len(), 1);
@@ -171,7 +209,7 @@ async fn a_delivered_message_leaves_that_device_and_is_read_on_the_others() {
     t.store.advance_cursor(laptop, id).await.unwrap();
     assert!(
         t.store
-            .pending(&uid("bob"), laptop, None, 10)
+            .pending(&uid("bob"), laptop, None, 10, usize::MAX)
             .await
             .unwrap()
             .is_empty()
@@ -245,7 +283,7 @@ async fn a_new_device_starts_at_the_most_advanced_device_of_its_user() {
     assert_eq!(
         read(
             t.store
-                .pending(&uid("bob"), tablet, None, 10)
+                .pending(&uid("bob"), tablet, None, 10, usize::MAX)
                 .await
                 .unwrap()
         ),
@@ -255,12 +293,17 @@ async fn a_new_device_starts_at_the_most_advanced_device_of_its_user() {
         ],
         "what the phone holds is not replayed; what no device has yet is"
     );
-    let last = t.store.pending(&uid("bob"), phone, None, 10).await.unwrap()[1].id;
+    let last = t
+        .store
+        .pending(&uid("bob"), phone, None, 10, usize::MAX)
+        .await
+        .unwrap()[1]
+        .id;
     t.store.advance_cursor(phone, last).await.unwrap();
     assert_eq!(
         read(
             t.store
-                .pending(&uid("bob"), tablet, None, 10)
+                .pending(&uid("bob"), tablet, None, 10, usize::MAX)
                 .await
                 .unwrap()
         ),
@@ -289,7 +332,7 @@ async fn a_device_behind_another_gets_what_it_lacks_as_read() {
     t.store.advance_cursor(phone, id).await.unwrap();
     let pending = t
         .store
-        .pending(&uid("bob"), tablet, None, 10)
+        .pending(&uid("bob"), tablet, None, 10, usize::MAX)
         .await
         .unwrap();
     assert_eq!(pending.len(), 1);
@@ -373,8 +416,55 @@ async fn a_group_message_is_stored_once_and_read_by_members_since_they_joined() 
         pending_bodies(&t.store, "alice", alice_laptop).await.len(),
         3
     );
-    let first = t.store.pending(&uid("bob"), bob, None, 1).await.unwrap();
+    let first = t
+        .store
+        .pending(&uid("bob"), bob, None, 1, usize::MAX)
+        .await
+        .unwrap();
     assert_eq!(first[0].group, Some(group));
+}
+
+#[tokio::test]
+async fn inbox_and_groups_merge_into_one_backlog_in_id_order_page_by_page() {
+    let t = store();
+    let alice = user_with_device(&t.store, "alice").await;
+    let bob = user_with_device(&t.store, "bob").await;
+    let mut groups = Vec::new();
+    for name in ["one", "two"] {
+        groups.push(
+            t.store
+                .create_group(name, &[uid("alice"), uid("bob")], ts(1))
+                .await
+                .unwrap(),
+        );
+    }
+    let mut sent = Vec::new();
+    for i in 0..9 {
+        let mut m = text("alice", alice, &["bob"], &format!("m{i}"));
+        m.group = match i % 3 {
+            0 => None,
+            n => Some(groups[n - 1]),
+        };
+        sent.push(format!("m{i}"));
+        t.store.store_message(m, no_hook()).await.unwrap();
+    }
+    let mut got = Vec::new();
+    let mut after = None;
+    loop {
+        let page = t
+            .store
+            .pending(&uid("bob"), bob, after, 2, usize::MAX)
+            .await
+            .unwrap();
+        let Some(last) = page.last() else { break };
+        assert!(page.len() <= 2);
+        after = Some(last.id);
+        got.extend(
+            page.iter()
+                .map(|m| String::from_utf8(m.data.to_vec()).unwrap()),
+        );
+    }
+    assert_eq!(got, sent);
 }
 
 #[tokio::test]
@@ -446,13 +536,13 @@ async fn pending_for_a_device_of_another_user_is_not_found() {
     let bob = user_with_device(&t.store, "bob").await;
     let err = t
         .store
-        .pending(&uid("alice"), bob, None, 10)
+        .pending(&uid("alice"), bob, None, 10, usize::MAX)
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::NotFound(_)), "{err}");
     let err = t
         .store
-        .pending(&uid("alice"), DeviceId(999), None, 10)
+        .pending(&uid("alice"), DeviceId(999), None, 10, usize::MAX)
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::NotFound(_)), "{err}");
@@ -519,7 +609,7 @@ async fn a_full_inbox_refuses_new_messages_and_keeps_every_one_it_holds() {
     // Once bob has them, his inbox takes new ones again.
     let ids: Vec<MessageId> = t
         .store
-        .pending(&uid("bob"), bob, None, 10)
+        .pending(&uid("bob"), bob, None, 10, usize::MAX)
         .await
         .unwrap()
         .iter()

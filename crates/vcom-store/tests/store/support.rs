@@ -98,7 +98,7 @@ pub(crate) async fn pending_bodies(
     device: DeviceId,
 ) -> Vec<String> {
     store
-        .pending(&uid(user), device, None, usize::MAX)
+        .pending(&uid(user), device, None, usize::MAX, usize::MAX)
         .await
         .unwrap()
         .into_iter()
