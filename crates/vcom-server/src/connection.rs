@@ -37,7 +37,7 @@ type Stream = futures::stream::SplitStream<Transport>;
 /// Most file chunks queued for one recipient: the relay's whole buffer per session.
 pub(crate) const CHUNK_QUEUE: usize = 16;
 /// Most stored messages fetched per page of a backlog...
-const BACKLOG_PAGE: usize = 256;
+const BACKLOG_PAGE: usize = 2048;
 /// ...and most message bytes: a page of large images is held whole while it is written,
 /// so its size is bounded by bytes, not only by count.
 const BACKLOG_BYTES: usize = 256 * 1024;
@@ -642,22 +642,28 @@ async fn send_backlog<S: Store>(
     sink: &mut Sink,
     out: &mut Written<S>,
 ) -> Result<Option<MessageId>, WriteError> {
+    // The next page is read while this one is written: the store's read and the
+    // socket's write overlap, and at most two pages are held.
+    let read = |after: Option<MessageId>| {
+        let (store, user, device) = (shared.store.clone(), session.user.clone(), session.device);
+        tokio::spawn(async move {
+            store
+                .pending(&user, device, after, BACKLOG_PAGE, BACKLOG_BYTES)
+                .await
+        })
+    };
+    let mut reading = read(None);
     let mut after = None;
     loop {
-        let page = shared
-            .store
-            .pending(
-                &session.user,
-                session.device,
-                after,
-                BACKLOG_PAGE,
-                BACKLOG_BYTES,
-            )
+        let page = reading
             .await
+            // The read task cannot panic short of a bug; treat it as a store failure.
+            .map_err(|_| WriteError::Store(vcom_store::StoreError::Closed))?
             .map_err(WriteError::Store)?;
         let Some(last) = page.last().map(|m| m.id) else {
             return Ok(after);
         };
+        reading = read(Some(last));
         bounded(shared, session, async {
             for message in page {
                 let id = message.id;

@@ -261,6 +261,9 @@ mod tests {
         for r in [0, 8] {
             counts.add(&record(270, Direction::ClientToServer, Some(r)));
         }
+        for outcome in 0..=2 {
+            counts.add(&record(517, Direction::ServerToClient, Some(outcome)));
+        }
         counts
     }
 
@@ -299,11 +302,15 @@ mod tests {
         counts
             .seen
             .remove(&(270, Direction::ServerToClient, Some(6)));
+        counts
+            .seen
+            .remove(&(517, Direction::ServerToClient, Some(1)));
         assert_eq!(
             missing(&counts),
             [
                 "missing: 258 code 5 never seen",
-                "missing: 270 reason 6 S->C never seen"
+                "missing: 270 reason 6 S->C never seen",
+                "missing: 517 outcome 1 never seen"
             ]
         );
     }

@@ -178,23 +178,24 @@ pub(crate) fn pending(
     let read_through = highest_cursor(conn, &owner, Some(device))?;
     let limit_sql = records::limit(limit);
 
-    // Which messages, and how large: the first `limit` of the user's inbox above the
-    // cursor, and of each of its groups since the user joined (from senders it does not
-    // block, kind 1). Each is read in index order, so a page costs the same at the
-    // start of a backlog of millions as at its end; the streams are merged by id here.
-    let mut candidates: Vec<(i64, usize)> = Vec::new();
+    // The first messages of the user's inbox above the cursor, and of each of its
+    // groups since the user joined (from senders it does not block, kind 1). Each
+    // stream is read in index order, so a page costs the same at the start of a backlog
+    // of millions as at its end, and only up to the page's limits: a message of one
+    // stream can only be in the page if every earlier one of that stream is, so a
+    // stream stops at `limit` messages or once its bytes pass `max_bytes`. The streams
+    // are then merged by id.
+    let mut candidates: Vec<Row> = Vec::new();
     {
         let mut inbox = conn.prepare_cached(
-            "SELECT i.message_id, length(m.data)
+            "SELECT i.message_id, m.sender, m.group_id, m.sent_at, m.is_text, m.data
              FROM inbox AS i JOIN messages AS m ON m.id = i.message_id
              WHERE i.user = ?1 AND i.message_id > ?2 AND m.origin_device <> ?3
              ORDER BY i.message_id
              LIMIT ?4",
         )?;
-        let rows = inbox.query_map(params![user.as_str(), from, device.0, limit_sql], size_row)?;
-        for row in rows {
-            candidates.push(row?);
-        }
+        let rows = inbox.query_map(params![user.as_str(), from, device.0, limit_sql], row)?;
+        take_within(rows, max_bytes, &mut candidates)?;
     }
     let groups: Vec<(i64, i64)> = conn
         .prepare_cached("SELECT group_id, since FROM group_members WHERE user = ?1")?
@@ -202,7 +203,8 @@ pub(crate) fn pending(
         .collect::<rusqlite::Result<_>>()?;
     for (group, since) in groups {
         let mut stmt = conn.prepare_cached(
-            "SELECT m.id, length(m.data) FROM messages AS m
+            "SELECT m.id, m.sender, m.group_id, m.sent_at, m.is_text, m.data
+             FROM messages AS m
              WHERE m.group_id = ?1 AND m.id > ?2 AND m.origin_device <> ?3
                AND NOT EXISTS (SELECT 1 FROM list_entries AS b
                                WHERE b.owner = ?4 AND b.kind = 1 AND b.entry = m.sender)
@@ -211,35 +213,21 @@ pub(crate) fn pending(
         )?;
         let rows = stmt.query_map(
             params![group, from.max(since), device.0, user.as_str(), limit_sql],
-            size_row,
+            row,
         )?;
-        for row in rows {
-            candidates.push(row?);
-        }
+        take_within(rows, max_bytes, &mut candidates)?;
     }
-    candidates.sort_unstable();
-    candidates.truncate(limit);
+    candidates.sort_unstable_by_key(|r| r.0);
 
-    // The page: in id order, within the byte budget (at least one message).
+    // The page: in id order, within both limits (at least one message).
     let mut page = Vec::new();
     let mut bytes = 0usize;
-    let mut fetch = conn.prepare_cached(
-        "SELECT sender, group_id, sent_at, is_text, data FROM messages WHERE id = ?1",
-    )?;
-    for (id, len) in candidates {
-        if !page.is_empty() && bytes.saturating_add(len) > max_bytes {
+    for (id, sender, group, sent_at, is_text, data) in candidates {
+        if page.len() == limit || (!page.is_empty() && bytes.saturating_add(data.len()) > max_bytes)
+        {
             break;
         }
-        bytes = bytes.saturating_add(len);
-        let (sender, group, sent_at, is_text, data) = fetch.query_row([id], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, Option<i64>>(1)?,
-                r.get::<_, i64>(2)?,
-                r.get::<_, bool>(3)?,
-                r.get::<_, Vec<u8>>(4)?,
-            ))
-        })?;
+        bytes = bytes.saturating_add(data.len());
         page.push(PendingMessage {
             id: MessageId(id),
             sender: records::user_id(sender)?,
@@ -255,8 +243,33 @@ pub(crate) fn pending(
     Ok(page)
 }
 
-/// `(id, data length)` of a candidate row.
-fn size_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, usize)> {
-    let len: i64 = r.get(1)?;
-    Ok((r.get(0)?, usize::try_from(len).unwrap_or(usize::MAX)))
+type Row = (i64, String, Option<i64>, i64, bool, Vec<u8>);
+
+fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+    ))
+}
+
+/// Takes rows of one stream until their bytes pass `max_bytes` (the first always).
+fn take_within(
+    rows: impl Iterator<Item = rusqlite::Result<Row>>,
+    max_bytes: usize,
+    into: &mut Vec<Row>,
+) -> StoreResult<()> {
+    let mut bytes = 0usize;
+    for row in rows {
+        let row = row?;
+        if bytes > 0 && bytes.saturating_add(row.5.len()) > max_bytes {
+            break;
+        }
+        bytes = bytes.saturating_add(row.5.len()).max(1);
+        into.push(row);
+    }
+    Ok(())
 }
