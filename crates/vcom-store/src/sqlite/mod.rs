@@ -10,12 +10,15 @@
 //! - `schema`: tables, indexes (each with its reason), migrations, connection set-up.
 //! - `writer`: the writer thread, optimistic batches replayed with a savepoint per
 //!   request when one fails, one commit per batch.
+//! - `checkpoint`: the thread that copies the write-ahead log into the database, so
+//!   the writer never does.
 //! - `readers`: the read-only connection pool.
 //! - `users`, `devices`, `lists`, `groups`, `messages`, `policy`, `transfers`,
 //!   `retention`: the SQL of each part of the [`Store`] trait, as plain functions on a
 //!   connection.
 //! - `records`: column values back into records.
 
+mod checkpoint;
 mod config;
 mod devices;
 mod groups;
@@ -59,6 +62,7 @@ pub struct SqliteStore {
 
 struct Inner {
     writer: Writer,
+    checkpointer: std::sync::Mutex<checkpoint::Checkpointer>,
     readers: Arc<Readers>,
     config: StoreConfig,
 }
@@ -89,6 +93,7 @@ impl SqliteStore {
             config.writer_cache_kib(),
         )?;
         let writer = Writer::start(conn, config.max_batch, config.queue_capacity)?;
+        let checkpointer = checkpoint::Checkpointer::start(path, config.busy_timeout)?;
         let readers = Arc::new(Readers::new(
             path.to_path_buf(),
             config.readers,
@@ -98,6 +103,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             inner: Arc::new(Inner {
                 writer,
+                checkpointer: std::sync::Mutex::new(checkpointer),
                 readers,
                 config,
             }),
@@ -123,6 +129,16 @@ impl SqliteStore {
     /// waiting for it.
     pub async fn close(&self) {
         self.inner.writer.close().await;
+        // The log's last commits go into the database file (blocking: off the runtime).
+        let inner = Arc::clone(&self.inner);
+        let _ = tokio::task::spawn_blocking(move || {
+            inner
+                .checkpointer
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .stop();
+        })
+        .await;
         self.inner.readers.close();
     }
 

@@ -249,9 +249,6 @@ const MIGRATIONS: &[M<'static>] = &[M::up(V1), M::up(V2), M::up(V3)];
 /// The schema version this program writes (SQLite's `user_version` after migrating).
 pub(crate) const SCHEMA_VERSION: usize = MIGRATIONS.len();
 
-/// Pages of write-ahead log after which the writer copies it into the database.
-const WAL_AUTOCHECKPOINT_PAGES: i64 = 4_000;
-
 /// Opens the read-write connection, refuses a newer schema, and migrates to the latest.
 pub(crate) fn open_writer(
     path: &Path,
@@ -285,9 +282,9 @@ pub(crate) fn open_writer(
     // The writer keeps the hot pages (recent messages, every user's index leaves) in
     // memory, within its share of the store's budget (negative: KiB).
     conn.pragma_update(None, "cache_size", -cache_kib)?;
-    // Checkpoint every ~16 MiB of log instead of 4 MiB: a page that many batches touch
-    // (a busy user's index leaf) is then copied into the database once, not each time.
-    conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)?;
+    // The writer never checkpoints: the checkpointer thread copies the log into the
+    // database beside it (see `checkpoint`), so no commit waits for that copy.
+    conn.pragma_update(None, "wal_autocheckpoint", 0)?;
     // Every write statement of the store is prepared once and cached.
     conn.set_prepared_statement_cache_capacity(128);
 
