@@ -14,7 +14,7 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
-use tokio_util::codec::Framed;
+use tokio_util::codec::{Framed, FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
 use vcom_protocol::codec::CodecError;
 use vcom_protocol::{
@@ -31,8 +31,8 @@ use crate::tap::TappedCodec;
 use crate::{delivery, sync, transfer};
 
 type Transport = Framed<TlsStream<TcpStream>, TappedCodec>;
-type Sink = futures::stream::SplitSink<Transport, ServerPacket>;
-type Stream = futures::stream::SplitStream<Transport>;
+type Sink = FramedWrite<tokio::io::WriteHalf<TlsStream<TcpStream>>, TappedCodec>;
+type Stream = FramedRead<tokio::io::ReadHalf<TlsStream<TcpStream>>, TappedCodec>;
 
 /// Most file chunks queued for one recipient: the relay's whole buffer per session.
 pub(crate) const CHUNK_QUEUE: usize = 16;
@@ -43,6 +43,9 @@ const BACKLOG_PAGE: usize = 2048;
 const BACKLOG_BYTES: usize = 256 * 1024;
 /// Most queued packets written before one flush.
 const WRITE_BATCH: usize = 64;
+/// The reader's buffer: a packet larger than this grows it (the codec reserves what the
+/// packet needs).
+const READ_BUFFER: usize = 4096;
 /// Encoded bytes the writer gathers before the framing layer writes them out on its own.
 /// Framed's default (8 KiB) would cut a batch of file chunks (the whole chunk queue,
 /// about 17 KiB) into several TLS records and system calls; one is enough.
@@ -235,7 +238,7 @@ fn log_read_error<S>(shared: &Shared<S>, addr: SocketAddr, user: Option<&UserId>
 
 async fn run_session<S: Store>(
     shared: Arc<Shared<S>>,
-    mut transport: Transport,
+    transport: Transport,
     accepted: Accepted,
     key_resets: u64,
     ext: bool,
@@ -259,8 +262,7 @@ async fn run_session<S: Store>(
     shared
         .sessions
         .insert(session.clone(), key_resets, accepted.place);
-    transport.set_backpressure_boundary(WRITE_BUFFER);
-    let (sink, stream) = transport.split();
+    let (sink, stream) = split(&shared, transport);
     // The highest sequence number written to this client: a receipt never claims more.
     let sent = Arc::new(AtomicI64::new(0));
     let writer = tokio::spawn(write_loop(
@@ -286,6 +288,28 @@ async fn run_session<S: Store>(
         tracing::error!(error = %e, "session writer task failed");
     }
     tracing::info!(user = %conn.user(), device = %conn.device(), %addr, "session closed");
+}
+
+/// Splits a logged-in connection into its reader and its writer, each with its own
+/// buffer: the reader's starts at [`READ_BUFFER`] with whatever was read past the login,
+/// the writer's is allocated when there is something to write and released when the
+/// writer goes idle, so an idle connection holds as little as it can.
+fn split<S>(shared: &Shared<S>, transport: Transport) -> (Sink, Stream) {
+    let parts = transport.into_parts();
+    let (read, write) = tokio::io::split(parts.io);
+    let mut stream = FramedRead::with_capacity(read, parts.codec, READ_BUFFER);
+    stream.read_buffer_mut().extend_from_slice(&parts.read_buf);
+    let mut sink = FramedWrite::new(write, TappedCodec::new(shared.limits, shared.tap.clone()));
+    sink.set_backpressure_boundary(WRITE_BUFFER);
+    *sink.write_buffer_mut() = bytes::BytesMut::new();
+    (sink, stream)
+}
+
+/// Releases the writer's buffer once everything in it was written.
+fn release_idle(sink: &mut Sink) {
+    if sink.write_buffer().is_empty() && sink.write_buffer().capacity() > 0 {
+        *sink.write_buffer_mut() = bytes::BytesMut::new();
+    }
 }
 
 /// Messages a connection may have on their way to the store at once. At the bound the
@@ -689,6 +713,9 @@ async fn live<S: Store>(
     out: &mut Written<S>,
 ) -> Result<(), WriteError> {
     loop {
+        if rx.is_empty() && chunks.is_empty() {
+            release_idle(sink);
+        }
         // Messages and control packets first: a transfer never starves chat.
         let first = tokio::select! {
             biased;
