@@ -221,6 +221,21 @@ async fn a_client_that_stops_reading_is_disconnected_and_loses_nothing() {
         "bob was disconnected before everything was written"
     );
     collect(&mut seen, early);
+    // Its session is gone with its queue, its writer and its socket: the registry
+    // (what `admin sessions` lists) no longer holds it, and nothing queued for it stays.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while server
+        .admin(vcom_server::AdminRequest::Sessions)
+        .await
+        .lines()
+        .any(|line| line.starts_with("bob\t"))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stuck session was never released"
+        );
+        tokio::task::yield_now().await;
+    }
 
     // Nothing was lost: a new login delivers the rest.
     let mut again = login_as(&server, "bob", &bob_identity, bob.device).await;
