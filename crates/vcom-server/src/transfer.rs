@@ -99,6 +99,16 @@ impl Transfers {
     pub(crate) fn len(&self) -> usize {
         self.lock().len()
     }
+
+    /// The transfers that have been idle for `idle` or longer as of `now` (the clock is
+    /// the caller's, so the rule is tested without waiting).
+    fn stale(&self, now: Instant, idle: Duration) -> Vec<TransferId> {
+        self.lock()
+            .iter()
+            .filter(|(_, t)| now.saturating_duration_since(t.last_activity) >= idle)
+            .map(|(id, _)| *id)
+            .collect()
+    }
 }
 
 /// The identifier after `prev` that `in_use` does not claim, wrapping from `i32::MAX`
@@ -516,14 +526,7 @@ pub(crate) async fn sweep<S: Store>(shared: Arc<Shared<S>>) {
             _ = shared.shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let stale: Vec<TransferId> = shared
-            .transfers
-            .lock()
-            .iter()
-            .filter(|(_, t)| t.last_activity.elapsed() >= idle)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in stale {
+        for id in shared.transfers.stale(Instant::now(), idle) {
             abort_both(&shared, id, AbortReason::TimedOut).await;
         }
     }
@@ -531,7 +534,58 @@ pub(crate) async fn sweep<S: Store>(shared: Arc<Shared<S>>) {
 
 #[cfg(test)]
 mod tests {
-    use super::next_free;
+    use tokio::sync::mpsc;
+
+    use super::*;
+
+    fn session(user: &str) -> SessionHandle {
+        let (tx, _) = mpsc::channel(1);
+        let (chunks, _) = mpsc::channel(1);
+        SessionHandle {
+            conn: 1,
+            user: UserId::new(user).unwrap(),
+            device: vcom_protocol::DeviceId(1),
+            addr: "127.0.0.1:5000".parse().unwrap(),
+            since: Timestamp(0),
+            tx,
+            chunks,
+            kill: CancellationToken::new(),
+            ext: false,
+        }
+    }
+
+    /// The idle rule with a clock the test moves: a transfer times out after exactly
+    /// `transfer_idle_timeout` without a packet, and any packet starts the wait again.
+    #[test]
+    fn a_transfer_is_stale_once_idle_for_the_timeout_and_not_a_moment_before() {
+        let transfers = Transfers::new(0);
+        let start = Instant::now();
+        let idle = Duration::from_secs(60);
+        let id = TransferId(1);
+        transfers.lock().insert(
+            id,
+            Transfer {
+                sender: session("alice"),
+                recipient: UserId::new("bob").unwrap(),
+                size: FileSize::new(10).unwrap(),
+                name: "f".into(),
+                phase: Phase::Streaming(session("bob")),
+                relayed: 0,
+                started_at: Timestamp(0),
+                last_activity: start,
+                ended: CancellationToken::new(),
+            },
+        );
+        let almost = start + idle - Duration::from_millis(1);
+        assert!(transfers.stale(almost, idle).is_empty());
+        assert_eq!(transfers.stale(start + idle, idle), [id]);
+        // A chunk at `almost` (what `on_chunk` records) starts the wait again.
+        if let Some(t) = transfers.lock().get_mut(&id) {
+            t.last_activity = almost;
+        }
+        assert!(transfers.stale(start + idle, idle).is_empty());
+        assert_eq!(transfers.stale(almost + idle, idle), [id]);
+    }
 
     #[test]
     fn transfer_ids_wrap_to_1_and_step_over_those_in_use() {
