@@ -217,3 +217,52 @@ async fn a_tag_not_followed_by_a_message_ends_the_connection() {
     // The server goes on serving everyone else.
     let _other: RawClient = login(&server, "carol").await.client;
 }
+
+/// Eight senders pipeline fifty messages each at once: their commits land in batches
+/// that interleave the senders, yet bob's device receives every message once, in
+/// strictly increasing sequence numbers, each sender's in the order sent.
+#[tokio::test]
+async fn a_device_receives_many_senders_messages_in_sequence_order() {
+    let (_dir, server) = TestServer::start_temp(|_| {}).await;
+    let mut bob = login_new_ext(&server, "bob").await;
+    let mut senders = Vec::new();
+    for n in 0..8 {
+        senders.push(login(&server, &format!("s{n}")).await);
+    }
+    let tasks: Vec<_> = senders
+        .into_iter()
+        .enumerate()
+        .map(|(n, mut sender)| {
+            tokio::spawn(async move {
+                for i in 0..50 {
+                    sender
+                        .client
+                        .send(text_to("bob", &format!("s{n} {i:02}"), 1))
+                        .await;
+                }
+                sender.client.round_trip().await;
+                sender
+            })
+        })
+        .collect();
+    let mut got = Vec::new();
+    for _ in 0..400 {
+        got.push(next_numbered(&mut bob).await);
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert!(
+        got.windows(2).all(|w| w[0].0 < w[1].0),
+        "sequence numbers only grow"
+    );
+    for n in 0..8 {
+        let prefix = format!("s{n} ");
+        let mine: Vec<&str> = got
+            .iter()
+            .filter_map(|(_, text)| text.strip_prefix(&prefix))
+            .collect();
+        let expected: Vec<String> = (0..50).map(|i| format!("{i:02}")).collect();
+        assert_eq!(mine, expected, "sender {n}");
+    }
+}
