@@ -109,20 +109,15 @@ pub(crate) fn group<S: Store>(conn: &Conn<S>, p: SendGroupMessage, tag: Option<i
         tracing::info!(from = %sender, group = %p.group, "message from a non-member dropped");
         return Sent::Dropped(SendOutcome::NotAMember);
     }
-    // Who it is relayed to now; members offline read it from the store at login. The
-    // sender's own other devices get it too.
-    let recipients = members
-        .iter()
-        .filter(|member| *member == sender || !directory.blocks(member, sender))
-        .cloned()
-        .collect();
+    // Who it is relayed to is decided when it commits (see `store`): members offline
+    // read it from the store at login.
     Sent::Storing(store(
         conn,
         NewMessage {
             sender: sender.clone(),
             origin_device: conn.device(),
             group: Some(p.group),
-            recipients,
+            recipients: Vec::new(),
             tag,
             sent_at: p.sent_at,
             received_at: crate::now(),
@@ -141,6 +136,7 @@ fn store<S: Store>(conn: &Conn<S>, message: NewMessage) -> Storing {
     let origin = conn.session.clone();
     let tag = message.tag;
     let mut recipients = message.recipients.clone();
+    let group = message.group;
     let packet = packet_for(PendingMessage {
         id: MessageId(0),
         sender: message.sender.clone(),
@@ -167,9 +163,26 @@ fn store<S: Store>(conn: &Conn<S>, message: NewMessage) -> Storing {
         let Some(id) = stored.id.filter(|_| !stored.duplicate) else {
             return;
         };
-        // A recipient whose inbox is full did not get it stored (the store logged it):
-        // it is not relayed to them either.
-        recipients.retain(|r| !stored.refused.contains(r));
+        match group {
+            // A direct message goes to the inboxes it was stored in: a recipient whose
+            // inbox is full did not get it (the store logged it), nor the relay.
+            None => recipients.retain(|r| !stored.refused.contains(r)),
+            // A group message goes to the members as of its commit, with the block
+            // lists as of its commit: exactly those whose backlog would hold it, so a
+            // member added (or a block lifted) while it was on its way gets it live,
+            // and the cursor never passes a message the member should have had. The
+            // sender's own other devices get it too.
+            Some(group) => {
+                let directory = &shared.directory;
+                recipients = directory.group(group).map_or_else(Vec::new, |members| {
+                    members
+                        .iter()
+                        .filter(|m| **m == origin.user || !directory.blocks(m, &origin.user))
+                        .cloned()
+                        .collect()
+                });
+            }
+        }
         if recipients.is_empty() {
             return;
         }
