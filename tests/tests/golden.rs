@@ -57,15 +57,7 @@ fn golden_vectors_cover_every_packet_in_every_direction_it_travels() {
         id::MESSAGE_TAG,
     ];
     let mut expected = BTreeSet::new();
-    let extensions = [
-        id::PING,
-        id::PONG,
-        id::SEQUENCE,
-        id::RECEIPT,
-        id::MESSAGE_TAG,
-        id::SEND_ACK,
-    ];
-    for packet in id::ALL.into_iter().chain(extensions) {
+    for packet in id::ALL.into_iter().chain(id::EXTENSIONS) {
         if both_ways.contains(&packet) || client.contains(&packet) {
             expected.insert((packet, "C->S".to_owned()));
         }

@@ -44,19 +44,8 @@ fn cuts(indices: &[Index], len: usize) -> Vec<usize> {
 fn packet_start() -> impl Strategy<Value = Vec<u8>> {
     let ids: Vec<i32> = id::ALL
         .into_iter()
-        .chain([
-            id::PING,
-            id::PONG,
-            id::SEQUENCE,
-            id::RECEIPT,
-            id::MESSAGE_TAG,
-            id::SEND_ACK,
-            0,
-            -1,
-            275,
-            511,
-            518,
-        ])
+        .chain(id::EXTENSIONS)
+        .chain([0, -1, 275, 511, 518])
         .collect();
     prop_oneof![
         Just(Vec::new()),

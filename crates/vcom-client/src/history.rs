@@ -222,39 +222,22 @@ impl History {
         entry: NewEntry,
         seq: Option<i64>,
     ) -> Result<(i64, bool), ClientError> {
-        if let Some(seq) = seq {
-            let (sender, sent_at) = (entry.sender.clone(), entry.sent_at);
-            let known = self
-                .run(move |conn| {
-                    conn.prepare_cached(
-                        "SELECT id FROM messages WHERE seq = ?1 AND sender = ?2 AND sent_at = ?3",
-                    )?
-                    .query_row(params![seq, sender.as_str(), sent_at.0], |r| r.get(0))
-                    .optional()
-                })
-                .await?;
-            if let Some(id) = known {
-                return Ok((id, false));
-            }
-        }
         let peer = match entry.group {
             None => Some(entry.sender.clone()),
             Some(_) => None,
         };
-        let id = self
-            .insert(Row {
-                outgoing: false,
-                sender: entry.sender,
-                peer,
-                group: entry.group,
-                sent_at: entry.sent_at,
-                kind: entry.kind,
-                data: entry.data,
-                read: entry.read,
-                seq,
-            })
-            .await?;
-        Ok((id, true))
+        self.insert(Row {
+            outgoing: false,
+            sender: entry.sender,
+            peer,
+            group: entry.group,
+            sent_at: entry.sent_at,
+            kind: entry.kind,
+            data: entry.data,
+            read: entry.read,
+            seq,
+        })
+        .await
     }
 
     /// Stores a message this device sent durably and returns its row number.
@@ -275,17 +258,23 @@ impl History {
             seq: None,
         })
         .await
+        .map(|(id, _)| id)
     }
 
-    async fn insert(&self, row: Row) -> Result<i64, ClientError> {
+    /// Inserts a row in one job; a numbered row already recorded (same sequence number,
+    /// sender and timestamp) is not inserted again, and its row number comes back with
+    /// `false`.
+    async fn insert(&self, row: Row) -> Result<(i64, bool), ClientError> {
         let recorded_at = crate::now();
         self.run(move |conn| {
-            conn.execute(
-                "INSERT INTO messages
-                     (outgoing, sender, peer, group_id, sent_at, received_at, is_text, data, read,
-                      seq)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-                params![
+            let inserted = conn
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO messages
+                         (outgoing, sender, peer, group_id, sent_at, received_at, is_text, data,
+                          read, seq)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                )?
+                .execute(params![
                     row.outgoing,
                     row.sender.as_str(),
                     row.peer.as_ref().map(UserId::as_str),
@@ -296,9 +285,18 @@ impl History {
                     row.data.as_ref(),
                     row.read,
                     row.seq,
-                ],
-            )?;
-            Ok(conn.last_insert_rowid())
+                ])?;
+            if inserted == 1 {
+                return Ok((conn.last_insert_rowid(), true));
+            }
+            let known = conn
+                .prepare_cached(
+                    "SELECT id FROM messages WHERE seq = ?1 AND sender = ?2 AND sent_at = ?3",
+                )?
+                .query_row(params![row.seq, row.sender.as_str(), row.sent_at.0], |r| {
+                    r.get(0)
+                })?;
+            Ok((known, false))
         })
         .await
     }
@@ -450,6 +448,35 @@ mod tests {
             data: Bytes::copy_from_slice(body.as_bytes()),
             read: false,
         }
+    }
+
+    #[tokio::test]
+    async fn a_numbered_message_is_kept_once_and_an_unnumbered_one_each_time() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let history = History::open(dir.path().join("h.sqlite3")).await?;
+        let (first, new) = history
+            .record_numbered(text("bob", None, "a"), Some(7))
+            .await?;
+        assert!(new);
+        let (again, new) = history
+            .record_numbered(text("bob", None, "a"), Some(7))
+            .await?;
+        assert_eq!(
+            (again, new),
+            (first, false),
+            "sent again after a lost receipt"
+        );
+        let (other, new) = history
+            .record_numbered(text("carol", None, "a"), Some(7))
+            .await?;
+        assert!(
+            new && other != first,
+            "another sender under the same number is new"
+        );
+        history.record(text("bob", None, "b")).await?;
+        history.record(text("bob", None, "b")).await?;
+        assert_eq!(history.count().await?, 4);
+        Ok(())
     }
 
     #[tokio::test]

@@ -922,29 +922,31 @@ async fn write_loop(
             Some(frame) = frames.recv() => frame,
         };
         feed(&mut sink, first).await?;
-        for _ in 0..SEND_QUEUE {
-            if let Ok(packet) = queue.try_recv() {
-                sink.feed(packet).await?;
-            } else if let Ok(frame) = frames.try_recv() {
-                feed(&mut sink, frame).await?;
-            } else {
-                break;
-            }
-        }
+        feed_queued(&mut sink, &mut queue, &mut frames).await?;
         SinkExt::<ClientPacket>::flush(&mut sink).await?;
     }
     queue.close();
     frames.close();
+    feed_queued(&mut sink, &mut queue, &mut frames).await?;
+    SinkExt::<ClientPacket>::close(&mut sink).await?;
+    Ok(())
+}
+
+/// Feeds what is already queued, packets first, at most one queue's worth.
+async fn feed_queued(
+    sink: &mut Writer,
+    queue: &mut mpsc::Receiver<ClientPacket>,
+    frames: &mut mpsc::Receiver<Frame>,
+) -> Result<(), ClientError> {
     for _ in 0..SEND_QUEUE {
         if let Ok(packet) = queue.try_recv() {
             sink.feed(packet).await?;
         } else if let Ok(frame) = frames.try_recv() {
-            feed(&mut sink, frame).await?;
+            feed(sink, frame).await?;
         } else {
             break;
         }
     }
-    SinkExt::<ClientPacket>::close(&mut sink).await?;
     Ok(())
 }
 

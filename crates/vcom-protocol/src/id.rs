@@ -116,3 +116,6 @@ pub const MESSAGE_TAG: i32 = 516;
 /// 517, S→C (extension, `vcom/1+ext` only): a tagged message is durable, or why it is not
 /// stored.
 pub const SEND_ACK: i32 = 517;
+
+/// Every extension identifier this version implements, in order.
+pub const EXTENSIONS: [i32; 6] = [PING, PONG, SEQUENCE, RECEIPT, MESSAGE_TAG, SEND_ACK];

@@ -68,6 +68,26 @@ impl SessionHandle {
     }
 }
 
+#[cfg(test)]
+impl SessionHandle {
+    /// A session of `user` (device 1, from 127.0.0.1) whose queues nobody reads.
+    pub(crate) fn for_test(conn: u64, user: &str) -> SessionHandle {
+        let (tx, _) = mpsc::channel(1);
+        let (chunks, _) = mpsc::channel(1);
+        SessionHandle {
+            conn,
+            user: UserId::new(user).unwrap_or_else(|e| panic!("{user}: {e}")),
+            device: DeviceId(1),
+            addr: SocketAddr::from(([127, 0, 0, 1], 5000)),
+            since: Timestamp(0),
+            tx,
+            chunks,
+            kill: CancellationToken::new(),
+            ext: false,
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct Sessions {
     by_user: HashMap<UserId, Vec<SessionHandle>>,
@@ -303,19 +323,7 @@ mod tests {
     }
 
     fn handle(registry: &Registry, user: &str) -> SessionHandle {
-        let (tx, _) = mpsc::channel(1);
-        let (chunks, _) = mpsc::channel(1);
-        SessionHandle {
-            conn: registry.next_conn(),
-            user: UserId::new(user).unwrap(),
-            device: DeviceId(1),
-            addr: "127.0.0.1:5000".parse().unwrap(),
-            since: Timestamp(0),
-            tx,
-            chunks,
-            kill: CancellationToken::new(),
-            ext: false,
-        }
+        SessionHandle::for_test(registry.next_conn(), user)
     }
 
     #[test]

@@ -534,24 +534,10 @@ pub(crate) async fn sweep<S: Store>(shared: Arc<Shared<S>>) {
 
 #[cfg(test)]
 mod tests {
-    use tokio::sync::mpsc;
-
     use super::*;
 
     fn session(user: &str) -> SessionHandle {
-        let (tx, _) = mpsc::channel(1);
-        let (chunks, _) = mpsc::channel(1);
-        SessionHandle {
-            conn: 1,
-            user: UserId::new(user).unwrap(),
-            device: vcom_protocol::DeviceId(1),
-            addr: "127.0.0.1:5000".parse().unwrap(),
-            since: Timestamp(0),
-            tx,
-            chunks,
-            kill: CancellationToken::new(),
-            ext: false,
-        }
+        SessionHandle::for_test(1, user)
     }
 
     /// The idle rule with a clock the test moves: a transfer times out after exactly

@@ -102,18 +102,7 @@ fn exempt(id: i32, direction: Direction) -> bool {
 /// The identifiers the run must cover: the seed protocol and the extensions the server
 /// implements.
 fn required_ids() -> Vec<i32> {
-    id::ALL
-        .iter()
-        .copied()
-        .chain([
-            id::PING,
-            id::PONG,
-            id::SEQUENCE,
-            id::RECEIPT,
-            id::MESSAGE_TAG,
-            id::SEND_ACK,
-        ])
-        .collect()
+    id::ALL.into_iter().chain(id::EXTENSIONS).collect()
 }
 
 const DIRECTIONS: [Direction; 2] = [Direction::ClientToServer, Direction::ServerToClient];
