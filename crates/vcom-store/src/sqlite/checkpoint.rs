@@ -1,15 +1,20 @@
 //! The checkpointer: copies the write-ahead log into the database file on its own
-//! thread, so the writer never does it.
+//! thread, so the writer rarely does it.
 //!
-//! With SQLite's automatic checkpoint, the transaction that pushes the log past its
-//! threshold copies every page of the log into the database and syncs it before it
+//! With SQLite's automatic checkpoint alone, the transaction that pushes the log past
+//! its threshold copies every page of the log into the database and syncs it before it
 //! returns: every few hundred milliseconds under load one commit took tens of
 //! milliseconds longer, and every message waiting behind it too (the tail of the
-//! latency). Here the writer's automatic checkpoint is off and this thread runs a
-//! PASSIVE checkpoint on its own connection a few times a second: PASSIVE never blocks
-//! the writer or the readers (it copies what no reader still needs and leaves the rest
-//! for the next round), and the writer restarts the log from its start once everything
-//! in it has been copied, so the log stays small.
+//! latency). Here this thread runs a PASSIVE checkpoint on its own connection a few
+//! times a second: PASSIVE never blocks the writer or the readers (it copies what no
+//! reader still needs and leaves the rest for the next round), and the writer restarts
+//! the log from its start once everything in it has been copied.
+//!
+//! Under a steady stream of commits that last condition never holds (each round ends
+//! behind the writer), so the writer keeps a high automatic-checkpoint threshold
+//! (`schema::WRITER_CHECKPOINT_PAGES`): past it, the writer copies the few frames this
+//! thread has not reached yet, and its next commit restarts the log. The log stays
+//! bounded, and the writer's share of the copying stays small.
 
 use std::path::Path;
 use std::sync::mpsc;

@@ -249,6 +249,17 @@ const MIGRATIONS: &[M<'static>] = &[M::up(V1), M::up(V2), M::up(V3)];
 /// The schema version this program writes (SQLite's `user_version` after migrating).
 pub(crate) const SCHEMA_VERSION: usize = MIGRATIONS.len();
 
+/// Log pages after which the writer checkpoints itself (16 MiB of 4 KiB pages).
+///
+/// Without it, a server under constant load never restarts its log: it grew by about
+/// 125 MB a second at 10 000 messages a second, and every frame appended to a growing
+/// file cost the kernel a page to clear (12 % of the server's CPU), see
+/// `docs/benchmarks.md`.
+pub(crate) const WRITER_CHECKPOINT_PAGES: i64 = 4096;
+
+/// The size, in bytes, the log file is cut back to when it restarts.
+pub(crate) const LOG_SIZE_LIMIT: i64 = 64 << 20;
+
 /// Opens the read-write connection, refuses a newer schema, and migrates to the latest.
 pub(crate) fn open_writer(
     path: &Path,
@@ -282,9 +293,17 @@ pub(crate) fn open_writer(
     // The writer keeps the hot pages (recent messages, every user's index leaves) in
     // memory, within its share of the store's budget (negative: KiB).
     conn.pragma_update(None, "cache_size", -cache_kib)?;
-    // The writer never checkpoints: the checkpointer thread copies the log into the
-    // database beside it (see `checkpoint`), so no commit waits for that copy.
-    conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+    // The checkpointer thread copies the log into the database beside the writer (see
+    // `checkpoint`), but under a steady stream of commits it never catches up: by the
+    // time a round ends the writer has appended more, and SQLite restarts the log only
+    // when all of it has been copied. So once the log passes `WRITER_CHECKPOINT_PAGES`
+    // the writer runs a checkpoint itself after a commit: it copies only the frames
+    // the checkpointer has not reached yet, and the next commit starts the log again
+    // from its beginning.
+    conn.pragma_update(None, "wal_autocheckpoint", WRITER_CHECKPOINT_PAGES)?;
+    // A log that grew past this (a long reader held it back) is cut back to it when it
+    // restarts, so its file does not keep its largest size for ever.
+    conn.pragma_update(None, "journal_size_limit", LOG_SIZE_LIMIT)?;
     // Every write statement of the store is prepared once and cached.
     conn.set_prepared_statement_cache_capacity(128);
 
