@@ -453,7 +453,7 @@ impl<S: Store> AdminHandle<S> {
         tracing::info!(devices = sessions.len(), "broadcast sent");
         sessions
             .iter()
-            .filter(|s| s.push(Outbound::Packet(packet.clone())))
+            .filter(|s| s.push(Outbound::packet(packet.clone())))
             .count()
     }
 

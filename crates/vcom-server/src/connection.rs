@@ -86,7 +86,7 @@ impl<S> Conn<S> {
         // Awaiting capacity here slows only this client's own requests down.
         self.session
             .tx
-            .send(Outbound::Packet(packet.into()))
+            .send(Outbound::packet(packet))
             .await
             .map_err(|_| Close::Violation("connection closing".into()))
     }
@@ -113,11 +113,24 @@ pub(crate) async fn serve<S: Store>(
         return;
     };
     let deadline = shared.config.login_timeout();
+    // The handshake and login run in their own allocation, freed once they are over,
+    // and hand over the connection boxed: this task lives as long as the connection,
+    // and its size is that of the largest state it ever holds.
+    let login = Box::pin(async {
+        let (transport, accepted, key_resets, ext) =
+            handshake_and_login(&shared, acceptor, tcp, addr).await?;
+        Some(Box::new(LoggedIn {
+            transport,
+            accepted,
+            key_resets,
+            ext,
+        }))
+    });
     let login = tokio::select! {
         _ = shared.shutdown.cancelled() => return,
-        r = tokio::time::timeout(deadline, handshake_and_login(&shared, acceptor, tcp, addr)) => r,
+        r = tokio::time::timeout(deadline, login) => r,
     };
-    let (transport, accepted, key_resets, ext) = match login {
+    let logged_in = match login {
         Err(_) => {
             tracing::info!(%addr, "no login within {}s: disconnected", deadline.as_secs());
             return;
@@ -127,7 +140,15 @@ pub(crate) async fn serve<S: Store>(
     };
     drop(login_permit);
     drop(address_slot);
-    run_session(shared, transport, accepted, key_resets, ext, addr).await;
+    run_session(shared, logged_in, addr).await;
+}
+
+/// A connection that has just logged in, handed from the login to the session.
+struct LoggedIn {
+    transport: Transport,
+    accepted: Accepted,
+    key_resets: u64,
+    ext: bool,
 }
 
 /// Turns on TCP keep-alive so dead peers of idle sessions are found and dropped.
@@ -236,14 +257,10 @@ fn log_read_error<S>(shared: &Shared<S>, addr: SocketAddr, user: Option<&UserId>
     }
 }
 
-async fn run_session<S: Store>(
-    shared: Arc<Shared<S>>,
-    transport: Transport,
-    accepted: Accepted,
-    key_resets: u64,
-    ext: bool,
-    addr: SocketAddr,
-) {
+async fn run_session<S: Store>(shared: Arc<Shared<S>>, logged_in: Box<LoggedIn>, addr: SocketAddr) {
+    // Split outside this future (a plain function's locals live on the stack), so the
+    // TLS state moves straight from its box into the halves' shared allocation.
+    let (sink, stream, accepted, key_resets, ext) = split(&shared, logged_in);
     let (tx, rx) = mpsc::channel(shared.config.outbound_queue);
     let (chunks_tx, chunks_rx) = mpsc::channel(CHUNK_QUEUE);
     let kill = CancellationToken::new();
@@ -262,7 +279,6 @@ async fn run_session<S: Store>(
     shared
         .sessions
         .insert(session.clone(), key_resets, accepted.place);
-    let (sink, stream) = split(&shared, transport);
     // The highest sequence number written to this client: a receipt never claims more.
     let sent = Arc::new(AtomicI64::new(0));
     let writer = tokio::spawn(write_loop(
@@ -283,7 +299,7 @@ async fn run_session<S: Store>(
     }
     // On shutdown the writer sees it itself, writes what is queued, and closes.
     shared.sessions.remove(conn.user(), conn.session.conn);
-    transfer::connection_closed(&conn).await;
+    Box::pin(transfer::connection_closed(&conn)).await;
     if let Err(e) = writer.await {
         tracing::error!(error = %e, "session writer task failed");
     }
@@ -294,7 +310,13 @@ async fn run_session<S: Store>(
 /// buffer: the reader's starts at [`READ_BUFFER`] with whatever was read past the login,
 /// the writer's is allocated when there is something to write and released when the
 /// writer goes idle, so an idle connection holds as little as it can.
-fn split<S>(shared: &Shared<S>, transport: Transport) -> (Sink, Stream) {
+fn split<S>(shared: &Shared<S>, logged_in: Box<LoggedIn>) -> (Sink, Stream, Accepted, u64, bool) {
+    let LoggedIn {
+        transport,
+        accepted,
+        key_resets,
+        ext,
+    } = *logged_in;
     let parts = transport.into_parts();
     let (read, write) = tokio::io::split(parts.io);
     let mut stream = FramedRead::with_capacity(read, parts.codec, READ_BUFFER);
@@ -302,7 +324,7 @@ fn split<S>(shared: &Shared<S>, transport: Transport) -> (Sink, Stream) {
     let mut sink = FramedWrite::new(write, TappedCodec::new(shared.limits, shared.tap.clone()));
     sink.set_backpressure_boundary(WRITE_BUFFER);
     *sink.write_buffer_mut() = bytes::BytesMut::new();
-    (sink, stream)
+    (sink, stream, accepted, key_resets, ext)
 }
 
 /// Releases the writer's buffer once everything in it was written.
@@ -415,7 +437,7 @@ async fn read_loop<S: Store>(conn: &Conn<S>, mut stream: Stream, sent: &AtomicI6
                 let result = tokio::select! {
                     biased;
                     _ = conn.session.kill.cancelled() => break,
-                    r = handle(conn, other) => r,
+                    r = Box::pin(handle(conn, other)) => r,
                 };
                 if let Err(close) = result {
                     report_close(conn, close);
@@ -429,10 +451,7 @@ async fn read_loop<S: Store>(conn: &Conn<S>, mut stream: Stream, sent: &AtomicI6
             delivery::Sent::Dropped(outcome) => {
                 if let Some(client_id) = tagged {
                     conn.session
-                        .push(Outbound::Packet(ServerPacket::from(SendAck {
-                            client_id,
-                            outcome,
-                        })));
+                        .push(Outbound::packet(SendAck { client_id, outcome }));
                 }
             }
         }
@@ -514,7 +533,7 @@ async fn write_loop<S: Store>(
     session: SessionHandle,
     mut sink: Sink,
     mut rx: mpsc::Receiver<Outbound>,
-    mut chunks: mpsc::Receiver<ServerPacket>,
+    mut chunks: mpsc::Receiver<Box<ServerPacket>>,
     sent: Arc<AtomicI64>,
 ) {
     let mut out = Written {
@@ -578,7 +597,11 @@ async fn write_loop<S: Store>(
         tracing::error!(user = %session.user, error = ?e, "could not record delivered messages");
     }
     // A TLS close_notify, bounded in time: the peer may be gone.
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), sink.close()).await;
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        SinkExt::<ServerPacket>::close(&mut sink),
+    )
+    .await;
 }
 
 /// What the writer has written of the stored messages, and what that means for the
@@ -599,7 +622,7 @@ impl<S: Store> Written<S> {
         &mut self,
         sink: &mut Sink,
         id: MessageId,
-        packet: ServerPacket,
+        packet: &ServerPacket,
     ) -> Result<(), WriteError> {
         if self.ext {
             sink.feed(ServerPacket::from(Sequence { seq: id.0 }))
@@ -634,7 +657,12 @@ enum WriteError {
 }
 
 async fn flush<S>(shared: &Shared<S>, sink: &mut Sink) -> Result<(), WriteError> {
-    match tokio::time::timeout(shared.config.write_timeout(), sink.flush()).await {
+    match tokio::time::timeout(
+        shared.config.write_timeout(),
+        SinkExt::<ServerPacket>::flush(sink),
+    )
+    .await
+    {
         Ok(r) => r.map_err(WriteError::Io),
         Err(_) => Err(WriteError::Timeout),
     }
@@ -691,7 +719,7 @@ async fn send_backlog<S: Store>(
         bounded(shared, session, async {
             for message in page {
                 let id = message.id;
-                out.feed(sink, id, delivery::packet_for(message)).await?;
+                out.feed(sink, id, &delivery::packet_for(message)).await?;
             }
             flush(shared, sink).await
         })
@@ -708,7 +736,7 @@ async fn live<S: Store>(
     session: &SessionHandle,
     sink: &mut Sink,
     rx: &mut mpsc::Receiver<Outbound>,
-    chunks: &mut mpsc::Receiver<ServerPacket>,
+    chunks: &mut mpsc::Receiver<Box<ServerPacket>>,
     backlog_end: Option<MessageId>,
     out: &mut Written<S>,
 ) -> Result<(), WriteError> {
@@ -748,13 +776,13 @@ async fn live<S: Store>(
         bounded(shared, session, async {
             match first {
                 Either::Out(item) => write_item(shared, sink, item, backlog_end, out).await?,
-                Either::Chunk(chunk) => sink.feed(chunk).await.map_err(WriteError::Io)?,
+                Either::Chunk(chunk) => sink.feed(*chunk).await.map_err(WriteError::Io)?,
             }
             for _ in 1..WRITE_BATCH {
                 if let Ok(item) = rx.try_recv() {
                     write_item(shared, sink, item, backlog_end, out).await?;
                 } else if let Ok(chunk) = chunks.try_recv() {
-                    sink.feed(chunk).await.map_err(WriteError::Io)?;
+                    sink.feed(*chunk).await.map_err(WriteError::Io)?;
                 } else {
                     break;
                 }
@@ -769,7 +797,7 @@ async fn live<S: Store>(
 
 enum Either {
     Out(Outbound),
-    Chunk(ServerPacket),
+    Chunk(Box<ServerPacket>),
 }
 
 async fn write_item<S: Store>(
@@ -790,13 +818,13 @@ async fn write_item<S: Store>(
                 out.flushed();
                 out.cursor.finish().await?;
             }
-            sink.feed(packet).await.map_err(WriteError::Io)
+            sink.feed(*packet).await.map_err(WriteError::Io)
         }
         Outbound::Message { id, packet } => {
             if backlog_end.is_some_and(|end| id <= end) {
                 return Ok(()); // already sent as part of the backlog
             }
-            out.feed(sink, id, packet).await
+            out.feed(sink, id, &packet).await
         }
     }
 }

@@ -137,7 +137,8 @@ fn store<S: Store>(conn: &Conn<S>, message: NewMessage) -> Storing {
     let tag = message.tag;
     let mut recipients = message.recipients.clone();
     let group = message.group;
-    let packet = packet_for(PendingMessage {
+    // One packet for every session it goes to.
+    let packet = Arc::new(packet_for(PendingMessage {
         id: MessageId(0),
         sender: message.sender.clone(),
         group: message.group,
@@ -145,7 +146,7 @@ fn store<S: Store>(conn: &Conn<S>, message: NewMessage) -> Storing {
         kind: message.kind,
         data: message.data.clone(),
         read: false,
-    });
+    }));
     let on_commit: OnCommit = Box::new(move |stored| {
         let Ok(stored) = stored else {
             return; // the reader closes the connection; the client sends it again
@@ -155,10 +156,7 @@ fn store<S: Store>(conn: &Conn<S>, message: NewMessage) -> Storing {
                 Some(_) => SendOutcome::Stored,
                 None => SendOutcome::InboxFull,
             };
-            origin.push(Outbound::Packet(ServerPacket::from(SendAck {
-                client_id,
-                outcome,
-            })));
+            origin.push(Outbound::packet(SendAck { client_id, outcome }));
         }
         let Some(id) = stored.id.filter(|_| !stored.duplicate) else {
             return;

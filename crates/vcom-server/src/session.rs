@@ -17,12 +17,26 @@ use vcom_protocol::{DeviceId, ServerPacket, Timestamp, UserId};
 use vcom_store::MessageId;
 
 /// One item for a session's writer.
+///
+/// Small on purpose (three words): a session's queue allocates its slots in blocks of
+/// 32 when it is created, so the size of an item is paid by every idle connection. A
+/// message's packet is shared by all the sessions it goes to.
 #[derive(Debug)]
 pub(crate) enum Outbound {
     /// A packet to write.
-    Packet(ServerPacket),
+    Packet(Box<ServerPacket>),
     /// A stored message (264/265): once written, the device has received it.
-    Message { id: MessageId, packet: ServerPacket },
+    Message {
+        id: MessageId,
+        packet: Arc<ServerPacket>,
+    },
+}
+
+impl Outbound {
+    /// A packet to write.
+    pub(crate) fn packet(packet: impl Into<ServerPacket>) -> Outbound {
+        Outbound::Packet(Box::new(packet.into()))
+    }
 }
 
 /// A logged-in session as the rest of the server sees it.
@@ -35,7 +49,8 @@ pub(crate) struct SessionHandle {
     pub(crate) since: Timestamp,
     pub(crate) tx: mpsc::Sender<Outbound>,
     /// File data (273) and completions (274) for this session as a recipient.
-    pub(crate) chunks: mpsc::Sender<ServerPacket>,
+    /// Boxed, for the same reason as [`Outbound`].
+    pub(crate) chunks: mpsc::Sender<Box<ServerPacket>>,
     /// Cancelled to disconnect the session.
     pub(crate) kill: CancellationToken,
     /// Whether the client negotiated the extension set (`vcom/1+ext`): it is told each
@@ -260,7 +275,7 @@ impl Registry {
         recipients: impl IntoIterator<Item = &'u UserId>,
         except: u64,
         id: MessageId,
-        packet: &ServerPacket,
+        packet: &Arc<ServerPacket>,
     ) {
         let guard = self.lock();
         for user in recipients {
@@ -270,7 +285,7 @@ impl Registry {
             for session in sessions.iter().filter(|s| s.conn != except) {
                 session.push(Outbound::Message {
                     id,
-                    packet: packet.clone(),
+                    packet: Arc::clone(packet),
                 });
             }
         }
@@ -334,7 +349,7 @@ mod tests {
             tx,
             ..handle(&registry, "bob")
         };
-        let packet = |nonce| Outbound::Packet(ServerPacket::from(vcom_protocol::Pong { nonce }));
+        let packet = |nonce| Outbound::packet(vcom_protocol::Pong { nonce });
         assert!(session.push(packet(1)));
         assert!(!session.push(packet(2)), "the queue is full");
         assert!(session.kill.is_cancelled());

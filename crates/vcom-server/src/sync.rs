@@ -89,7 +89,7 @@ pub(crate) async fn on_lists_sync<S: Store>(conn: &Conn<S>, p: UserListsSync) ->
             blocks: lists.blocks.timestamp,
         };
         for session in conn.shared.sessions.of_user(&user) {
-            session.push(Outbound::Packet(request.clone().into()));
+            session.push(Outbound::packet(request.clone()));
         }
     }
     Ok(())

@@ -143,6 +143,19 @@ impl tokio_util::codec::Decoder for TappedCodec {
     }
 }
 
+impl tokio_util::codec::Encoder<&ServerPacket> for TappedCodec {
+    type Error = vcom_protocol::codec::CodecError;
+
+    fn encode(
+        &mut self,
+        item: &ServerPacket,
+        dst: &mut bytes::BytesMut,
+    ) -> Result<(), Self::Error> {
+        self.tap.outbound(item);
+        self.inner.encode(item, dst)
+    }
+}
+
 impl tokio_util::codec::Encoder<ServerPacket> for TappedCodec {
     type Error = vcom_protocol::codec::CodecError;
 
