@@ -100,6 +100,9 @@ struct RunArgs {
     /// Messages stored for the offline user.
     #[arg(long, default_value_t = 100_000)]
     backlog: usize,
+    /// Senders storing the backlog at once.
+    #[arg(long, default_value_t = workloads::BACKLOG_SENDERS)]
+    senders: usize,
     /// MiB of each file.
     #[arg(long, default_value_t = 256)]
     file_mib: u64,
@@ -277,7 +280,7 @@ async fn run_one(args: RunArgs) -> anyhow::Result<()> {
         }
         Workload::Direct => workloads::direct(protocol, process, &plan, args.rate).await?,
         Workload::Group => workloads::group(protocol, process, &plan).await?,
-        Workload::Backlog => workloads::backlog(protocol, process, &plan).await?,
+        Workload::Backlog => workloads::backlog(protocol, process, &plan, args.senders).await?,
         Workload::Files => workloads::files(vcom, process, &plan, args.transfers).await?,
     };
     if args.json {

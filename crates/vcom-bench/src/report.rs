@@ -252,7 +252,7 @@ struct Headline {
 }
 
 /// The headline figures, in table order.
-const HEADLINES: [Headline; 7] = [
+const HEADLINES: [Headline; 8] = [
     Headline {
         workload: "direct",
         case: Some("max"),
@@ -288,6 +288,13 @@ const HEADLINES: [Headline; 7] = [
         case: None,
         metric: metric::DELIVERED_PER_S,
         last: false,
+    },
+    // The last backlog case: one sender alone.
+    Headline {
+        workload: "backlog",
+        case: None,
+        metric: metric::STORED_PER_S,
+        last: true,
     },
     Headline {
         workload: "files",

@@ -44,7 +44,8 @@ enum Case {
     Connections(usize),
     Direct(Rate),
     Group,
-    Backlog,
+    /// The offline backlog, stored by this many senders at once.
+    Backlog(usize),
     Files(usize),
 }
 
@@ -54,7 +55,7 @@ impl Case {
             Case::Connections(_) => Workload::Connections,
             Case::Direct(_) => Workload::Direct,
             Case::Group => Workload::Group,
-            Case::Backlog => Workload::Backlog,
+            Case::Backlog(_) => Workload::Backlog,
             Case::Files(_) => Workload::Files,
         }
     }
@@ -65,7 +66,8 @@ impl Case {
             Case::Direct(Rate::Max) => "max".to_owned(),
             Case::Direct(Rate::Steady(r)) => format!("{r}/s"),
             Case::Group => format!("{} members", plan.users),
-            Case::Backlog => format!("{} msgs", plan.backlog),
+            Case::Backlog(1) => format!("{} msgs, 1 sender", plan.backlog),
+            Case::Backlog(_) => format!("{} msgs", plan.backlog),
             Case::Files(n) => format!("{n}x{}MiB", plan.file_size >> 20),
         }
     }
@@ -75,7 +77,7 @@ impl Case {
         match self {
             Case::Connections(n) => n,
             Case::Files(n) => 2 * n,
-            Case::Backlog => 5,
+            Case::Backlog(senders) => senders + 1,
             _ => plan.users,
         }
     }
@@ -116,7 +118,8 @@ fn cases(smoke: bool) -> Vec<Case> {
             Case::Direct(Rate::Max),
             Case::Direct(Rate::Steady(500)),
             Case::Group,
-            Case::Backlog,
+            Case::Backlog(workloads::BACKLOG_SENDERS),
+            Case::Backlog(1),
             Case::Files(1),
             Case::Files(2),
         ]
@@ -130,7 +133,8 @@ fn cases(smoke: bool) -> Vec<Case> {
             Case::Direct(Rate::Steady(10_000)),
             Case::Direct(Rate::Steady(25_000)),
             Case::Group,
-            Case::Backlog,
+            Case::Backlog(workloads::BACKLOG_SENDERS),
+            Case::Backlog(1),
             Case::Files(1),
             Case::Files(10),
         ]
@@ -267,7 +271,7 @@ async fn run_case(running: &Running, case: Case, plan: &Plan) -> anyhow::Result<
         }
         Case::Direct(rate) => workloads::direct(protocol, process, plan, rate).await,
         Case::Group => workloads::group(protocol, process, plan).await,
-        Case::Backlog => workloads::backlog(protocol, process, plan).await,
+        Case::Backlog(senders) => workloads::backlog(protocol, process, plan, senders).await,
         Case::Files(pairs) => {
             let vcom = running
                 .vcom

@@ -629,19 +629,21 @@ pub async fn group(
     Ok(figures)
 }
 
-/// Senders storing the backlog at once.
-const BACKLOG_SENDERS: usize = 4;
+/// Senders storing the backlog at once, unless told otherwise.
+pub const BACKLOG_SENDERS: usize = 4;
 /// Messages a backlog sender writes at once.
 const BACKLOG_BATCH: usize = 64;
 
-/// Offline backlog: `plan.backlog` messages are stored for user 0 while it is offline,
-/// then it logs in and receives them.
+/// Offline backlog: `plan.backlog` messages are stored for user 0 by `senders` senders
+/// at once while it is offline, then it logs in and receives them.
 pub async fn backlog(
     protocol: Arc<dyn Protocol>,
     server: ServerProcess,
     plan: &Plan,
+    senders: usize,
 ) -> anyhow::Result<Figures> {
-    let total = plan.backlog.max(BACKLOG_SENDERS);
+    let senders = senders.max(1);
+    let total = plan.backlog.max(senders);
     // The recipient becomes known to the server, then leaves.
     let (first, _) = login(&protocol, 0, true).await?;
     {
@@ -653,10 +655,10 @@ pub async fn backlog(
     // reached a session on its way out would be written to a dead socket.
     tokio::time::sleep(Duration::from_secs(2)).await;
 
-    let senders = login_all(&protocol, 1..=BACKLOG_SENDERS, false, BACKLOG_SENDERS).await?;
-    let fleet = Fleet::start(&protocol, senders, 0);
-    let per_sender = total / BACKLOG_SENDERS;
-    let stored_total = per_sender * BACKLOG_SENDERS;
+    let clients = login_all(&protocol, 1..=senders, false, senders).await?;
+    let fleet = Fleet::start(&protocol, clients, 0);
+    let per_sender = total / senders;
+    let stored_total = per_sender * senders;
     let start = Instant::now();
     let mut tasks = Vec::new();
     for (i, writer) in fleet.writers.iter().enumerate() {
@@ -688,7 +690,7 @@ pub async fn backlog(
             .context("backlog sender failed")??;
     }
     let deadline = Instant::now() + PHASE_LIMIT;
-    while fleet.tally.barriers.load(Ordering::Relaxed) < BACKLOG_SENDERS as u64 {
+    while fleet.tally.barriers.load(Ordering::Relaxed) < senders as u64 {
         if Instant::now() > deadline {
             bail!("the server did not answer the senders' pings");
         }
