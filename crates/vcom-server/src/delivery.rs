@@ -189,9 +189,12 @@ fn store<S: Store>(conn: &Conn<S>, message: NewMessage) -> Storing {
             .sessions
             .push_message(&recipients, origin.conn, id, &packet);
     });
-    let store = conn.shared.store.clone();
+    // Called here, in the order the reader reads messages, not when the future is
+    // first polled: the store commits messages in the order of its calls, and the
+    // reader's set of futures in flight may first poll a newer one before an older one.
+    let storing = conn.shared.store.store_message(message, on_commit);
     Box::pin(async move {
-        store.store_message(message, on_commit).await?;
+        storing.await?;
         Ok(())
     })
 }

@@ -428,6 +428,9 @@ pub trait Store: Clone + Send + Sync + 'static {
     /// Stores a message durably (for a direct message, in every recipient inbox with
     /// room); only then may the server relay it, and only to those.
     ///
+    /// Messages are committed **in the order of the calls** to this method: the call
+    /// itself queues the message, whenever its future is first polled.
+    ///
     /// `on_commit` runs exactly once with the outcome, once it is known: after the
     /// commit that made the message durable (or with the error), **in the order the
     /// messages were committed**, and before the returned future resolves. The server
@@ -437,7 +440,7 @@ pub trait Store: Clone + Send + Sync + 'static {
         &self,
         message: NewMessage,
         on_commit: OnCommit,
-    ) -> impl Future<Output = StoreResult<Stored>> + Send;
+    ) -> impl Future<Output = StoreResult<Stored>> + Send + 'static;
     /// Records that `device` holds every message through `through`: its cursor moves
     /// up (never down). One small write, however many messages it covers.
     fn advance_cursor(

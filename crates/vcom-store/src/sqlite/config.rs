@@ -46,9 +46,6 @@ pub struct StoreConfig {
     /// The most write requests committed in one transaction (group commit). 1 commits
     /// every request on its own (for comparison in benchmarks). Default: 4 096.
     pub max_batch: usize,
-    /// Write requests that may wait for the writer thread; callers beyond it wait for
-    /// room (back-pressure). Default: 8 192.
-    pub queue_capacity: usize,
     /// Read-only connections used at once (reads run beside the writer). Default: 4.
     pub readers: usize,
     /// How long a connection waits for a lock held by another process before failing.
@@ -86,7 +83,6 @@ impl Default for StoreConfig {
             pending_cap_per_user: Some(10_000),
             synchronous: Synchronous::Full,
             max_batch: 4096,
-            queue_capacity: 8192,
             readers: 4,
             busy_timeout: Duration::from_secs(5),
             cache_bytes: 32 << 20,

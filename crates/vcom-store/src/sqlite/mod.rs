@@ -92,7 +92,7 @@ impl SqliteStore {
             config.busy_timeout,
             config.writer_cache_kib(),
         )?;
-        let writer = Writer::start(conn, config.max_batch, config.queue_capacity)?;
+        let writer = Writer::start(conn, config.max_batch)?;
         let checkpointer = checkpoint::Checkpointer::start(path, config.busy_timeout)?;
         let readers = Arc::new(Readers::new(
             path.to_path_buf(),
@@ -329,15 +329,12 @@ impl Store for SqliteStore {
         &self,
         message: NewMessage,
         on_commit: crate::OnCommit,
-    ) -> impl Future<Output = StoreResult<crate::Stored>> + Send {
-        let inner = Arc::clone(&self.inner);
-        async move {
-            let cap = inner.config.pending_cap_per_user;
-            inner
-                .writer
-                .write_then(move |c| messages::store(c, &message, cap), Some(on_commit))
-                .await
-        }
+    ) -> impl Future<Output = StoreResult<crate::Stored>> + Send + 'static {
+        // Queued now, by this call: messages commit in the order of the calls.
+        let cap = self.inner.config.pending_cap_per_user;
+        self.inner
+            .writer
+            .write_then(move |c| messages::store(c, &message, cap), Some(on_commit))
     }
 
     fn advance_cursor(

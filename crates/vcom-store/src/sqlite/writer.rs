@@ -1,6 +1,9 @@
 //! The writer thread: the only owner of the read-write connection, with group commit.
 //!
-//! Callers queue a request on a bounded channel and await a oneshot. The thread takes
+//! Callers queue a request on a channel and await a oneshot. The channel holds no more
+//! than the callers have in flight, which each bounds (a connection's reader a few
+//! hundred messages, every other caller the one request it awaits), and a request is
+//! queued by the call itself, so requests commit in the order of the calls. The thread takes
 //! every request already queued (up to `max_batch`) into one transaction, commits once,
 //! and only then answers. A request that fails must not fail the others, and it must
 //! leave nothing behind: the batch is first run *optimistically*, every request straight
@@ -100,7 +103,7 @@ enum Command {
 /// The handle callers use; the thread lives until [`Writer::close`] or the last handle
 /// is dropped (then it finishes the queued requests and exits on its own).
 pub(crate) struct Writer {
-    queue: mpsc::Sender<Command>,
+    queue: mpsc::UnboundedSender<Command>,
     thread: Mutex<Option<JoinHandle<()>>>,
     counters: Arc<Counters>,
 }
@@ -127,12 +130,8 @@ pub struct WriteStats {
 
 impl Writer {
     /// Starts the thread that owns `conn`.
-    pub(crate) fn start(
-        conn: Connection,
-        max_batch: usize,
-        queue_capacity: usize,
-    ) -> StoreResult<Self> {
-        let (queue, commands) = mpsc::channel(queue_capacity.max(1));
+    pub(crate) fn start(conn: Connection, max_batch: usize) -> StoreResult<Self> {
+        let (queue, commands) = mpsc::unbounded_channel();
         let max_batch = max_batch.max(1);
         let counters = Arc::new(Counters::default());
         let thread_counters = Arc::clone(&counters);
@@ -168,7 +167,17 @@ impl Writer {
     /// Like [`Writer::write`], and runs `then` with the final result on the writer
     /// thread before answering: the hooks of all requests run in the order their
     /// requests were committed.
-    pub(crate) async fn write_then<T, F>(&self, op: F, then: Option<Then<T>>) -> StoreResult<T>
+    ///
+    /// The request is queued by this call, not when the returned future is first
+    /// polled: requests are committed in the order of the calls. (A caller that keeps
+    /// several requests in flight, like a connection's reader, cannot rely on the order
+    /// in which its futures are first polled: a set of futures polls a future that
+    /// yielded after newer ones.)
+    pub(crate) fn write_then<T, F>(
+        &self,
+        op: F,
+        then: Option<Then<T>>,
+    ) -> impl Future<Output = StoreResult<T>> + Send + 'static
     where
         T: Send + 'static,
         F: Fn(&Connection) -> StoreResult<T> + Send + 'static,
@@ -180,22 +189,30 @@ impl Writer {
             result: None,
             then,
         });
-        if let Err(mpsc::error::SendError(command)) = self.queue.send(Command::Run(job)).await {
-            // The thread is gone: the request is answered (and its hook run) here.
-            if let Command::Run(job) = command {
-                job.answer(Some(&StoreError::Closed));
+        let queued = match self.queue.send(Command::Run(job)) {
+            Ok(()) => true,
+            Err(mpsc::error::SendError(command)) => {
+                // The thread is gone: the request is answered (and its hook run) here.
+                if let Command::Run(job) = command {
+                    job.answer(Some(&StoreError::Closed));
+                }
+                false
             }
-            return Err(StoreError::Closed);
+        };
+        async move {
+            if !queued {
+                return Err(StoreError::Closed);
+            }
+            // A dropped answer means the thread stopped before reaching this request.
+            answered.await.map_err(|_| StoreError::Closed)?
         }
-        // A dropped answer means the thread stopped before reaching this request.
-        answered.await.map_err(|_| StoreError::Closed)?
     }
 
     /// Commits everything queued so far, stops the thread and waits for it to end.
     /// Later writes fail with [`StoreError::Closed`]. Calling it again does nothing.
     pub(crate) async fn close(&self) {
         let (done, finished) = oneshot::channel();
-        if self.queue.send(Command::Close(done)).await.is_ok() {
+        if self.queue.send(Command::Close(done)).is_ok() {
             let _ = finished.await;
         }
         let thread = self
@@ -238,7 +255,7 @@ fn in_savepoint<T>(
 /// The thread's loop: one batch per wake-up until closed or every handle is gone.
 fn run(
     conn: Connection,
-    mut commands: mpsc::Receiver<Command>,
+    mut commands: mpsc::UnboundedReceiver<Command>,
     max_batch: usize,
     counters: &Counters,
 ) {

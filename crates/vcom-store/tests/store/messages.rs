@@ -48,6 +48,32 @@ async fn message_data_is_stored_byte_exact() {
     assert!(!got.read);
 }
 
+/// A connection's reader keeps many messages in flight and cannot control the order in
+/// which their futures are first polled (a set of futures polls one that yielded after
+/// newer ones): the order is the order of the calls.
+#[tokio::test]
+async fn messages_commit_in_the_order_of_the_calls_whatever_order_their_futures_run() {
+    let t = store();
+    let alice = user_with_device(&t.store, "alice").await;
+    user_with_device(&t.store, "bob").await;
+    let calls: Vec<_> = (0..50)
+        .map(|i| {
+            t.store
+                .store_message(text("alice", alice, &["bob"], &i.to_string()), no_hook())
+        })
+        .collect();
+    let mut ids = Vec::new();
+    // The last call's future first.
+    for call in calls.into_iter().rev() {
+        ids.push(call.await.unwrap().id.expect("stored"));
+    }
+    ids.reverse();
+    assert!(
+        ids.windows(2).all(|w| w[0] < w[1]),
+        "ids in call order: {ids:?}"
+    );
+}
+
 #[tokio::test]
 async fn message_ids_increase_in_store_order() {
     let t = store();
