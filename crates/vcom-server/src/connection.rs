@@ -23,6 +23,7 @@ use vcom_protocol::{
 };
 use vcom_store::{MessageId, Store};
 
+use crate::inbound::{Inbound, Step};
 use crate::login::{self, Accepted, Refused};
 use crate::server::Shared;
 use crate::session::{Outbound, SessionHandle};
@@ -362,8 +363,7 @@ async fn read_loop<S: Store>(conn: &Conn<S>, mut stream: Stream, sent: &AtomicI6
     let shared = &conn.shared;
     let mut storing: FuturesOrdered<delivery::Storing> = FuturesOrdered::new();
     let mut cursor = Cursor::new(shared.store.clone(), conn.device());
-    // The client message id of a 516 waiting for its 266 or 267.
-    let mut tag: Option<i64> = None;
+    let mut inbound = Inbound::new(conn.session.ext);
     loop {
         let wake = tokio::select! {
             biased;
@@ -394,39 +394,23 @@ async fn read_loop<S: Store>(conn: &Conn<S>, mut stream: Stream, sent: &AtomicI6
             }
             Wake::Packet(Some(Ok(packet))) => packet,
         };
-        let tagged = tag.take();
-        if tagged.is_some()
-            && !matches!(
-                packet,
-                ClientPacket::SendUserMessage(_) | ClientPacket::SendGroupMessage(_)
-            )
-        {
-            report_close(
-                conn,
-                Close::Violation(format!(
-                    "MessageTag (516) followed by {} ({}), not by 266 or 267",
-                    packet.name(),
-                    packet.id()
-                )),
-            );
-            break;
-        }
-        let sent_message = match packet {
-            ClientPacket::SendUserMessage(p) => delivery::direct(conn, p, tagged),
-            ClientPacket::SendGroupMessage(p) => delivery::group(conn, p, tagged),
-            ClientPacket::MessageTag(p) if conn.session.ext => {
-                tag = Some(p.client_id);
-                continue;
-            }
-            ClientPacket::Receipt(p) if conn.session.ext => {
-                // A receipt never claims more than was written to this client.
-                let through = p.through.min(sent.load(Ordering::Acquire));
-                if through > 0 {
-                    cursor.advance(MessageId(through));
+        match inbound.on(packet, sent.load(Ordering::Acquire)) {
+            Step::Store(message, tag) => match delivery::message(conn, message, tag) {
+                delivery::Sent::Storing(store) => storing.push_back(store),
+                delivery::Sent::Dropped(outcome) => {
+                    if let Some(client_id) = tag {
+                        conn.session
+                            .push(Outbound::packet(SendAck { client_id, outcome }));
+                    }
                 }
-                continue;
+            },
+            Step::Confirm(through) => cursor.advance(through),
+            Step::Nothing => {}
+            Step::Close(why) => {
+                report_close(conn, Close::Violation(why));
+                break;
             }
-            other => {
+            Step::InOrder(other) => {
                 if !finish(conn, &mut storing).await {
                     break;
                 }
@@ -444,16 +428,6 @@ async fn read_loop<S: Store>(conn: &Conn<S>, mut stream: Stream, sent: &AtomicI6
                 if let Err(close) = result {
                     report_close(conn, close);
                     break;
-                }
-                continue;
-            }
-        };
-        match sent_message {
-            delivery::Sent::Storing(store) => storing.push_back(store),
-            delivery::Sent::Dropped(outcome) => {
-                if let Some(client_id) = tagged {
-                    conn.session
-                        .push(Outbound::packet(SendAck { client_id, outcome }));
                 }
             }
         }
@@ -510,12 +484,13 @@ fn report_close<S>(conn: &Conn<S>, close: Close) {
 
 async fn handle<S: Store>(conn: &Conn<S>, packet: ClientPacket) -> Result<(), Close> {
     match packet {
-        ClientPacket::ConnectionRequest(_) => Err(Close::Violation(
-            "ConnectionRequest (256) after login".into(),
-        )),
+        // `Inbound` closes the connection on these, and sends messages to the store.
+        ClientPacket::ConnectionRequest(_)
+        | ClientPacket::SendUserMessage(_)
+        | ClientPacket::SendGroupMessage(_)
+        | ClientPacket::Receipt(_)
+        | ClientPacket::MessageTag(_) => Ok(()),
         ClientPacket::UserListsSync(p) => sync::on_lists_sync(conn, p).await,
-        // The reader pipelines messages and never passes them here.
-        ClientPacket::SendUserMessage(_) | ClientPacket::SendGroupMessage(_) => Ok(()),
         ClientPacket::FileTransferRequest(p) => transfer::on_request(conn, p).await,
         ClientPacket::FileTransferAbort(p) => transfer::on_abort(conn, p).await,
         ClientPacket::FileTransferAccept(p) => transfer::on_accept(conn, p).await,
@@ -523,9 +498,6 @@ async fn handle<S: Store>(conn: &Conn<S>, packet: ClientPacket) -> Result<(), Cl
         ClientPacket::FileTransferComplete(p) => transfer::on_complete(conn, p).await,
         ClientPacket::Ping(p) => conn.reply(Pong { nonce: p.nonce }).await,
         ClientPacket::Pong(_) => Ok(()),
-        ClientPacket::Receipt(_) | ClientPacket::MessageTag(_) => Err(Close::Violation(
-            "an extension packet (515 or 516) without negotiating vcom/1+ext".into(),
-        )),
     }
 }
 

@@ -20,6 +20,7 @@ use vcom_protocol::{
 use vcom_store::{MessageId, NewMessage, OnCommit, PendingMessage, Store};
 
 use crate::connection::{Close, Conn};
+use crate::inbound::Message;
 use crate::session::Outbound;
 use crate::stats::Stats;
 
@@ -57,9 +58,18 @@ pub(crate) enum Sent {
     Dropped(SendOutcome),
 }
 
+/// Checks a message against the in-memory directory and, unless it is dropped, hands
+/// it to the store. `tag` is the client message id of a preceding 516.
+pub(crate) fn message<S: Store>(conn: &Conn<S>, message: Message, tag: Option<i64>) -> Sent {
+    match message {
+        Message::Direct(p) => direct(conn, p, tag),
+        Message::Group(p) => group(conn, p, tag),
+    }
+}
+
 /// Checks a direct message against the in-memory directory and, unless it is dropped,
 /// hands it to the store. `tag` is the client message id of a preceding 516.
-pub(crate) fn direct<S: Store>(conn: &Conn<S>, p: SendUserMessage, tag: Option<i64>) -> Sent {
+fn direct<S: Store>(conn: &Conn<S>, p: SendUserMessage, tag: Option<i64>) -> Sent {
     let directory = &conn.shared.directory;
     let sender = conn.user();
     if !directory.knows(&p.recipient) {
@@ -98,7 +108,7 @@ pub(crate) fn direct<S: Store>(conn: &Conn<S>, p: SendUserMessage, tag: Option<i
 
 /// Checks a group message against the in-memory directory and, unless it is dropped,
 /// hands it to the store (once, whatever the number of members).
-pub(crate) fn group<S: Store>(conn: &Conn<S>, p: SendGroupMessage, tag: Option<i64>) -> Sent {
+fn group<S: Store>(conn: &Conn<S>, p: SendGroupMessage, tag: Option<i64>) -> Sent {
     let directory = &conn.shared.directory;
     let sender = conn.user();
     let Some(members) = directory.group(p.group) else {

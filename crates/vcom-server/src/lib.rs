@@ -41,6 +41,7 @@ pub mod config;
 mod connection;
 mod delivery;
 mod directory;
+mod inbound;
 mod login;
 mod pending;
 mod policy;
