@@ -26,7 +26,7 @@ use vcom_store::{MessageId, Store};
 use crate::inbound::{Inbound, Step};
 use crate::login::{self, Accepted, Refused};
 use crate::server::Shared;
-use crate::session::{Outbound, SessionHandle};
+use crate::session::{Outbound, Session, SessionHandle};
 use crate::stats::Stats;
 use crate::tap::TappedCodec;
 use crate::{delivery, sync, transfer};
@@ -267,7 +267,7 @@ async fn run_session<S: Store>(shared: Arc<Shared<S>>, logged_in: Box<LoggedIn>,
     let (tx, rx) = mpsc::channel(shared.config.outbound_queue);
     let (chunks_tx, chunks_rx) = mpsc::channel(CHUNK_QUEUE);
     let kill = CancellationToken::new();
-    let session = SessionHandle {
+    let session = SessionHandle::new(Session {
         conn: shared.sessions.next_conn(),
         user: accepted.user,
         device: accepted.device,
@@ -277,7 +277,7 @@ async fn run_session<S: Store>(shared: Arc<Shared<S>>, logged_in: Box<LoggedIn>,
         chunks: chunks_tx,
         kill: kill.clone(),
         ext,
-    };
+    });
     // Registered before the backlog is read, so nothing stored meanwhile is missed.
     shared
         .sessions
@@ -364,11 +364,15 @@ async fn read_loop<S: Store>(conn: &Conn<S>, mut stream: Stream, sent: &AtomicI6
     let mut storing: FuturesOrdered<delivery::Storing> = FuturesOrdered::new();
     let mut cursor = Cursor::new(shared.store.clone(), conn.device());
     let mut inbound = Inbound::new(conn.session.ext);
+    // Made once, not per packet: each would register with the token and leave again.
+    let killed = conn.session.kill.cancelled();
+    let shutdown = shared.shutdown.cancelled();
+    tokio::pin!(killed, shutdown);
     loop {
         let wake = tokio::select! {
             biased;
-            _ = conn.session.kill.cancelled() => Wake::Stop,
-            _ = shared.shutdown.cancelled() => Wake::Stop,
+            _ = &mut killed => Wake::Stop,
+            _ = &mut shutdown => Wake::Stop,
             Some(stored) = storing.next(), if !storing.is_empty() => Wake::Stored(stored),
             landed = cursor.landed() => Wake::Cursor(landed),
             item = stream.next(), if storing.len() < STORING => Wake::Packet(item),
@@ -411,18 +415,20 @@ async fn read_loop<S: Store>(conn: &Conn<S>, mut stream: Stream, sent: &AtomicI6
                 break;
             }
             Step::InOrder(other) => {
-                if !finish(conn, &mut storing).await {
+                if !storing.is_empty() && !finish(conn, &mut storing).await {
                     break;
                 }
                 // Any other packet follows the record of the receipts before it: a
                 // client whose Ping comes back knows its receipts are durable.
-                if let Err(e) = bounded_finish(cursor.finish()).await {
+                if cursor.busy()
+                    && let Err(e) = bounded_finish(cursor.finish()).await
+                {
                     tracing::error!(user = %conn.user(), error = ?e, "could not record a receipt: closing");
                     break;
                 }
                 let result = tokio::select! {
                     biased;
-                    _ = conn.session.kill.cancelled() => break,
+                    _ = &mut killed => break,
                     r = Box::pin(handle(conn, other)) => r,
                 };
                 if let Err(close) = result {
@@ -714,6 +720,10 @@ async fn live<S: Store>(
     backlog_end: Option<MessageId>,
     out: &mut Written<S>,
 ) -> Result<(), WriteError> {
+    // Made once, not per wake-up (see `read_loop`).
+    let killed = session.kill.cancelled();
+    let shutdown = shared.shutdown.cancelled();
+    tokio::pin!(killed, shutdown);
     loop {
         if rx.is_empty() && chunks.is_empty() {
             release_idle(sink);
@@ -721,7 +731,7 @@ async fn live<S: Store>(
         // Messages and control packets first: a transfer never starves chat.
         let first = tokio::select! {
             biased;
-            _ = session.kill.cancelled() => return Ok(()),
+            _ = &mut killed => return Ok(()),
             landed = out.cursor.landed() => {
                 landed?;
                 continue;
@@ -734,7 +744,7 @@ async fn live<S: Store>(
                 Some(chunk) => Either::Chunk(chunk),
                 None => return Ok(()),
             },
-            _ = shared.shutdown.cancelled() => {
+            _ = &mut shutdown => {
                 // Finish what is queued, then close.
                 bounded(shared, session, async {
                     while let Ok(item) = rx.try_recv() {

@@ -39,9 +39,29 @@ impl Outbound {
     }
 }
 
-/// A logged-in session as the rest of the server sees it.
+/// A logged-in session as the rest of the server sees it: one allocation shared by the
+/// registry, the connection's reader and writer, and any transfer it is part of, so a
+/// copy is a reference count (a file's relay takes one per chunk).
 #[derive(Debug, Clone)]
-pub(crate) struct SessionHandle {
+pub(crate) struct SessionHandle(Arc<Session>);
+
+impl SessionHandle {
+    pub(crate) fn new(session: Session) -> SessionHandle {
+        SessionHandle(Arc::new(session))
+    }
+}
+
+impl std::ops::Deref for SessionHandle {
+    type Target = Session;
+
+    fn deref(&self) -> &Session {
+        &self.0
+    }
+}
+
+/// What the server knows of a logged-in session, and its queues.
+#[derive(Debug)]
+pub(crate) struct Session {
     pub(crate) conn: u64,
     pub(crate) user: UserId,
     pub(crate) device: DeviceId,
@@ -89,7 +109,7 @@ impl SessionHandle {
     pub(crate) fn for_test(conn: u64, user: &str) -> SessionHandle {
         let (tx, _) = mpsc::channel(1);
         let (chunks, _) = mpsc::channel(1);
-        SessionHandle {
+        SessionHandle::new(Session {
             conn,
             user: UserId::new(user).unwrap_or_else(|e| panic!("{user}: {e}")),
             device: DeviceId(1),
@@ -99,7 +119,7 @@ impl SessionHandle {
             chunks,
             kill: CancellationToken::new(),
             ext: false,
-        }
+        })
     }
 }
 
@@ -345,10 +365,18 @@ mod tests {
     fn a_full_queue_ends_the_session_and_nothing_later_is_queued() {
         let registry = Registry::default();
         let (tx, mut rx) = mpsc::channel(1);
-        let session = SessionHandle {
+        let (chunks, _) = mpsc::channel(1);
+        let session = SessionHandle::new(Session {
+            conn: registry.next_conn(),
+            user: UserId::new("bob").unwrap(),
+            device: DeviceId(1),
+            addr: SocketAddr::from(([127, 0, 0, 1], 5000)),
+            since: Timestamp(0),
             tx,
-            ..handle(&registry, "bob")
-        };
+            chunks,
+            kill: CancellationToken::new(),
+            ext: false,
+        });
         let packet = |nonce| Outbound::packet(vcom_protocol::Pong { nonce });
         assert!(session.push(packet(1)));
         assert!(!session.push(packet(2)), "the queue is full");

@@ -17,6 +17,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use vcom_protocol::{
     AbortReason, DeviceId, FileChunk, FileSize, FileTransferAbort, FileTransferAccept,
@@ -754,8 +755,21 @@ async fn forward<S: Store>(
     ended: &CancellationToken,
     packet: ServerPacket,
 ) -> bool {
+    // Room in the queue is the common case: no timer and no waiter for it.
+    let packet = match recipient.chunks.try_send(Box::new(packet)) {
+        Ok(()) => return true,
+        Err(mpsc::error::TrySendError::Full(packet)) => packet,
+        Err(mpsc::error::TrySendError::Closed(_)) => {
+            let effects = conn
+                .shared
+                .transfers
+                .input(|t| t.relay_failed(id, RelayFailure::RecipientGone));
+            carry_out(&conn.shared, effects).await;
+            return false;
+        }
+    };
     let timeout = conn.shared.config.transfer_idle_timeout();
-    let send = tokio::time::timeout(timeout, recipient.chunks.send(Box::new(packet)));
+    let send = tokio::time::timeout(timeout, recipient.chunks.send(packet));
     let sent = tokio::select! {
         // The send first: while there is room, the token is never polled (polling it
         // registers a waiter, a cost on every chunk).
