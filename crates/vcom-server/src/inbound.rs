@@ -233,6 +233,61 @@ mod tests {
         }
     }
 
+    /// Every packet kind, the messages and the extension packets included.
+    fn every_kind() -> Vec<ClientPacket> {
+        let mut all = others();
+        all.extend([
+            direct().into(),
+            group().into(),
+            Receipt { through: 3 }.into(),
+            MessageTag { client_id: 4 }.into(),
+        ]);
+        all
+    }
+
+    /// Every pair of packets, with and without the extension set: a message is tagged
+    /// exactly when a 516 came just before it, a tag outlives nothing else, and a
+    /// connection closed by the first packet is the only way the second is not seen.
+    #[test]
+    fn every_pair_of_packets_follows_the_tag_rule() {
+        for ext in [false, true] {
+            for first in every_kind() {
+                for second in every_kind() {
+                    let mut inbound = Inbound::new(ext);
+                    let before = inbound.on(first.clone(), 10);
+                    if matches!(before, Step::Close(_)) {
+                        continue;
+                    }
+                    let tagged_by_first = matches!(first, ClientPacket::MessageTag(_));
+                    let after = inbound.on(second.clone(), 10);
+                    let case = format!("ext {ext}: {} then {}", first.name(), second.name());
+                    match (&second, &after) {
+                        (
+                            ClientPacket::SendUserMessage(_) | ClientPacket::SendGroupMessage(_),
+                            Step::Store(_, tag),
+                        ) => {
+                            assert_eq!(tag.is_some(), tagged_by_first, "{case}");
+                        }
+                        (_, Step::Close(_)) => assert!(
+                            tagged_by_first
+                                || matches!(second, ClientPacket::ConnectionRequest(_))
+                                || (!ext
+                                    && matches!(
+                                        second,
+                                        ClientPacket::Receipt(_) | ClientPacket::MessageTag(_)
+                                    )),
+                            "{case}: closed"
+                        ),
+                        (_, step) => assert!(
+                            !tagged_by_first && !matches!(step, Step::Store(..)),
+                            "{case}: {step:?}"
+                        ),
+                    }
+                }
+            }
+        }
+    }
+
     /// (receipt's `through`, highest sequence number written, what it confirms).
     #[test]
     fn a_receipt_confirms_no_more_than_was_written_to_the_connection() {
