@@ -108,6 +108,15 @@ impl SessionHandle {
     /// A session of `user` (device 1, from 127.0.0.1) whose queues nobody reads.
     pub(crate) fn for_test(conn: u64, user: &str) -> SessionHandle {
         let (tx, _) = mpsc::channel(1);
+        SessionHandle::with_queue_for_test(conn, user, tx)
+    }
+
+    /// Like [`SessionHandle::for_test`], with `tx` as its outbound queue.
+    pub(crate) fn with_queue_for_test(
+        conn: u64,
+        user: &str,
+        tx: mpsc::Sender<Outbound>,
+    ) -> SessionHandle {
         let (chunks, _) = mpsc::channel(1);
         SessionHandle::new(Session {
             conn,
@@ -365,18 +374,7 @@ mod tests {
     fn a_full_queue_ends_the_session_and_nothing_later_is_queued() {
         let registry = Registry::default();
         let (tx, mut rx) = mpsc::channel(1);
-        let (chunks, _) = mpsc::channel(1);
-        let session = SessionHandle::new(Session {
-            conn: registry.next_conn(),
-            user: UserId::new("bob").unwrap(),
-            device: DeviceId(1),
-            addr: SocketAddr::from(([127, 0, 0, 1], 5000)),
-            since: Timestamp(0),
-            tx,
-            chunks,
-            kill: CancellationToken::new(),
-            ext: false,
-        });
+        let session = SessionHandle::with_queue_for_test(registry.next_conn(), "bob", tx);
         let packet = |nonce| Outbound::packet(vcom_protocol::Pong { nonce });
         assert!(session.push(packet(1)));
         assert!(!session.push(packet(2)), "the queue is full");

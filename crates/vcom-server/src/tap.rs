@@ -160,7 +160,6 @@ impl tokio_util::codec::Encoder<ServerPacket> for TappedCodec {
     type Error = vcom_protocol::codec::CodecError;
 
     fn encode(&mut self, item: ServerPacket, dst: &mut bytes::BytesMut) -> Result<(), Self::Error> {
-        self.tap.outbound(&item);
-        self.inner.encode(item, dst)
+        self.encode(&item, dst)
     }
 }

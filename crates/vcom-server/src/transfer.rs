@@ -756,31 +756,24 @@ async fn forward<S: Store>(
     packet: ServerPacket,
 ) -> bool {
     // Room in the queue is the common case: no timer and no waiter for it.
-    let packet = match recipient.chunks.try_send(Box::new(packet)) {
+    let failure = match recipient.chunks.try_send(Box::new(packet)) {
         Ok(()) => return true,
-        Err(mpsc::error::TrySendError::Full(packet)) => packet,
-        Err(mpsc::error::TrySendError::Closed(_)) => {
-            let effects = conn
-                .shared
-                .transfers
-                .input(|t| t.relay_failed(id, RelayFailure::RecipientGone));
-            carry_out(&conn.shared, effects).await;
-            return false;
+        Err(mpsc::error::TrySendError::Closed(_)) => RelayFailure::RecipientGone,
+        Err(mpsc::error::TrySendError::Full(packet)) => {
+            let timeout = conn.shared.config.transfer_idle_timeout();
+            let send = tokio::time::timeout(timeout, recipient.chunks.send(packet));
+            let sent = tokio::select! {
+                // The send first: room may come back before the token is ever polled.
+                biased;
+                r = send => r,
+                _ = ended.cancelled() => return false,
+            };
+            match sent {
+                Ok(Ok(())) => return true,
+                Ok(Err(_)) => RelayFailure::RecipientGone,
+                Err(_) => RelayFailure::NoRoom,
+            }
         }
-    };
-    let timeout = conn.shared.config.transfer_idle_timeout();
-    let send = tokio::time::timeout(timeout, recipient.chunks.send(packet));
-    let sent = tokio::select! {
-        // The send first: while there is room, the token is never polled (polling it
-        // registers a waiter, a cost on every chunk).
-        biased;
-        r = send => r,
-        _ = ended.cancelled() => return false,
-    };
-    let failure = match sent {
-        Ok(Ok(())) => return true,
-        Ok(Err(_)) => RelayFailure::RecipientGone,
-        Err(_) => RelayFailure::NoRoom,
     };
     let effects = conn.shared.transfers.input(|t| t.relay_failed(id, failure));
     carry_out(&conn.shared, effects).await;
