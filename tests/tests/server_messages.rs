@@ -378,3 +378,42 @@ async fn a_full_inbox_refuses_new_messages_and_delivers_every_one_it_accepted() 
     );
     server.stop().await;
 }
+
+/// One sender past its share of an offline user's inbox (`pending_per_sender`) is
+/// refused, while another sender's messages are still stored; the recipient gets every
+/// accepted message, and none refused.
+#[tokio::test]
+async fn a_sender_past_its_share_of_an_inbox_is_refused_and_another_gets_through() {
+    let (_dir, server, [bob, mut mallory, mut alice]) = start_with_users(
+        |c| c.retention.pending_per_sender = 2,
+        ["bob", "mallory", "alice"],
+    )
+    .await;
+    let (bob_key, bob_device) = (bob.identity.clone(), bob.device);
+    drop(bob);
+    wait_until_offline(&server, "bob").await;
+    for i in 0..4 {
+        mallory
+            .client
+            .send(text_to("bob", &format!("flood {i}"), 1))
+            .await;
+    }
+    mallory.client.round_trip().await;
+    alice.client.send(text_to("bob", "hello", 2)).await;
+    alice.client.round_trip().await;
+    let mut bob = vcom_tests::harness::login_as(&server, "bob", &bob_key, bob_device).await;
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        let (from, _, text) = bob.next_direct().await;
+        got.push(format!("{from}: {text}"));
+    }
+    assert_eq!(
+        got,
+        ["mallory: flood 0", "mallory: flood 1", "alice: hello"]
+    );
+    assert!(
+        bob.client.round_trip().await.is_empty(),
+        "flood 2 and flood 3 were refused"
+    );
+    server.stop().await;
+}

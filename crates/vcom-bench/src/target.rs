@@ -46,7 +46,8 @@ impl TargetKind {
 /// The settings of vcom-server that bear on fairness.
 pub const VCOM_SETTINGS: &str = "SQLite in WAL mode with synchronous=FULL: every message is \
     committed (fsync) before it is relayed; defaults of vcom.toml except no cap on a user's \
-    undelivered messages (retention.pending_per_user = 0, for the backlog); logs at warn";
+    undelivered messages, in all or from one sender (retention.pending_per_user = 0, \
+    pending_per_sender = 0, for the backlog); logs at warn";
 /// The relay's.
 pub const RELAY_SETTINGS: &str = "nothing stored or checked; messages for offline users kept \
     in memory; the same TLS 1.3 handshake with client certificates as vcom-server";
@@ -82,10 +83,11 @@ impl Running {
                     .prefix("vcom-bench-server-")
                     .tempdir()?;
                 // The backlog workload stores a million messages for one user: more than
-                // the default inbox cap (100 000), which would refuse the rest.
+                // the default inbox cap (100 000) and sender's share (10 000), which
+                // would refuse the rest.
                 std::fs::write(
                     dir.path().join("vcom.toml"),
-                    "[retention]\npending_per_user = 0\n",
+                    "[retention]\npending_per_user = 0\npending_per_sender = 0\n",
                 )?;
                 let mut command = Command::new(bin);
                 command

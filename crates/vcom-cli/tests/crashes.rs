@@ -17,7 +17,7 @@ use tokio::sync::{Notify, watch};
 use vcom_client::{Client, ClientConfig, Delivery, Event, EventStream, Outgoing, UserId};
 
 /// Inboxes without a cap: the backlogs here are larger than the default allows.
-const NO_INBOX_CAP: &str = "[retention]\npending_per_user = 0\n";
+const NO_INBOX_CAP: &str = "[retention]\npending_per_user = 0\npending_per_sender = 0\n";
 
 fn uid(name: &str) -> UserId {
     UserId::new(name).unwrap()

@@ -8,7 +8,7 @@ use tokio::sync::mpsc;
 use tokio_rustls::TlsConnector;
 use tokio_util::codec::{FramedRead, FramedWrite};
 use tracing::{debug, info};
-use vcom_protocol::{ClientPacket, ConnectionRequest, DeviceId, ServerPacket};
+use vcom_protocol::{ClientPacket, ConnectionRequest, DenyCode, DeviceId, ServerPacket};
 
 use crate::client::Client;
 use crate::config::ClientConfig;
@@ -21,10 +21,27 @@ use crate::tls::{self, TlsSetup, Trust, sha256_hex};
 use crate::{ClientError, ProtocolError};
 
 /// Connects, logs in and starts the session; bounded by the configured timeout.
+///
+/// A device identifier the server refuses with code 5 (it retired the device, or never
+/// issued it) is forgotten, and the login is tried once more as a new device: the
+/// profile's history and identity stay, the server issues another identifier.
 pub(crate) async fn connect(config: ClientConfig) -> Result<(Client, EventStream), ClientError> {
-    tokio::time::timeout(config.connect_timeout, establish(config))
-        .await
-        .map_err(|_| ClientError::Timeout("connecting and logging in"))?
+    tokio::time::timeout(config.connect_timeout, async {
+        match establish(config.clone()).await {
+            Err(ClientError::LoginDenied(DenyCode::UnknownDevice)) => {
+                let (mut profile, _) = open_profile(&config).await?;
+                let Some(old) = profile.state_mut().device_id.take() else {
+                    return Err(ClientError::LoginDenied(DenyCode::UnknownDevice));
+                };
+                info!(device = %old, "the server no longer knows this device: logging in as a new one");
+                save(&profile).await?;
+                establish(config).await
+            }
+            other => other,
+        }
+    })
+    .await
+    .map_err(|_| ClientError::Timeout("connecting and logging in"))?
 }
 
 async fn establish(config: ClientConfig) -> Result<(Client, EventStream), ClientError> {

@@ -599,3 +599,36 @@ async fn an_offer_with_a_reserved_name_must_be_renamed_to_be_accepted() {
     alice.close().await.unwrap();
     server.stop().await;
 }
+
+/// A server keeps at most `retention.devices_per_user` devices per user. The device past
+/// it retires the least recently seen one, whose session ends; that device's next
+/// connect forgets the refused identifier, logs in as a new device, and gets what waits.
+#[tokio::test]
+async fn a_retired_device_reconnects_as_a_new_one_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_with(&dir.path().join("server"), |c| {
+        c.retention.devices_per_user = 1;
+    })
+    .await;
+    let laptop = dir.path().join("laptop");
+    let phone = dir.path().join("phone");
+    let (one, mut one_events) = server.connect("alice", &laptop).await;
+    let retired = one.device_id();
+    copy_identity(&laptop, &phone, &dir.path().join("alice.pem"));
+
+    let (two, _two_events) = server.connect("alice", &phone).await;
+    assert_ne!(two.device_id(), retired);
+    wait_for_disconnect(&mut one_events).await;
+    two.close().await.unwrap();
+
+    let (bob, _bob_events) = server.connect("bob", &dir.path().join("bob")).await;
+    bob.send_text(&uid("alice"), "while you were away")
+        .await
+        .unwrap();
+    let (again, mut again_events) = server.connect("alice", &laptop).await;
+    assert_ne!(again.device_id(), retired);
+    assert_ne!(again.device_id(), two.device_id());
+    let message = next_message(&mut again_events, "the waiting message").await;
+    assert_eq!(message.data, Bytes::from_static(b"while you were away"));
+    server.stop().await;
+}

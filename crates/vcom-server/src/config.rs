@@ -65,7 +65,7 @@ pub enum Registration {
 
 /// Where the TLS certificate and key come from.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct TlsConfig {
     /// PEM certificate chain; with `key`. Default: generated `DATA_DIR/tls/cert.pem`.
     pub cert: Option<PathBuf>,
@@ -88,8 +88,14 @@ pub struct RetentionConfig {
     /// refused for that user, with a warning in the log; none accepted is dropped (0 =
     /// no cap).
     pub pending_per_user: u64,
+    /// Of those, at most this many from one sender; more from that sender are refused
+    /// for that user in the same way (0 = no quota).
+    pub pending_per_sender: u64,
     /// Keep at most this many transfer-log rows, the newest (0 = keep all).
     pub transfer_log_max: u64,
+    /// Keep at most this many devices per user: a login that issues one more retires
+    /// the user's least recently seen devices, with a warning in the log (0 = no cap).
+    pub devices_per_user: u64,
 }
 
 impl Default for RetentionConfig {
@@ -98,7 +104,9 @@ impl Default for RetentionConfig {
             delivered_max_age_days: 30,
             delivered_max_count: 0,
             pending_per_user: 100_000,
+            pending_per_sender: 10_000,
             transfer_log_max: 100_000,
+            devices_per_user: 100,
         }
     }
 }
@@ -273,8 +281,12 @@ impl ServerConfig {
         Self::from_toml(&text, path)
     }
 
-    /// Checks every value's range.
+    /// Checks every value's range: a value the server could not run with, or that
+    /// would only make sense by mistake, is an error naming its key.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        const HOUR: u64 = 3600;
+        const DAY: u64 = 24 * HOUR;
+        const MILLION: usize = 1_000_000;
         fn check(ok: bool, key: &'static str, problem: &str) -> Result<(), ConfigError> {
             if ok {
                 Ok(())
@@ -319,19 +331,19 @@ impl ServerConfig {
             )?;
         }
         check(
-            self.login_timeout_secs >= 1,
+            (1..=HOUR).contains(&self.login_timeout_secs),
             "login_timeout_secs",
-            "must be at least 1",
+            "must be 1 to 3600 (an hour)",
         )?;
         check(
-            self.transfer_idle_timeout_secs >= 1,
+            (1..=DAY).contains(&self.transfer_idle_timeout_secs),
             "transfer_idle_timeout_secs",
-            "must be at least 1",
+            "must be 1 to 86400 (a day)",
         )?;
         check(
-            self.write_timeout_secs >= 1,
+            (1..=HOUR).contains(&self.write_timeout_secs),
             "write_timeout_secs",
-            "must be at least 1",
+            "must be 1 to 3600 (an hour)",
         )?;
         check(
             (1..=i32::MAX as u64).contains(&self.max_file_size),
@@ -339,9 +351,14 @@ impl ServerConfig {
             "must be 1 to 2147483647",
         )?;
         check(
-            self.max_connections >= 1,
+            (1..=MILLION).contains(&self.max_connections),
             "max_connections",
-            "must be at least 1",
+            "must be 1 to 1000000",
+        )?;
+        check(
+            self.max_connections_per_ip <= MILLION,
+            "max_connections_per_ip",
+            "must be at most 1000000",
         )?;
         check(
             (16..=1_000_000).contains(&self.outbound_queue),
@@ -359,12 +376,17 @@ impl ServerConfig {
             "must be at most 1000000",
         )?;
         check(
-            self.handshake_timeout_secs >= 1,
+            (1..=HOUR).contains(&self.handshake_timeout_secs),
             "handshake_timeout_secs",
-            "must be at least 1",
+            "must be 1 to 3600 (an hour)",
         )?;
         check(
-            self.password_max_wait_secs <= 86_400,
+            self.password_free_attempts <= 1_000_000,
+            "password_free_attempts",
+            "must be at most 1000000",
+        )?;
+        check(
+            self.password_max_wait_secs <= DAY,
             "password_max_wait_secs",
             "must be at most 86400 (a day)",
         )?;
@@ -372,6 +394,29 @@ impl ServerConfig {
             (1..=1_000_000).contains(&self.max_pending_logins),
             "max_pending_logins",
             "must be 1 to 1000000 (0 would refuse every login)",
+        )?;
+        let r = &self.retention;
+        check(
+            r.delivered_max_age_days <= 36_500,
+            "retention.delivered_max_age_days",
+            "must be at most 36500 (a hundred years; 0 keeps delivered messages)",
+        )?;
+        for (value, key) in [
+            (r.delivered_max_count, "retention.delivered_max_count"),
+            (r.pending_per_user, "retention.pending_per_user"),
+            (r.pending_per_sender, "retention.pending_per_sender"),
+            (r.transfer_log_max, "retention.transfer_log_max"),
+        ] {
+            check(
+                value <= 1_000_000_000_000,
+                key,
+                "must be at most 10^12 (0 = no cap)",
+            )?;
+        }
+        check(
+            r.devices_per_user <= 1_000_000,
+            "retention.devices_per_user",
+            "must be at most 1000000 (0 = no cap)",
         )?;
         check(
             self.tls.cert.is_some() == self.tls.key.is_some(),
@@ -485,6 +530,76 @@ mod tests {
         assert!(err.to_string().contains("max_file_size"), "{err}");
         let err = ServerConfig::from_toml("[tls]\ncert = \"a\"", Path::new("c.toml")).unwrap_err();
         assert!(err.to_string().contains("tls"), "{err}");
+    }
+
+    /// Every numeric key, as written in the file.
+    const NUMERIC_KEYS: &[(&str, &str)] = &[
+        ("", "password_free_attempts"),
+        ("", "password_max_wait_secs"),
+        ("", "login_timeout_secs"),
+        ("", "transfer_idle_timeout_secs"),
+        ("", "write_timeout_secs"),
+        ("", "max_file_size"),
+        ("", "max_connections"),
+        ("", "max_connections_per_ip"),
+        ("", "max_transfers_per_user"),
+        ("", "outbound_queue"),
+        ("", "max_pending_logins"),
+        ("", "max_pending_logins_per_ip"),
+        ("", "handshake_timeout_secs"),
+        ("limits", "max_user_id_len"),
+        ("limits", "max_password_len"),
+        ("limits", "max_message_len"),
+        ("limits", "max_list_len"),
+        ("limits", "max_file_name_len"),
+        ("retention", "delivered_max_age_days"),
+        ("retention", "delivered_max_count"),
+        ("retention", "pending_per_user"),
+        ("retention", "pending_per_sender"),
+        ("retention", "transfer_log_max"),
+        ("retention", "devices_per_user"),
+    ];
+
+    fn with_value(table: &str, key: &str, value: &str) -> String {
+        if table.is_empty() {
+            format!("{key} = {value}\n")
+        } else {
+            format!("[{table}]\n{key} = {value}\n")
+        }
+    }
+
+    /// A huge value of any numeric key is refused with one line naming the key, never
+    /// taken (a timeout of 2^63 seconds would overflow the clock, a queue that long
+    /// would be no bound).
+    #[test]
+    fn a_huge_value_of_any_numeric_key_is_an_error_naming_it() {
+        for (table, key) in NUMERIC_KEYS {
+            for value in ["9223372036854775807", "4294967296000"] {
+                let text = with_value(table, key, value);
+                let err = ServerConfig::from_toml(&text, Path::new("c.toml"))
+                    .expect_err(&format!("{key} = {value} was accepted"));
+                let line = err.to_string();
+                assert!(line.contains(key), "{key} = {value}: {line}");
+                assert!(!line.contains('\n'), "one line: {line}");
+            }
+        }
+    }
+
+    /// Zero, one and a negative number: each is taken or refused naming the key.
+    #[test]
+    fn small_and_negative_values_are_taken_or_refused_naming_the_key() {
+        for (table, key) in NUMERIC_KEYS {
+            for value in ["-1", "0", "1"] {
+                let text = with_value(table, key, value);
+                match ServerConfig::from_toml(&text, Path::new("c.toml")) {
+                    Ok(_) => assert_ne!(value, "-1", "{key} = -1 was accepted"),
+                    Err(err) => {
+                        let line = err.to_string();
+                        assert!(line.contains(key), "{key} = {value}: {line}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]

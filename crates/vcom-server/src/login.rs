@@ -104,12 +104,25 @@ pub(crate) async fn check<S: Store>(
                 );
                 Input::Reserved(place.is_some())
             }
-            Step::Record { user, key, device } => Input::Recorded(
-                shared
+            Step::Record { user, key, device } => {
+                let recorded = shared
                     .store
                     .record_login(&user, key, device, crate::now())
-                    .await?,
-            ),
+                    .await?;
+                if let LoginRecord::Recorded {
+                    device, retired, ..
+                } = &recorded
+                    && !retired.is_empty()
+                {
+                    tracing::warn!(
+                        %user, new_device = %device, ?retired,
+                        "a new device took the user past retention.devices_per_user: \
+                         its least recently seen devices are retired"
+                    );
+                    shared.sessions.end_devices(&user, retired);
+                }
+                Input::Recorded(recorded)
+            }
             Step::Deny(code) => return deny(code),
             Step::Accept { user, device } => {
                 shared.directory.add_user(&user);
@@ -405,6 +418,7 @@ mod tests {
                             *device
                         },
                         new_device: *device == DeviceId::NEW,
+                        retired: Vec::new(),
                     }),
                     Step::Deny(_) | Step::Accept { .. } => return (steps, step),
                 };

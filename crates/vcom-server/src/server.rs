@@ -140,7 +140,9 @@ fn store_config(config: &ServerConfig) -> StoreConfig {
             .then(|| Duration::from_secs(r.delivered_max_age_days.saturating_mul(24 * 3600))),
         delivered_max_count: (r.delivered_max_count > 0).then_some(r.delivered_max_count),
         pending_cap_per_user: (r.pending_per_user > 0).then_some(r.pending_per_user),
+        pending_per_sender: (r.pending_per_sender > 0).then_some(r.pending_per_sender),
         transfer_log_max: (r.transfer_log_max > 0).then_some(r.transfer_log_max),
+        devices_per_user: (r.devices_per_user > 0).then_some(r.devices_per_user),
         ..StoreConfig::default()
     }
 }

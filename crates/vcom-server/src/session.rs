@@ -345,6 +345,19 @@ impl Registry {
         ended
     }
 
+    /// Ends the online sessions of these devices of the user (retired devices).
+    pub(crate) fn end_devices(&self, user: &UserId, devices: &[DeviceId]) {
+        let guard = self.lock();
+        let sessions = guard.by_user.get(user).map_or(&[][..], Vec::as_slice);
+        for session in sessions.iter().filter(|s| devices.contains(&s.device)) {
+            tracing::info!(
+                user = %session.user, device = %session.device, addr = %session.addr,
+                "the device was retired: disconnecting"
+            );
+            session.kill.cancel();
+        }
+    }
+
     /// The user's online sessions.
     pub(crate) fn of_user(&self, user: &UserId) -> Vec<SessionHandle> {
         self.lock().by_user.get(user).cloned().unwrap_or_default()

@@ -200,7 +200,7 @@ pub struct PendingMessage {
 }
 
 /// What a successful login changed, from [`Store::record_login`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LoginRecord {
     /// The user is registered (if new), bound to the key (if it had none), and the device
     /// is issued (if new) and marked as seen.
@@ -209,6 +209,9 @@ pub enum LoginRecord {
         device: DeviceId,
         /// Whether the device was issued by this login.
         new_device: bool,
+        /// The user's devices this login retired to stay within the store's device cap
+        /// (least recently seen first); their identifiers are refused from now on.
+        retired: Vec<DeviceId>,
     },
     /// The user is bound to another key (two first logins raced with different keys;
     /// the first won). Nothing was changed.

@@ -41,6 +41,15 @@ pub struct StoreConfig {
     /// refused for that user ([`crate::Stored::refused`], logged as a warning), and
     /// nothing already waiting is dropped. `None`: no cap. Default: 10 000.
     pub pending_cap_per_user: Option<u64>,
+    /// Of the messages waiting for one user, the most that may come from one sender: a
+    /// message past it is refused for that user like one to a full inbox, so one
+    /// sender cannot fill another's inbox alone. `None`: no quota. Default: 10 000.
+    pub pending_per_sender: Option<u64>,
+    /// The most devices one user keeps. A login that issues a device beyond it retires
+    /// the user's least recently seen other devices ([`crate::LoginRecord::Recorded`]
+    /// names them): their identifiers are refused from then on (258 code 5). `None`: no
+    /// cap. Default: 100.
+    pub devices_per_user: Option<u64>,
     /// Durability of a commit; see [`Synchronous`]. Default: [`Synchronous::Full`].
     pub synchronous: Synchronous,
     /// The most write requests committed in one transaction (group commit). 1 commits
@@ -81,6 +90,8 @@ impl Default for StoreConfig {
             delivered_max_age: Some(Duration::from_secs(30 * 24 * 60 * 60)),
             delivered_max_count: None,
             pending_cap_per_user: Some(10_000),
+            pending_per_sender: Some(10_000),
+            devices_per_user: Some(100),
             synchronous: Synchronous::Full,
             max_batch: 4096,
             readers: 4,

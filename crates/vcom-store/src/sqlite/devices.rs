@@ -28,6 +28,48 @@ pub(crate) fn issue(conn: &Connection, user: &UserId, now: Timestamp) -> StoreRe
     )?))
 }
 
+/// Retires the user's least recently seen devices, never `keep`, until it has at most
+/// `cap` (at least one: `keep`), and returns the retired ones. Cursors need no repair:
+/// `keep` was just issued at the user's highest cursor, so what waits for the user stays
+/// the same.
+pub(crate) fn retire_beyond(
+    conn: &Connection,
+    user: &UserId,
+    keep: DeviceId,
+    cap: u64,
+) -> StoreResult<Vec<DeviceId>> {
+    let count: i64 = conn
+        .prepare_cached("SELECT count(*) FROM devices WHERE user = ?1")?
+        .query_row([user.as_str()], |r| r.get(0))?;
+    let excess = u64::try_from(count).unwrap_or(0).saturating_sub(cap.max(1));
+    if excess == 0 {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<i64> = conn
+        .prepare_cached(
+            "SELECT id FROM devices WHERE user = ?1 AND id <> ?2
+             ORDER BY last_seen, id LIMIT ?3",
+        )?
+        .query_map(
+            params![
+                user.as_str(),
+                keep.0,
+                i64::try_from(excess).unwrap_or(i64::MAX)
+            ],
+            |r| r.get(0),
+        )?
+        .collect::<Result<_, _>>()?;
+    let mut retired = Vec::with_capacity(ids.len());
+    for id in ids {
+        conn.prepare_cached("DELETE FROM devices WHERE id = ?1")?
+            .execute([id])?;
+        conn.prepare_cached("DELETE FROM message_tags WHERE device_id = ?1")?
+            .execute([id])?;
+        retired.push(DeviceId(records::i32_id(id, "device id")?));
+    }
+    Ok(retired)
+}
+
 pub(crate) fn owner(conn: &Connection, device: DeviceId) -> StoreResult<Option<UserId>> {
     conn.prepare_cached("SELECT user FROM devices WHERE id = ?1")?
         .query_row([device.0], |r| r.get::<_, String>(0))

@@ -14,10 +14,26 @@ use vcom_protocol::{DeviceId, GroupId, MessageKind, Timestamp, UserId};
 use super::records;
 use crate::{MessageId, NewMessage, PendingMessage, StoreError, StoreResult, Stored};
 
+/// How much of a user's inbox may wait: in all, and from one sender.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Quotas {
+    /// Undelivered direct messages one user may have waiting.
+    pub(crate) per_user: Option<u64>,
+    /// Of those, how many may come from one sender.
+    pub(crate) per_sender: Option<u64>,
+}
+
+/// Why a recipient refused a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Full {
+    Inbox,
+    SendersShare,
+}
+
 pub(crate) fn store(
     conn: &Connection,
     message: &NewMessage,
-    pending_cap: Option<u64>,
+    quotas: Quotas,
 ) -> StoreResult<Stored> {
     if let Some(tag) = message.tag {
         let known: Option<i64> = conn
@@ -37,25 +53,34 @@ pub(crate) fn store(
     // A group message is stored once, for the members to read; only a direct message
     // goes into inboxes, and a full inbox refuses it while what it holds stays.
     let mut refused = Vec::new();
-    let mut accepted: Vec<&UserId> = Vec::new();
+    let mut accepted: Vec<(&UserId, bool)> = Vec::new();
     if message.group.is_none() {
         for recipient in &message.recipients {
-            if accepted.contains(&recipient) || refused.contains(recipient) {
+            if accepted.iter().any(|(r, _)| *r == recipient) || refused.contains(recipient) {
                 continue;
             }
-            match pending_cap {
-                Some(cap) if pending_of(conn, recipient)? >= cap => refused.push(recipient.clone()),
-                _ => accepted.push(recipient),
+            match admit(conn, recipient, &message.sender, quotas)? {
+                Ok(tracked) => accepted.push((recipient, tracked)),
+                Err(full) => {
+                    match full {
+                        Full::Inbox => tracing::warn!(
+                            from = %message.sender, to = %recipient,
+                            cap = quotas.per_user.unwrap_or(0),
+                            "store: a message was refused: the recipient's inbox is full \
+                             (retention.pending_per_user undelivered messages); nothing it \
+                             had was dropped"
+                        ),
+                        Full::SendersShare => tracing::warn!(
+                            from = %message.sender, to = %recipient,
+                            quota = quotas.per_sender.unwrap_or(0),
+                            "store: a message was refused: the sender already has \
+                             retention.pending_per_sender messages waiting for this \
+                             recipient; nothing it had was dropped"
+                        ),
+                    }
+                    refused.push(recipient.clone());
+                }
             }
-        }
-        if !refused.is_empty() {
-            tracing::warn!(
-                from = %message.sender,
-                refused = ?refused.iter().map(UserId::as_str).collect::<Vec<_>>(),
-                cap = pending_cap.unwrap_or(0),
-                "store: a message was refused for recipients whose inbox is full \
-                 (retention.pending_per_user undelivered messages); nothing they had was dropped"
-            );
         }
         if accepted.is_empty() && !message.recipients.is_empty() {
             return Ok(Stored {
@@ -79,7 +104,7 @@ pub(crate) fn store(
         &message.data[..],
     ])?;
     let id = conn.last_insert_rowid();
-    for recipient in accepted {
+    for (recipient, tracked) in accepted {
         conn.prepare_cached("INSERT INTO inbox (user, message_id) VALUES (?1, ?2)")?
             .execute(params![recipient.as_str(), id])?;
         conn.prepare_cached(
@@ -87,6 +112,13 @@ pub(crate) fn store(
              ON CONFLICT (user) DO UPDATE SET pending = pending + 1",
         )?
         .execute([recipient.as_str()])?;
+        if tracked {
+            conn.prepare_cached(
+                "INSERT INTO pending_from (user, sender, pending) VALUES (?1, ?2, 1)
+                 ON CONFLICT (user, sender) DO UPDATE SET pending = pending + 1",
+            )?
+            .execute([recipient.as_str(), message.sender.as_str()])?;
+        }
     }
     if let Some(tag) = message.tag {
         conn.prepare_cached(
@@ -101,14 +133,70 @@ pub(crate) fn store(
     })
 }
 
-/// How many messages wait for `user` (in its inbox above every device's cursor).
-fn pending_of(conn: &Connection, user: &UserId) -> StoreResult<u64> {
-    let pending: i64 = conn
-        .prepare_cached("SELECT pending FROM pending_counts WHERE user = ?1")?
-        .query_row([user.as_str()], |r| r.get(0))
+/// Whether `recipient`'s inbox takes one more message from `sender`: `Ok(tracked)`
+/// when it does (`tracked`: the sender's share is counted, see schema version 4), or
+/// which quota is full.
+fn admit(
+    conn: &Connection,
+    recipient: &UserId,
+    sender: &UserId,
+    quotas: Quotas,
+) -> StoreResult<Result<bool, Full>> {
+    if quotas.per_user.is_none() && quotas.per_sender.is_none() {
+        return Ok(Ok(false));
+    }
+    let (pending, tracked) = pending_of(conn, recipient)?;
+    if quotas.per_user.is_some_and(|cap| pending >= cap) {
+        return Ok(Err(Full::Inbox));
+    }
+    let Some(quota) = quotas.per_sender else {
+        return Ok(Ok(tracked));
+    };
+    if !tracked {
+        if pending < quota {
+            // No sender can have a full share of fewer messages than the share.
+            return Ok(Ok(false));
+        }
+        track(conn, recipient)?;
+    }
+    let from_sender: i64 = conn
+        .prepare_cached("SELECT pending FROM pending_from WHERE user = ?1 AND sender = ?2")?
+        .query_row([recipient.as_str(), sender.as_str()], |r| r.get(0))
         .optional()?
         .unwrap_or(0);
-    Ok(u64::try_from(pending).unwrap_or(0))
+    if u64::try_from(from_sender).unwrap_or(0) >= quota {
+        return Ok(Err(Full::SendersShare));
+    }
+    Ok(Ok(true))
+}
+
+/// Starts counting `user`'s waiting messages by sender: once, when they reach the
+/// per-sender quota, from the inbox above the user's highest cursor.
+fn track(conn: &Connection, user: &UserId) -> StoreResult<()> {
+    let held = highest_cursor(conn, user.as_str(), None)?;
+    conn.prepare_cached("DELETE FROM pending_from WHERE user = ?1")?
+        .execute([user.as_str()])?;
+    conn.prepare_cached(
+        "INSERT INTO pending_from (user, sender, pending)
+         SELECT i.user, m.sender, count(*) FROM inbox AS i JOIN messages AS m ON m.id = i.message_id
+         WHERE i.user = ?1 AND i.message_id > ?2
+         GROUP BY m.sender",
+    )?
+    .execute(params![user.as_str(), held])?;
+    conn.prepare_cached("UPDATE pending_counts SET tracked = 1 WHERE user = ?1")?
+        .execute([user.as_str()])?;
+    Ok(())
+}
+
+/// How many messages wait for `user` (in its inbox above every device's cursor), and
+/// whether they are counted by sender.
+fn pending_of(conn: &Connection, user: &UserId) -> StoreResult<(u64, bool)> {
+    let (pending, tracked): (i64, bool) = conn
+        .prepare_cached("SELECT pending, tracked FROM pending_counts WHERE user = ?1")?
+        .query_row([user.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?
+        .unwrap_or((0, false));
+    Ok((u64::try_from(pending).unwrap_or(0), tracked))
 }
 
 /// The owner and cursor of a device, `NotFound` when it is unknown.
@@ -134,7 +222,12 @@ pub(crate) fn highest_cursor(
 
 /// Moves the device's cursor up to `through` (never down): one row written, whatever
 /// the number of messages it covers.
-pub(crate) fn advance(conn: &Connection, device: DeviceId, through: MessageId) -> StoreResult<()> {
+pub(crate) fn advance(
+    conn: &Connection,
+    device: DeviceId,
+    through: MessageId,
+    per_sender: Option<u64>,
+) -> StoreResult<()> {
     let (owner, cursor) = owner_and_cursor(conn, device)?;
     if through.0 <= cursor {
         return Ok(());
@@ -154,8 +247,45 @@ pub(crate) fn advance(conn: &Connection, device: DeviceId, through: MessageId) -
                 "UPDATE pending_counts SET pending = max(pending - ?2, 0) WHERE user = ?1",
             )?
             .execute(params![owner, now_held])?;
+            untrack_held(conn, &owner, highest_before, through.0, per_sender)?;
         }
     }
+    Ok(())
+}
+
+/// Takes the messages in `(from, through]` off their senders' shares of `owner`'s inbox
+/// if it is tracked, and stops tracking once fewer than half the quota wait (so a
+/// user's shares are counted afresh at most once per half a quota of deliveries).
+fn untrack_held(
+    conn: &Connection,
+    owner: &str,
+    from: i64,
+    through: i64,
+    per_sender: Option<u64>,
+) -> StoreResult<()> {
+    let (pending, tracked): (i64, bool) = conn
+        .prepare_cached("SELECT pending, tracked FROM pending_counts WHERE user = ?1")?
+        .query_row([owner], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    if !tracked {
+        return Ok(());
+    }
+    let half = per_sender.map_or(0, |q| q / 2);
+    if u64::try_from(pending).unwrap_or(0) < half || per_sender.is_none() {
+        conn.prepare_cached("DELETE FROM pending_from WHERE user = ?1")?
+            .execute([owner])?;
+        conn.prepare_cached("UPDATE pending_counts SET tracked = 0 WHERE user = ?1")?
+            .execute([owner])?;
+        return Ok(());
+    }
+    conn.prepare_cached(
+        "UPDATE pending_from SET pending = max(pending - held.n, 0)
+         FROM (SELECT m.sender AS sender, count(*) AS n
+               FROM inbox AS i JOIN messages AS m ON m.id = i.message_id
+               WHERE i.user = ?1 AND i.message_id > ?2 AND i.message_id <= ?3
+               GROUP BY m.sender) AS held
+         WHERE pending_from.user = ?1 AND pending_from.sender = held.sender",
+    )?
+    .execute(params![owner, from, through])?;
     Ok(())
 }
 

@@ -212,7 +212,8 @@ impl Store for SqliteStore {
         now: Timestamp,
     ) -> impl Future<Output = StoreResult<crate::LoginRecord>> + Send {
         let user = user.clone();
-        self.write(move |c, _| users::record_login(c, &user, key, device, now))
+        let cap = self.inner.config.devices_per_user;
+        self.write(move |c, _| users::record_login(c, &user, key, device, now, cap))
     }
 
     fn reset_key(
@@ -331,10 +332,14 @@ impl Store for SqliteStore {
         on_commit: crate::OnCommit,
     ) -> impl Future<Output = StoreResult<crate::Stored>> + Send + 'static {
         // Queued now, by this call: messages commit in the order of the calls.
-        let cap = self.inner.config.pending_cap_per_user;
-        self.inner
-            .writer
-            .write_then(move |c| messages::store(c, &message, cap), Some(on_commit))
+        let quotas = messages::Quotas {
+            per_user: self.inner.config.pending_cap_per_user,
+            per_sender: self.inner.config.pending_per_sender,
+        };
+        self.inner.writer.write_then(
+            move |c| messages::store(c, &message, quotas),
+            Some(on_commit),
+        )
     }
 
     fn advance_cursor(
@@ -342,7 +347,8 @@ impl Store for SqliteStore {
         device: DeviceId,
         through: MessageId,
     ) -> impl Future<Output = StoreResult<()>> + Send {
-        self.write(move |c, _| messages::advance(c, device, through))
+        let per_sender = self.inner.config.pending_per_sender;
+        self.write(move |c, _| messages::advance(c, device, through, per_sender))
     }
 
     fn pending(

@@ -243,8 +243,24 @@ INSERT INTO pending_counts (user, pending)
     GROUP BY i.user;
 "#;
 
+/// Version 4: the per-sender quota of an inbox.
+///
+/// `pending_from` counts, for a user with many messages waiting, how many came from each
+/// sender. It is kept only while the user is `tracked` (from the moment the user's
+/// waiting messages reach the quota until they fall below half of it), so a user whose
+/// inbox is nearly empty, the usual case, costs the message path nothing.
+const V4: &str = r#"
+ALTER TABLE pending_counts ADD COLUMN tracked INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE pending_from (
+    user    TEXT NOT NULL,
+    sender  TEXT NOT NULL,
+    pending INTEGER NOT NULL,
+    PRIMARY KEY (user, sender)
+) WITHOUT ROWID;
+"#;
+
 /// Every migration, oldest first. Append only.
-const MIGRATIONS: &[M<'static>] = &[M::up(V1), M::up(V2), M::up(V3)];
+const MIGRATIONS: &[M<'static>] = &[M::up(V1), M::up(V2), M::up(V3), M::up(V4)];
 
 /// The schema version this program writes (SQLite's `user_version` after migrating).
 pub(crate) const SCHEMA_VERSION: usize = MIGRATIONS.len();

@@ -64,6 +64,7 @@ pub(crate) fn record_login(
     key: Option<KeyFingerprint>,
     device: DeviceId,
     now: Timestamp,
+    devices_per_user: Option<u64>,
 ) -> StoreResult<LoginRecord> {
     let record = register(conn, user, key, now)?;
     if let Some(key) = key {
@@ -73,13 +74,22 @@ pub(crate) fn record_login(
             None => bind_key(conn, user, key)?,
         }
     }
-    let (device, new_device) = if device == DeviceId::NEW {
-        (devices::issue(conn, user, now)?, true)
+    let (device, new_device, retired) = if device == DeviceId::NEW {
+        let issued = devices::issue(conn, user, now)?;
+        let retired = match devices_per_user {
+            Some(cap) => devices::retire_beyond(conn, user, issued, cap)?,
+            None => Vec::new(),
+        };
+        (issued, true, retired)
     } else {
-        (device, false)
+        devices::touch(conn, device, now)?;
+        (device, false, Vec::new())
     };
-    devices::touch(conn, device, now)?;
-    Ok(LoginRecord::Recorded { device, new_device })
+    Ok(LoginRecord::Recorded {
+        device,
+        new_device,
+        retired,
+    })
 }
 
 pub(crate) fn reset_key(

@@ -3,9 +3,9 @@
 use std::collections::HashSet;
 
 use vcom_protocol::DeviceId;
-use vcom_store::{Store, StoreError};
+use vcom_store::{LoginRecord, Store, StoreConfig, StoreError};
 
-use crate::support::{store, ts, uid};
+use crate::support::{pending_bodies, store, store_with, text, ts, uid, user_with_device};
 
 #[tokio::test]
 async fn issued_device_ids_are_positive_unique_and_owned_by_their_user() {
@@ -91,4 +91,81 @@ async fn devices_of_a_user_are_listed_by_identifier() {
         .collect();
     assert_eq!(ids, [a1, a2]);
     assert!(t.store.devices(&uid("nobody")).await.unwrap().is_empty());
+}
+
+#[allow(clippy::unwrap_used)]
+async fn new_device(store: &impl Store, user: &str, at: i64) -> (DeviceId, Vec<DeviceId>) {
+    match store
+        .record_login(&uid(user), None, DeviceId::NEW, ts(at))
+        .await
+        .unwrap()
+    {
+        LoginRecord::Recorded {
+            device, retired, ..
+        } => (device, retired),
+        LoginRecord::KeyConflict => panic!("no key was given"),
+    }
+}
+
+/// Logins that each ask for a new device (a client that forgets its identifier) keep
+/// at most `devices_per_user` rows: each one past it retires the least recently seen
+/// device, never another user's.
+#[tokio::test]
+async fn new_devices_past_the_cap_retire_the_least_recently_seen_ones() {
+    let t = store_with(StoreConfig {
+        devices_per_user: Some(3),
+        ..StoreConfig::default()
+    });
+    let (bob, _) = new_device(&t.store, "bob", 1).await;
+    let (first, _) = new_device(&t.store, "alice", 1).await;
+    let (second, _) = new_device(&t.store, "alice", 2).await;
+    let (third, none) = new_device(&t.store, "alice", 3).await;
+    assert!(none.is_empty());
+    // The first device logs in again: the second is now the least recently seen.
+    t.store
+        .record_login(&uid("alice"), None, first, ts(4))
+        .await
+        .unwrap();
+    let (fourth, retired) = new_device(&t.store, "alice", 5).await;
+    assert_eq!(retired, vec![second]);
+    let ids: Vec<DeviceId> = t
+        .store
+        .devices(&uid("alice"))
+        .await
+        .unwrap()
+        .iter()
+        .map(|d| d.id)
+        .collect();
+    assert_eq!(ids, vec![first, third, fourth]);
+    assert_eq!(t.store.device_owner(second).await.unwrap(), None);
+    assert_eq!(t.store.device_owner(bob).await.unwrap(), Some(uid("bob")));
+    for at in 6..50 {
+        new_device(&t.store, "alice", at).await;
+    }
+    assert_eq!(t.store.devices(&uid("alice")).await.unwrap().len(), 3);
+}
+
+/// Retiring a device loses the user nothing: a message no device has received yet
+/// still waits for the new device and the ones that remain.
+#[tokio::test]
+async fn a_retired_device_takes_no_waiting_message_with_it() {
+    let t = store_with(StoreConfig {
+        devices_per_user: Some(1),
+        ..StoreConfig::default()
+    });
+    let bob = user_with_device(&t.store, "bob").await;
+    new_device(&t.store, "alice", 1).await;
+    t.store
+        .store_message(
+            text("bob", bob, &["alice"], "hello"),
+            crate::support::no_hook(),
+        )
+        .await
+        .unwrap();
+    let (device, retired) = new_device(&t.store, "alice", 2).await;
+    assert_eq!(retired.len(), 1);
+    assert_eq!(
+        pending_bodies(&t.store, "alice", device).await,
+        vec!["hello".to_string()]
+    );
 }

@@ -275,6 +275,7 @@ async fn the_log_stays_bounded_under_a_steady_stream_of_commits() {
     let t = store_with(StoreConfig {
         synchronous: Synchronous::Normal,
         pending_cap_per_user: None,
+        pending_per_sender: None,
         ..StoreConfig::default()
     });
     let alice = user_with_device(&t.store, "alice").await;
@@ -291,8 +292,11 @@ async fn the_log_stays_bounded_under_a_steady_stream_of_commits() {
             .unwrap();
         largest = largest.max(std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0));
     }
+    // A restarted log stays near 17 MB; on a busy machine the checkpointer thread can
+    // hold the checkpoint while the writer appends, so allow several times that. A log
+    // that never restarts passes 300 MB here.
     assert!(
-        largest < 40 << 20,
-        "the log reached {largest} bytes; a restarted log stays near 17 MB"
+        largest < 100 << 20,
+        "the log reached {largest} bytes: it does not restart"
     );
 }

@@ -710,3 +710,107 @@ async fn stats_count_every_kind_of_row() {
     assert_eq!(stats.pending_deliveries, 2);
     assert_eq!(stats.transfers, 0);
 }
+
+/// One sender cannot fill another user's inbox alone: past its share
+/// (`pending_per_sender`) its messages to that user are refused, while other senders
+/// still get through, and the share frees as the user receives what waits.
+#[tokio::test]
+async fn a_sender_past_its_share_of_an_inbox_is_refused_and_others_still_get_through() {
+    let t = store_with(StoreConfig {
+        pending_cap_per_user: None,
+        pending_per_sender: Some(4),
+        ..StoreConfig::default()
+    });
+    let mallory = user_with_device(&t.store, "mallory").await;
+    let alice = user_with_device(&t.store, "alice").await;
+    let bob = user_with_device(&t.store, "bob").await;
+    let send = async |from: &str, device: DeviceId, body: &str| {
+        let stored = t
+            .store
+            .store_message(text(from, device, &["bob"], body), no_hook())
+            .await
+            .unwrap();
+        assert_eq!(stored.id.is_some(), stored.refused.is_empty());
+        stored.id
+    };
+    let mut flood = Vec::new();
+    for i in 0..10 {
+        flood.push(send("mallory", mallory, &format!("flood {i}")).await);
+    }
+    assert_eq!(flood.iter().filter(|id| id.is_some()).count(), 4);
+    assert!(flood[4..].iter().all(Option::is_none));
+    for i in 0..3 {
+        assert!(send("alice", alice, &format!("alice {i}")).await.is_some());
+    }
+    // Bob receives two of mallory's: two more of mallory's fit, then none.
+    t.store
+        .advance_cursor(bob, flood[1].expect("stored"))
+        .await
+        .unwrap();
+    assert!(send("mallory", mallory, "again 0").await.is_some());
+    assert!(send("mallory", mallory, "again 1").await.is_some());
+    assert!(send("mallory", mallory, "again 2").await.is_none());
+    assert_eq!(
+        pending_bodies(&t.store, "bob", bob).await,
+        [
+            "flood 2", "flood 3", "alice 0", "alice 1", "alice 2", "again 0", "again 1"
+        ]
+    );
+}
+
+/// The per-sender shares against a model, over long random runs of sends from three
+/// senders and receipts by the recipient: every message is refused exactly when its
+/// sender already has `quota` messages waiting, whether the inbox is counted by sender
+/// at that moment or not (counting starts at the quota and stops below half of it).
+#[tokio::test]
+async fn per_sender_shares_match_a_model_over_random_runs() {
+    const QUOTA: usize = 6;
+    for seed in 1..=4_u64 {
+        let t = store_with(StoreConfig {
+            pending_cap_per_user: None,
+            pending_per_sender: Some(QUOTA as u64),
+            ..StoreConfig::default()
+        });
+        let senders = [
+            ("s0", user_with_device(&t.store, "s0").await),
+            ("s1", user_with_device(&t.store, "s1").await),
+            ("s2", user_with_device(&t.store, "s2").await),
+        ];
+        let bob = user_with_device(&t.store, "bob").await;
+        // Waiting for bob, oldest first: (id, sender index).
+        let mut waiting: Vec<(MessageId, usize)> = Vec::new();
+        let mut state = seed;
+        let mut next = move |n: u64| {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (state >> 33) % n
+        };
+        for step in 0..400 {
+            if next(4) == 0 && !waiting.is_empty() {
+                let upto = usize::try_from(next(waiting.len() as u64)).unwrap();
+                let (through, _) = waiting[upto];
+                t.store.advance_cursor(bob, through).await.unwrap();
+                waiting.drain(..=upto);
+            } else {
+                // Mostly the first sender: it reaches its share again and again.
+                let s = usize::try_from(next(5).saturating_sub(2)).unwrap();
+                let (name, device) = senders[s];
+                let stored = t
+                    .store
+                    .store_message(text(name, device, &["bob"], "x"), no_hook())
+                    .await
+                    .unwrap();
+                let share = waiting.iter().filter(|(_, w)| *w == s).count();
+                assert_eq!(
+                    stored.id.is_none(),
+                    share >= QUOTA,
+                    "seed {seed} step {step}: {name} has {share} waiting"
+                );
+                if let Some(id) = stored.id {
+                    waiting.push((id, s));
+                }
+            }
+        }
+    }
+}

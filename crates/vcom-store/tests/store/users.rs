@@ -170,7 +170,11 @@ fn key_fingerprint_hex_is_64_lower_case_characters() {
 #[tokio::test]
 async fn a_first_login_registers_binds_and_issues_a_device_in_one_call() {
     let t = store();
-    let LoginRecord::Recorded { device, new_device } = t
+    let LoginRecord::Recorded {
+        device,
+        new_device,
+        retired,
+    } = t
         .store
         .record_login(&uid("alice"), Some(KEY_A), DeviceId::NEW, ts(10))
         .await
@@ -178,7 +182,7 @@ async fn a_first_login_registers_binds_and_issues_a_device_in_one_call() {
     else {
         panic!("the first login is recorded");
     };
-    assert!(new_device && device.0 > 0);
+    assert!(new_device && device.0 > 0 && retired.is_empty());
     let user = t.store.user(&uid("alice")).await.unwrap().unwrap();
     assert_eq!((user.key, user.created_at), (Some(KEY_A), ts(10)));
     let devices = t.store.devices(&uid("alice")).await.unwrap();
@@ -195,7 +199,8 @@ async fn a_first_login_registers_binds_and_issues_a_device_in_one_call() {
         again,
         LoginRecord::Recorded {
             device,
-            new_device: false
+            new_device: false,
+            retired: Vec::new(),
         }
     );
     assert_eq!(
