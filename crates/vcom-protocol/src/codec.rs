@@ -106,6 +106,23 @@ impl<In: Incoming, Out> Decoder for VcomCodec<In, Out> {
             }
         }
     }
+
+    /// At the end of the stream, what is left is decoded once more whatever the last
+    /// attempt said it needed: a list reports the least its remaining entries can take
+    /// (so it is not walked again for every entry), and a malformed entry among the
+    /// bytes already here is found now, exactly as if the bytes had arrived at once.
+    /// Bytes that still do not make a packet are an unexpected end of the stream.
+    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<In>, CodecError> {
+        self.needed = 0;
+        match self.decode(src)? {
+            Some(packet) => Ok(Some(packet)),
+            None if src.is_empty() => Ok(None),
+            None => Err(CodecError::Io(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!("the stream ended inside a packet ({} bytes)", src.len()),
+            ))),
+        }
+    }
 }
 
 impl<In, Out: Outgoing> Encoder<Out> for VcomCodec<In, Out> {

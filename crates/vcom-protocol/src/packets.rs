@@ -80,10 +80,26 @@ fn read_user_list(
 
 /// Walks a user list as [`read_user_list`] reads it, checking the same lengths but
 /// allocating nothing (see [`Reader::wait_for`]).
+///
+/// When the list is not all here, the bytes it still needs are at least five per entry
+/// to come (a length and one byte): that floor is what it reports as needed, so a list
+/// arriving an entry at a time is walked a few times rather than once per entry (which
+/// was quadratic in the list's length).
 fn skip_user_list(r: &mut Reader<'_>, limits: &Limits, field: &'static str) -> ReadResult<()> {
+    const SMALLEST_ENTRY: usize = 4 + 1;
     let count = r.len(field, 0, limits.max_list_len)?;
-    for _ in 0..count {
-        r.bytes(field, 1, limits.max_user_id_len)?;
+    for done in 0..count {
+        let start = r.position();
+        match r.bytes(field, 1, limits.max_user_id_len) {
+            Ok(_) => {}
+            Err(ReadError::Incomplete { needed }) => {
+                let floor = start.saturating_add((count - done).saturating_mul(SMALLEST_ENTRY));
+                return Err(ReadError::Incomplete {
+                    needed: needed.max(floor),
+                });
+            }
+            Err(invalid) => return Err(invalid),
+        }
     }
     Ok(())
 }
@@ -719,6 +735,44 @@ direction! {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_long_list_arriving_an_entry_at_a_time_is_walked_a_few_times_not_once_per_entry() {
+        let entries: Vec<UserId> = (0..10_000)
+            .map(|i| UserId::new(format!("user{i:05}")).unwrap())
+            .collect();
+        let bytes = ClientPacket::from(UserListsSync {
+            friends: ListSync::Upload(entries.clone()),
+            blocks: ListSync::InSync,
+        })
+        .to_bytes();
+        let limits = Limits::default();
+        // Bytes arrive one entry (4 + 9) at a time; the decoder runs only once the
+        // buffer holds what it last said it needs, as the codec does.
+        let (mut have, mut needed, mut walks) = (0usize, 0usize, 0);
+        loop {
+            have = (have + 13).min(bytes.len());
+            if have < needed {
+                continue;
+            }
+            walks += 1;
+            match ClientPacket::decode(&bytes[..have], &limits).unwrap() {
+                Decoded::Complete { packet, len } => {
+                    assert_eq!(len, bytes.len());
+                    let ClientPacket::UserListsSync(sync) = packet else {
+                        panic!("not a 260")
+                    };
+                    assert_eq!(sync.friends, ListSync::Upload(entries));
+                    break;
+                }
+                Decoded::Incomplete { needed: n } => {
+                    assert!(n <= bytes.len(), "never asks for more than the packet");
+                    needed = n;
+                }
+            }
+        }
+        assert!(walks < 100, "walked {walks} times for 10 000 entries");
+    }
 
     fn decode_client(bytes: &[u8]) -> Result<Decoded<ClientPacket>, DecodeError> {
         ClientPacket::decode(bytes, &Limits::default())

@@ -141,6 +141,18 @@ impl tokio_util::codec::Decoder for TappedCodec {
         }
         Ok(packet)
     }
+
+    /// The inner codec's end of stream (it decodes what is left once more).
+    fn decode_eof(
+        &mut self,
+        src: &mut bytes::BytesMut,
+    ) -> Result<Option<ClientPacket>, Self::Error> {
+        let packet = self.inner.decode_eof(src)?;
+        if let Some(p) = &packet {
+            self.tap.inbound(p);
+        }
+        Ok(packet)
+    }
 }
 
 impl tokio_util::codec::Encoder<&ServerPacket> for TappedCodec {

@@ -64,9 +64,12 @@ pub fn decode_whole<P: Incoming>(data: &[u8], limits: &Limits) -> Stream<P> {
 
 /// Decodes `data` the way a connection receiving it in pieces would: through
 /// [`VcomCodec`], appending the bytes up to each cut in `cuts` (in any order; cuts past
-/// the end are clamped) to one `BytesMut` and draining the codec after every piece.
+/// the end are clamped) to one `BytesMut`, draining the codec after every piece, and
+/// ending the stream after the last (`decode_eof`, which finds a malformed entry of a
+/// list the codec was still waiting on).
 ///
-/// Panics if the codec reports an i/o error, which it cannot have without i/o.
+/// Panics if the codec reports an i/o error before the end, which it cannot have
+/// without i/o.
 pub fn decode_in_pieces<P: Incoming>(data: &[u8], cuts: &[usize], limits: &Limits) -> Stream<P> {
     let mut cuts: Vec<usize> = cuts.iter().map(|&cut| cut.min(data.len())).collect();
     cuts.sort_unstable();
@@ -93,6 +96,20 @@ pub fn decode_in_pieces<P: Incoming>(data: &[u8], cuts: &[usize], limits: &Limit
                     panic!("the codec reported an i/o error without doing i/o: {error}")
                 }
             }
+        }
+    }
+    loop {
+        match codec.decode_eof(&mut buf) {
+            Ok(Some(packet)) => packets.push(packet),
+            Ok(None) => break,
+            Err(CodecError::Protocol(error)) => {
+                return Stream {
+                    packets,
+                    end: Err(error),
+                };
+            }
+            // The stream ended inside a packet: the bytes are left over.
+            Err(CodecError::Io(_)) => break,
         }
     }
     Stream {
