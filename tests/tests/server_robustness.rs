@@ -213,16 +213,9 @@ async fn a_client_that_stops_reading_is_disconnected_and_loses_nothing() {
     alice.client.round_trip().await; // every message was stored and relayed (or queued)
     message_arrives(&mut alice, &mut carol, "carol", "while bob is stuck").await;
 
-    // Bob's connection ends after whatever the server had already written.
-    let mut seen = BTreeSet::new();
-    let early = bob.client.recv_until_closed().await;
-    assert!(
-        early.len() < COUNT,
-        "bob was disconnected before everything was written"
-    );
-    collect(&mut seen, early);
-    // Its session is gone with its queue, its writer and its socket: the registry
-    // (what `admin sessions` lists) no longer holds it, and nothing queued for it stays.
+    // Bob reads nothing: the write timeout cuts him off. His session is gone with its
+    // queue, its writer and its socket: the registry (what `admin sessions` lists) no
+    // longer holds it, and nothing queued for it stays.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while server
         .admin(vcom_server::AdminRequest::Sessions)
@@ -236,6 +229,14 @@ async fn a_client_that_stops_reading_is_disconnected_and_loses_nothing() {
         );
         tokio::task::yield_now().await;
     }
+    // What the server had written before is still in the sockets' buffers.
+    let mut seen = BTreeSet::new();
+    let early = bob.client.recv_until_closed().await;
+    assert!(
+        early.len() < COUNT,
+        "bob was disconnected before everything was written"
+    );
+    collect(&mut seen, early);
 
     // Nothing was lost: a new login delivers the rest.
     let mut again = login_as(&server, "bob", &bob_identity, bob.device).await;
@@ -253,4 +254,44 @@ fn collect(seen: &mut BTreeSet<usize>, packets: Vec<ServerPacket>) {
             seen.insert(n);
         }
     }
+}
+
+/// A sender that outruns its recipient's reading cannot knock the recipient offline: the
+/// recipient's queue (16 here) fills, the session falls behind and reads the rest from
+/// the store, and the recipient, still connected, gets every message once, in order.
+#[tokio::test]
+async fn a_flood_that_fills_a_slow_readers_queue_leaves_it_connected_with_every_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), |c| {
+        c.outbound_queue = 16;
+        c.retention.pending_per_sender = 0;
+    })
+    .await;
+    let mut alice = login(&server, "alice").await;
+    let mut bob = login(&server, "bob").await;
+
+    // More than the queue and both sockets' buffers hold while bob reads nothing.
+    const COUNT: usize = 100;
+    let body = vec![b'.'; 256 * 1024];
+    for i in 0..COUNT {
+        let mut data = format!("{i:04}").into_bytes();
+        data.extend_from_slice(&body);
+        alice.client.send(direct("bob", Bytes::from(data))).await;
+    }
+    alice.client.round_trip().await;
+
+    let mut order = Vec::new();
+    while order.len() < COUNT {
+        if let ServerPacket::UserMessage(m) = bob.client.recv().await {
+            order.push(
+                std::str::from_utf8(&m.data[..4])
+                    .unwrap()
+                    .parse::<usize>()
+                    .unwrap(),
+            );
+        }
+    }
+    assert_eq!(order, (0..COUNT).collect::<Vec<_>>(), "each once, in order");
+    message_arrives(&mut alice, &mut bob, "bob", "still here").await;
+    server.stop().await;
 }

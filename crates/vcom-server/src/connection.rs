@@ -6,7 +6,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
 use futures::stream::FuturesOrdered;
 use futures::{SinkExt, StreamExt};
@@ -277,6 +277,7 @@ async fn run_session<S: Store>(shared: Arc<Shared<S>>, logged_in: Box<LoggedIn>,
         chunks: chunks_tx,
         kill: kill.clone(),
         ext,
+        behind: AtomicBool::new(false),
     });
     // Registered before the backlog is read, so nothing stored meanwhile is missed.
     shared
@@ -521,6 +522,7 @@ async fn write_loop<S: Store>(
         sent,
         ext: session.ext,
         last: None,
+        through: None,
     };
     let result = async {
         let lists = shared
@@ -544,7 +546,7 @@ async fn write_loop<S: Store>(
             flush(&shared, &mut sink).await
         })
         .await?;
-        let backlog_end = send_backlog(&shared, &session, &mut sink, &mut out).await?;
+        let backlog_end = send_backlog(&shared, &session, &mut sink, &mut out, None).await?;
         live(
             &shared,
             &session,
@@ -593,6 +595,8 @@ struct Written<S> {
     ext: bool,
     /// The highest sequence number fed since the last flush.
     last: Option<MessageId>,
+    /// The highest sequence number ever fed.
+    through: Option<MessageId>,
 }
 
 impl<S: Store> Written<S> {
@@ -611,6 +615,7 @@ impl<S: Store> Written<S> {
         }
         sink.feed(packet).await.map_err(WriteError::Io)?;
         self.last = Some(id);
+        self.through = self.through.max(Some(id));
         Ok(())
     }
 
@@ -666,13 +671,15 @@ async fn bounded<S, T>(
     }
 }
 
-/// Sends every stored message this device has not received, oldest first, and returns
-/// the last identifier sent (live messages up to it were part of the backlog).
+/// Sends every stored message this device has not received (after `start`, if given),
+/// oldest first, and returns the last identifier sent (queued messages up to it were
+/// part of the backlog). At login, and again whenever the session fell behind.
 async fn send_backlog<S: Store>(
     shared: &Shared<S>,
     session: &SessionHandle,
     sink: &mut Sink,
     out: &mut Written<S>,
+    start: Option<MessageId>,
 ) -> Result<Option<MessageId>, WriteError> {
     // The next page is read while this one is written: the store's read and the
     // socket's write overlap, and at most two pages are held.
@@ -684,7 +691,7 @@ async fn send_backlog<S: Store>(
                 .await
         })
     };
-    let mut reading = read(None);
+    let mut reading = read(start);
     let mut after = None;
     loop {
         let page = reading
@@ -717,7 +724,7 @@ async fn live<S: Store>(
     sink: &mut Sink,
     rx: &mut mpsc::Receiver<Outbound>,
     chunks: &mut mpsc::Receiver<Box<ServerPacket>>,
-    backlog_end: Option<MessageId>,
+    mut backlog_end: Option<MessageId>,
     out: &mut Written<S>,
 ) -> Result<(), WriteError> {
     // Made once, not per wake-up (see `read_loop`).
@@ -725,6 +732,17 @@ async fn live<S: Store>(
     let shutdown = shared.shutdown.cancelled();
     tokio::pin!(killed, shutdown);
     loop {
+        // Behind, and all that was queued is written: what the queue could not take is
+        // read from the store, after the last message written. The flag is cleared
+        // first, so a message queued from now on is either in what is read (and
+        // skipped when it comes out of the queue) or committed after it.
+        if rx.is_empty() && session.behind.swap(false, Ordering::AcqRel) {
+            let start = out.through.max(backlog_end);
+            if let Some(end) = send_backlog(shared, session, sink, out, start).await? {
+                backlog_end = Some(end);
+            }
+            continue;
+        }
         if rx.is_empty() && chunks.is_empty() {
             release_idle(sink);
         }
@@ -810,6 +828,8 @@ async fn write_item<S: Store>(
             }
             out.feed(sink, id, &packet).await
         }
+        // Seen by `live` before its next wait.
+        Outbound::CatchUp => Ok(()),
     }
 }
 

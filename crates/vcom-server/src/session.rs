@@ -1,14 +1,18 @@
 //! The registry of online sessions, keyed by user and device, and their outbound queues.
 //!
 //! Each logged-in connection registers a [`SessionHandle`]. Anything addressed to a user
-//! is pushed into the queues of that user's sessions without waiting: a session whose
-//! queue is full is not reading, and is disconnected rather than allowed to grow the
-//! server's memory. File chunks travel in a second, small queue so that a transfer
-//! waits for a slow recipient instead of filling the message queue.
+//! is pushed into the queues of that user's sessions without waiting, so the queue is
+//! bounded without ever holding a sender back. A stored message that finds the queue
+//! full is not lost and does not cost the recipient its session: the session falls
+//! *behind*, takes no more messages into its queue, and its writer, once it has written
+//! what is queued, reads what it missed from the store (where every message already is)
+//! and goes on live. Only a packet that is not stored (an answer, a notice) finding the
+//! queue full ends the session. File chunks travel in a second, small queue so that a
+//! transfer waits for a slow recipient instead of filling the message queue.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
@@ -30,6 +34,9 @@ pub(crate) enum Outbound {
         id: MessageId,
         packet: Arc<ServerPacket>,
     },
+    /// Nothing to write: wakes the writer of a session that fell behind, so it reads
+    /// from the store what its queue could not take.
+    CatchUp,
 }
 
 impl Outbound {
@@ -76,14 +83,16 @@ pub(crate) struct Session {
     /// Whether the client negotiated the extension set (`vcom/1+ext`): it is told each
     /// message's sequence number and confirms what it stored with receipts.
     pub(crate) ext: bool,
+    /// A stored message found the queue full: messages are no longer queued, and the
+    /// writer reads them from the store once the queue is empty (see the module).
+    pub(crate) behind: AtomicBool,
 }
 
 impl SessionHandle {
-    /// Queues an item without waiting; a full queue disconnects the session.
+    /// Queues a packet that is not stored without waiting; a full queue disconnects the
+    /// session (the client is not reading, and the packet cannot be fetched later).
     ///
-    /// Once the session is ended nothing more is queued: a message refused for a full
-    /// queue is never followed by a later one, which the writer could flush and so move
-    /// the device's cursor past the refused one.
+    /// Once the session is ended nothing more is queued.
     pub(crate) fn push(&self, item: Outbound) -> bool {
         if self.kill.is_cancelled() {
             return false;
@@ -93,12 +102,38 @@ impl SessionHandle {
             Err(mpsc::error::TrySendError::Full(_)) => {
                 tracing::warn!(
                     user = %self.user, device = %self.device, addr = %self.addr,
-                    "client is not reading its messages (outbound queue full): disconnecting"
+                    "client is not reading (outbound queue full): disconnecting"
                 );
                 self.kill.cancel();
                 false
             }
             Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    /// Queues a stored message without waiting, unless the session is behind. A full
+    /// queue puts it behind: this message and every later one stay in the store for the
+    /// writer to read once the queue is empty. Nothing later is queued while it is
+    /// behind, so the writer never writes (and so never records as received) a message
+    /// past one it has not written.
+    fn push_stored(&self, id: MessageId, packet: &Arc<ServerPacket>) {
+        if self.kill.is_cancelled() || self.behind.load(Ordering::Acquire) {
+            return;
+        }
+        let message = Outbound::Message {
+            id,
+            packet: Arc::clone(packet),
+        };
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(message) {
+            tracing::info!(
+                user = %self.user, device = %self.device, addr = %self.addr,
+                "client is behind on its messages (outbound queue full): it will read them \
+                 from the store"
+            );
+            self.behind.store(true, Ordering::Release);
+            // If the writer emptied the queue in between, this wakes it; if the queue is
+            // still full, the writer sees the flag once it has written what is queued.
+            let _ = self.tx.try_send(Outbound::CatchUp);
         }
     }
 }
@@ -128,6 +163,7 @@ impl SessionHandle {
             chunks,
             kill: CancellationToken::new(),
             ext: false,
+            behind: AtomicBool::new(false),
         })
     }
 }
@@ -312,10 +348,7 @@ impl Registry {
                 continue;
             };
             for session in sessions.iter().filter(|s| s.conn != except) {
-                session.push(Outbound::Message {
-                    id,
-                    packet: Arc::clone(packet),
-                });
+                session.push_stored(id, packet);
             }
         }
     }
@@ -383,8 +416,38 @@ mod tests {
         SessionHandle::for_test(registry.next_conn(), user)
     }
 
+    /// A stored message that finds the queue full puts the session behind: it stays
+    /// connected, nothing later is queued (the writer reads it all from the store), and
+    /// the writer is woken once there is room.
     #[test]
-    fn a_full_queue_ends_the_session_and_nothing_later_is_queued() {
+    fn a_full_queue_puts_the_session_behind_and_later_messages_stay_in_the_store() {
+        let registry = Registry::default();
+        let (tx, mut rx) = mpsc::channel(1);
+        let session = SessionHandle::with_queue_for_test(registry.next_conn(), "bob", tx);
+        let packet = Arc::new(ServerPacket::from(vcom_protocol::Pong { nonce: 0 }));
+        session.push_stored(MessageId(1), &packet);
+        session.push_stored(MessageId(2), &packet);
+        assert!(session.behind.load(Ordering::Acquire));
+        assert!(
+            !session.kill.is_cancelled(),
+            "a session behind stays connected"
+        );
+        assert!(matches!(
+            rx.try_recv(),
+            Ok(Outbound::Message {
+                id: MessageId(1),
+                ..
+            })
+        ));
+        session.push_stored(MessageId(3), &packet);
+        assert!(
+            rx.try_recv().is_err(),
+            "room again, but nothing is queued behind a message that was not"
+        );
+    }
+
+    #[test]
+    fn a_full_queue_for_a_packet_not_stored_ends_the_session_and_nothing_later_is_queued() {
         let registry = Registry::default();
         let (tx, mut rx) = mpsc::channel(1);
         let session = SessionHandle::with_queue_for_test(registry.next_conn(), "bob", tx);
