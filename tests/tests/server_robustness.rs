@@ -295,3 +295,48 @@ async fn a_flood_that_fills_a_slow_readers_queue_leaves_it_connected_with_every_
     message_arrives(&mut alice, &mut bob, "bob", "still here").await;
     server.stop().await;
 }
+
+/// A logged-in client that begins a packet and never finishes it (here half of a 1 MiB
+/// message, then silence) is cut off after `packet_timeout_secs`: no connection holds a
+/// partial packet and its buffer for ever. Everyone else carries on.
+#[tokio::test]
+async fn a_packet_begun_and_never_finished_is_cut_off_after_the_packet_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), |c| c.packet_timeout_secs = 1).await;
+    let mut alice = login(&server, "alice").await;
+    let mut bob = login(&server, "bob").await;
+    let mut mallory = login(&server, "mallory").await;
+    let header = [
+        &packet(266, &string(b"bob"))[..],
+        &1i64.to_be_bytes(),
+        &[1],
+        &(1_048_576i32).to_be_bytes(),
+    ]
+    .concat();
+    mallory.client.send_raw(&header).await;
+    mallory.client.send_raw(&[b'.'; 512 * 1024]).await;
+    let seen = mallory.client.recv_until_closed().await;
+    assert!(
+        seen.is_empty(),
+        "nothing answers a partial packet: {seen:?}"
+    );
+    others_carry_on(&mut alice, &mut bob, "still serving").await;
+    server.stop().await;
+}
+
+/// The packet timeout counts from the end of the previous packet, and only while part of
+/// one waits: a client whose complete packets come further apart than it stays
+/// connected.
+#[tokio::test]
+async fn complete_packets_further_apart_than_the_packet_timeout_are_fine() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path(), |c| c.packet_timeout_secs = 1).await;
+    let mut alice = login(&server, "alice").await;
+    let mut bob = login(&server, "bob").await;
+    for text in ["one", "two"] {
+        // The pause is the scenario (idle between packets), not a wait for an event.
+        tokio::time::sleep(std::time::Duration::from_millis(1_300)).await;
+        message_arrives(&mut alice, &mut bob, "bob", text).await;
+    }
+    server.stop().await;
+}

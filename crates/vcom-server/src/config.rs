@@ -187,6 +187,8 @@ pub struct ServerConfig {
     pub transfer_idle_timeout_secs: u64,
     /// Seconds a write to a client may take before the client is dropped as stuck.
     pub write_timeout_secs: u64,
+    /// Seconds a logged-in client has to complete a packet it has begun sending.
+    pub packet_timeout_secs: u64,
     /// Largest file a transfer may announce, in bytes (270 reason 1 beyond it).
     pub max_file_size: u64,
     /// Most logged-in connections at once (258 code 6 beyond it).
@@ -228,6 +230,7 @@ impl Default for ServerConfig {
             login_timeout_secs: 10,
             transfer_idle_timeout_secs: 60,
             write_timeout_secs: 30,
+            packet_timeout_secs: 60,
             max_file_size: i32::MAX as u64,
             max_connections: 100_000,
             max_connections_per_ip: 1_000,
@@ -346,6 +349,11 @@ impl ServerConfig {
             "must be 1 to 3600 (an hour)",
         )?;
         check(
+            (1..=HOUR).contains(&self.packet_timeout_secs),
+            "packet_timeout_secs",
+            "must be 1 to 3600 (an hour)",
+        )?;
+        check(
             (1..=i32::MAX as u64).contains(&self.max_file_size),
             "max_file_size",
             "must be 1 to 2147483647",
@@ -459,6 +467,11 @@ impl ServerConfig {
         Duration::from_secs(self.write_timeout_secs)
     }
 
+    /// How long a logged-in client may take to complete a packet it has begun.
+    pub fn packet_timeout(&self) -> Duration {
+        Duration::from_secs(self.packet_timeout_secs)
+    }
+
     /// The SQLite database file.
     pub fn database_path(&self) -> PathBuf {
         self.data_dir.join("vcom.sqlite3")
@@ -539,6 +552,7 @@ mod tests {
         ("", "login_timeout_secs"),
         ("", "transfer_idle_timeout_secs"),
         ("", "write_timeout_secs"),
+        ("", "packet_timeout_secs"),
         ("", "max_file_size"),
         ("", "max_connections"),
         ("", "max_connections_per_ip"),

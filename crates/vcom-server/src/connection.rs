@@ -350,6 +350,8 @@ enum Wake {
     Packet(Option<Result<ClientPacket, CodecError>>),
     Stored(Result<(), Close>),
     Cursor(Result<(), WriteError>),
+    /// A packet begun did not complete within `packet_timeout`.
+    Stalled,
     Stop,
 }
 
@@ -369,17 +371,45 @@ async fn read_loop<S: Store>(conn: &Conn<S>, mut stream: Stream, sent: &AtomicI6
     let killed = conn.session.kill.cancelled();
     let shutdown = shared.shutdown.cancelled();
     tokio::pin!(killed, shutdown);
+    // Since when the reader, free to read, has held part of a packet: a peer that
+    // starts a packet and dribbles the rest (or nothing) is cut off after
+    // `packet_timeout`, so a connection cannot hold a partial packet, and its buffer,
+    // for ever.
+    let mut partial: Option<tokio::time::Instant> = None;
+    let packet_timeout = shared.config.packet_timeout();
     loop {
+        let reading = storing.len() < STORING;
+        let deadline = partial.map(|since| since + packet_timeout);
         let wake = tokio::select! {
             biased;
             _ = &mut killed => Wake::Stop,
             _ = &mut shutdown => Wake::Stop,
             Some(stored) = storing.next(), if !storing.is_empty() => Wake::Stored(stored),
             landed = cursor.landed() => Wake::Cursor(landed),
-            item = stream.next(), if storing.len() < STORING => Wake::Packet(item),
+            item = stream.next(), if reading => Wake::Packet(item),
+            _ = sleep_until_some(deadline), if reading && deadline.is_some() => Wake::Stalled,
+        };
+        // The clock runs while bytes of an unfinished packet wait and the reader could
+        // read more: it starts again with each packet, and after the reader was held
+        // back by its commits.
+        partial = match (&wake, stream.read_buffer().is_empty()) {
+            (_, true) => None,
+            (Wake::Packet(Some(Ok(_))) | Wake::Stored(_), false) => {
+                Some(tokio::time::Instant::now())
+            }
+            (_, false) => partial.or_else(|| Some(tokio::time::Instant::now())),
         };
         let packet = match wake {
             Wake::Stored(Ok(())) | Wake::Cursor(Ok(())) => continue,
+            Wake::Stalled => {
+                tracing::warn!(
+                    user = %conn.user(), addr = %conn.session.addr,
+                    buffered = stream.read_buffer().len(),
+                    "a packet did not complete within packet_timeout_secs: disconnecting"
+                );
+                finish(conn, &mut storing).await;
+                break;
+            }
             Wake::Stored(Err(close)) => {
                 report_close(conn, close);
                 break;
@@ -436,12 +466,25 @@ async fn read_loop<S: Store>(conn: &Conn<S>, mut stream: Stream, sent: &AtomicI6
                     report_close(conn, close);
                     break;
                 }
+                // The reader was not reading while the packet was handled (a chunk may
+                // wait for its recipient): the next packet's clock starts now.
+                if partial.is_some() {
+                    partial = Some(tokio::time::Instant::now());
+                }
             }
         }
     }
     // Receipts already given are recorded (bounded: the store may be what failed).
     if let Err(e) = bounded_finish(cursor.finish()).await {
         tracing::error!(user = %conn.user(), error = ?e, "could not record receipts");
+    }
+}
+
+/// Waits until `deadline`, or for ever without one.
+async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
     }
 }
 
