@@ -198,6 +198,9 @@ pub struct ServerConfig {
     /// File transfers one user may have in progress at once (offered or streaming);
     /// more are refused with 270 reason 4.
     pub max_transfers_per_user: usize,
+    /// File offers (268) one user may make a minute, refused or not; more are refused
+    /// with 270 reason 4 and a warning, and write nothing (0 = no limit).
+    pub file_offers_per_minute: u32,
     /// Packets queued for one client before it counts as not reading and is dropped.
     pub outbound_queue: usize,
     /// Connections that may be in the TLS handshake or login at once; more are closed
@@ -235,6 +238,7 @@ impl Default for ServerConfig {
             max_connections: 100_000,
             max_connections_per_ip: 1_000,
             max_transfers_per_user: 16,
+            file_offers_per_minute: 120,
             outbound_queue: 1024,
             max_pending_logins: 1024,
             max_pending_logins_per_ip: 32,
@@ -387,6 +391,11 @@ impl ServerConfig {
             (1..=HOUR).contains(&self.handshake_timeout_secs),
             "handshake_timeout_secs",
             "must be 1 to 3600 (an hour)",
+        )?;
+        check(
+            self.file_offers_per_minute <= 1_000_000,
+            "file_offers_per_minute",
+            "must be at most 1000000 (0 = no limit)",
         )?;
         check(
             self.password_free_attempts <= 1_000_000,
@@ -557,6 +566,7 @@ mod tests {
         ("", "max_connections"),
         ("", "max_connections_per_ip"),
         ("", "max_transfers_per_user"),
+        ("", "file_offers_per_minute"),
         ("", "outbound_queue"),
         ("", "max_pending_logins"),
         ("", "max_pending_logins_per_ip"),

@@ -62,6 +62,9 @@ pub(crate) struct Rules {
     pub(crate) max_file_size: u64,
     /// Transfers one user may have in progress (offered or streaming) at once.
     pub(crate) max_transfers_per_user: usize,
+    /// File offers one user may make a minute, refused or not (0: no limit): each is a
+    /// row of the transfer log, so this bounds what one user can make the log grow by.
+    pub(crate) offers_per_minute: u32,
 }
 
 /// A 268, with the identifier its 269 announced and when it arrived (for the log).
@@ -273,7 +276,14 @@ pub(crate) struct Table<H> {
     /// The last identifier given out.
     last_id: i32,
     active: HashMap<TransferId, Transfer<H>>,
+    /// Each user's offer rate, as the time its budget of offers is spent until (one
+    /// minute's worth of offers may be spent ahead). Only users that offered within the
+    /// last minute have an entry ([`Table::tick`] forgets the others).
+    offer_budget: HashMap<UserId, Instant>,
 }
+
+/// A minute: the window of [`Rules::offers_per_minute`].
+const OFFER_WINDOW: Duration = Duration::from_secs(60);
 
 impl<H: Peer> Table<H> {
     /// Identifiers continue after the highest one logged, so they stay unique.
@@ -281,7 +291,28 @@ impl<H: Peer> Table<H> {
         Table {
             last_id: max_logged.max(0),
             active: HashMap::new(),
+            offer_budget: HashMap::new(),
         }
+    }
+
+    /// Takes one offer from `user`'s budget: `false` when it has made
+    /// `offers_per_minute` offers in the last minute (a budget refilled evenly, so the
+    /// offers may come in a burst or spread out).
+    fn within_offer_rate(&mut self, user: &UserId, rules: Rules, now: Instant) -> bool {
+        if rules.offers_per_minute == 0 {
+            return true;
+        }
+        let cost = OFFER_WINDOW / rules.offers_per_minute;
+        let spent_until = self
+            .offer_budget
+            .get(user)
+            .map_or(now, |&until| until.max(now));
+        let after = spent_until + cost;
+        if after.saturating_duration_since(now) > OFFER_WINDOW {
+            return false;
+        }
+        self.offer_budget.insert(user.clone(), after);
+        true
     }
 
     /// How many transfers are in progress.
@@ -313,6 +344,17 @@ impl<H: Peer> Table<H> {
             packet,
             at,
         } = request;
+        if !self.within_offer_rate(sender.user(), rules, now) {
+            // Refused before it is a transfer at all: no row in the log.
+            tracing::warn!(
+                user = %sender.user(), limit = rules.offers_per_minute,
+                "file offer refused: more than file_offers_per_minute offers from this user"
+            );
+            return vec![Effect::Send(
+                sender,
+                abort_packet(id, AbortReason::NotAllowed),
+            )];
+        }
         let refusal = self.refusal(&sender, &packet, &recipient, rules);
         let devices: Vec<H> = recipient
             .sessions
@@ -529,6 +571,7 @@ impl<H: Peer> Table<H> {
     /// The time is `now`: transfers that have not moved on for `idle` or longer are
     /// aborted on both sides (reason 6).
     pub(crate) fn tick(&mut self, now: Instant, idle: Duration) -> Vec<Effect<H>> {
+        self.offer_budget.retain(|_, until| *until > now);
         let stale: Vec<TransferId> = self
             .active
             .iter()
@@ -689,6 +732,7 @@ pub(crate) async fn on_request<S: Store>(
     let rules = Rules {
         max_file_size: shared.config.max_file_size,
         max_transfers_per_user: shared.config.max_transfers_per_user,
+        offers_per_minute: shared.config.file_offers_per_minute,
     };
     let effects = shared
         .transfers
@@ -923,6 +967,7 @@ mod tests {
     const RULES: Rules = Rules {
         max_file_size: 100,
         max_transfers_per_user: 2,
+        offers_per_minute: 0,
     };
     const IDLE_MS: u64 = 60_000;
     const IDLE: Duration = Duration::from_millis(IDLE_MS);
@@ -1426,6 +1471,57 @@ mod tests {
             [],
             "the cancelled transfer freed its place"
         );
+    }
+
+    /// With `offers_per_minute = 2`: two offers at once, then a third refused (reason
+    /// 4, and not logged: a flood of offers cannot grow the transfer log); the budget
+    /// refills evenly, one offer per 30 s, and is each user's own.
+    #[test]
+    fn offers_past_the_rate_are_refused_unlogged_and_the_budget_refills_evenly() {
+        let rules = Rules {
+            offers_per_minute: 2,
+            max_transfers_per_user: 100,
+            ..RULES
+        };
+        let mut table = Table::new(0);
+        // Whether the offer went out, and whether the refusal was logged.
+        let offer = |table: &mut Table<Dev>, from: Dev, ms: u64| {
+            let id = table.next_id();
+            let conn = from.conn;
+            let request = Request {
+                id,
+                sender: from,
+                packet: FileTransferRequest {
+                    recipient: uid("bob"),
+                    size: FileSize::new(SIZE).unwrap(),
+                    name: "notes.txt".into(),
+                },
+                at: Timestamp(7),
+            };
+            let effects = table.request(request, reachable(&[bob1()]), rules, at(ms));
+            let refused = aborts(&effects);
+            if !refused.is_empty() {
+                assert_eq!(refused, [(conn, id, NotAllowed)]);
+                assert!(!effects.iter().any(|e| matches!(e, Effect::Log(_))));
+            }
+            refused.is_empty()
+        };
+        assert!(offer(&mut table, alice(), 0));
+        assert!(offer(&mut table, alice(), 0));
+        assert!(!offer(&mut table, alice(), 0), "the third at once");
+        assert!(offer(&mut table, carol(), 0), "carol's own budget");
+        assert!(!offer(&mut table, alice(), 29_999));
+        assert!(offer(&mut table, alice(), 30_000), "one back per 30 s");
+        assert!(!offer(&mut table, alice(), 30_000));
+        // A user whose budget is whole again is forgotten.
+        table.tick(at(60_000), IDLE);
+        assert_eq!(
+            table.offer_budget.len(),
+            1,
+            "alice still spent ahead, not carol"
+        );
+        table.tick(at(90_000), IDLE);
+        assert!(table.offer_budget.is_empty());
     }
 
     #[test]
