@@ -228,3 +228,55 @@ fn max_pending_logins_of_zero_is_refused_at_start() {
             .stderr(predicate::str::contains("max_pending_logins"));
     }
 }
+
+/// The log, at its most detailed, names users and what happened but never a message's
+/// text or the server password (`docs/security.md`: the operator's log is not a copy of
+/// the conversations).
+#[test]
+fn the_log_at_trace_level_holds_no_message_text_and_no_password() {
+    const PASSWORD: &str = "pw-SECRET-7731";
+    const TEXT: &str = "body-SECRET-4410";
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("server.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let server = support::Server::start_logging_at(
+        &dir.path().join("server"),
+        Some(&format!("password = \"{PASSWORD}\"\n")),
+        log.into(),
+        Some("trace"),
+    );
+    let world = support::World { dir, server };
+    for user in ["alice", "bob"] {
+        world
+            .vcom(user)
+            .args(["--password", PASSWORD, "friends", "list"])
+            .assert()
+            .success();
+    }
+    world
+        .vcom("alice")
+        .args(["--password", PASSWORD, "send", "bob", TEXT])
+        .assert()
+        .success();
+    // A one-shot command logs bob in: what waits for him lands in his history.
+    world
+        .vcom("bob")
+        .args(["--password", PASSWORD, "friends", "list"])
+        .assert()
+        .success();
+    let received = world
+        .vcom("bob")
+        .args(["--password", PASSWORD, "history", "--json"])
+        .assert()
+        .success();
+    assert!(support::stdout_of(&received).contains(TEXT), "bob got it");
+    let status = world.server.terminate();
+    assert_eq!(status.code(), Some(0));
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(
+        log.contains("alice") && log.contains("bob"),
+        "the log is written: {log}"
+    );
+    assert!(!log.contains(TEXT), "a message's text is in the log");
+    assert!(!log.contains(PASSWORD), "the password is in the log");
+}

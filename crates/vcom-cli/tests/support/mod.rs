@@ -79,11 +79,25 @@ impl Server {
 
     /// [`Server::start`] with the server's stderr (its log) going to `log`.
     pub fn start_logging_to(data: &Path, config: Option<&str>, log: Stdio) -> Server {
+        Self::start_logging_at(data, config, log, None)
+    }
+
+    /// [`Server::start_logging_to`] with `RUST_LOG` set to `level` for the server.
+    pub fn start_logging_at(
+        data: &Path,
+        config: Option<&str>,
+        log: Stdio,
+        level: Option<&str>,
+    ) -> Server {
         if let Some(config) = config {
             std::fs::create_dir_all(data).unwrap();
             std::fs::write(data.join("vcom.toml"), config).unwrap();
         }
-        let mut child = Command::new(SERVER)
+        let mut command = Command::new(SERVER);
+        if let Some(level) = level {
+            command.env("RUST_LOG", level);
+        }
+        let mut child = command
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data)
             .stdin(Stdio::null())
