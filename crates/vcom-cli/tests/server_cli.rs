@@ -280,3 +280,55 @@ fn the_log_at_trace_level_holds_no_message_text_and_no_password() {
     assert!(!log.contains(TEXT), "a message's text is in the log");
     assert!(!log.contains(PASSWORD), "the password is in the log");
 }
+
+/// `admin backup FILE` copies a running server's data; `restore FILE` puts it back into
+/// the stopped server's data directory (refused while one runs), and the server started
+/// on it has exactly what the backup had: the users, and the message still waiting.
+#[test]
+fn a_backup_of_a_running_server_restores_into_its_data_directory() {
+    let world = support::World::new();
+    let data = world.server.data.clone();
+    world.register("alice");
+    world.register("bob");
+    world.send("alice", "bob", "kept in the backup");
+    let backup = world.path("vcom-backup.sqlite3");
+    admin_succeeds(&data, &["backup", backup.to_str().unwrap()]).stdout(
+        predicate::str::contains("backup written").and(predicate::str::contains("2 users")),
+    );
+    admin(&data)
+        .args(["backup", backup.to_str().unwrap()])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("never overwrites"));
+    world.register("carol");
+    AssertCommand::new(BIN)
+        .args(["restore", backup.to_str().unwrap(), "--data-dir"])
+        .arg(&data)
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("stop it before restoring"));
+
+    let support::World { dir, server } = world;
+    assert_eq!(server.terminate().code(), Some(0));
+    AssertCommand::new(BIN)
+        .args(["restore", backup.to_str().unwrap(), "--data-dir"])
+        .arg(&data)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("2 users").and(predicate::str::contains("kept as")));
+    let world = support::World {
+        dir,
+        server: Server::start(&data, None),
+    };
+    admin_succeeds(&data, &["user", "list"])
+        .stdout(predicate::str::contains("alice").and(predicate::str::contains("carol").not()));
+    world.succeeds("bob", &["friends", "list"]);
+    let history = world.history_json("bob", &[]);
+    assert!(
+        history
+            .iter()
+            .any(|m| m["text"].as_str() == Some("kept in the backup")),
+        "{history:?}"
+    );
+    assert_eq!(world.server.terminate().code(), Some(0));
+}

@@ -116,6 +116,12 @@ pub enum AdminRequest {
     Sessions,
     /// Counters and store sizes.
     Stats,
+    /// Writes a consistent copy of the database to `path` (absolute; must not exist)
+    /// while the server keeps serving.
+    Backup {
+        /// Where to write it, on the server's machine.
+        path: String,
+    },
 }
 
 impl AdminRequest {
@@ -134,6 +140,7 @@ impl AdminRequest {
             AdminRequest::UserResetKey { .. } => "user-reset-key",
             AdminRequest::Sessions => "sessions",
             AdminRequest::Stats => "stats",
+            AdminRequest::Backup { .. } => "backup",
         }
     }
 }
@@ -172,6 +179,13 @@ impl From<StoreError> for AdminError {
             other => AdminError::Store(other),
         }
     }
+}
+
+/// Replaces the database of the stopped server on `data_dir` with the backup `file`
+/// (`vcom-server restore`): the backup is checked first, and the database it replaces
+/// is kept beside it, renamed.
+pub fn restore(file: &Path, data_dir: &Path) -> Result<vcom_store::BackupReport, StoreError> {
+    vcom_store::restore(file, &crate::ServerConfig::new(data_dir).database_path())
 }
 
 /// The administrator's commands against a running server.
@@ -439,6 +453,27 @@ impl<S: Store> AdminHandle<S> {
                     let _ = writeln!(out, "{k} {v}");
                 }
                 Ok(out)
+            }
+            AdminRequest::Backup { path } => {
+                let path = std::path::PathBuf::from(path);
+                if !path.is_absolute() {
+                    return Err(AdminError::Invalid(format!(
+                        "the backup path must be absolute: {}",
+                        path.display()
+                    )));
+                }
+                let report = self.shared.store.backup(path).await.map_err(|e| match e {
+                    StoreError::Backup(why) => AdminError::Invalid(why),
+                    other => AdminError::Store(other),
+                })?;
+                tracing::info!(path = %report.path.display(), bytes = report.bytes, "backup written");
+                Ok(format!(
+                    "backup written: {} ({} bytes, schema version {}, {} users)",
+                    report.path.display(),
+                    report.bytes,
+                    report.schema_version,
+                    report.users
+                ))
             }
         }
     }

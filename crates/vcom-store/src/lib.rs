@@ -13,13 +13,16 @@
 //! - `sqlite`: [`SqliteStore`], schema migrations, the writer thread with group commit.
 
 use std::future::Future;
+use std::path::PathBuf;
 
 use bytes::Bytes;
 use vcom_protocol::{DeviceId, GroupId, MessageKind, Timestamp, TransferId, UserId};
 
 mod sqlite;
 
-pub use sqlite::{SqliteStore, StoreConfig, Synchronous, WriteStats};
+pub use sqlite::{
+    BackupReport, SqliteStore, StoreConfig, Synchronous, WriteStats, check_backup, restore,
+};
 
 /// Errors from a store.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +54,9 @@ pub enum StoreError {
     /// different key (two first logins raced; the first one won).
     #[error("conflict: {0}")]
     Conflict(String),
+    /// A backup or restore could not be made (the message names the file and why).
+    #[error("backup: {0}")]
+    Backup(String),
 }
 
 /// Shorthand for store results.
@@ -500,4 +506,7 @@ pub trait Store: Clone + Send + Sync + 'static {
     fn prune(&self, now: Timestamp) -> impl Future<Output = StoreResult<PruneReport>> + Send;
     /// Row counts.
     fn stats(&self) -> impl Future<Output = StoreResult<StoreStats>> + Send;
+    /// Writes a consistent copy of everything stored to `to` (a new file) while the
+    /// store keeps serving.
+    fn backup(&self, to: PathBuf) -> impl Future<Output = StoreResult<BackupReport>> + Send;
 }

@@ -27,6 +27,15 @@ struct Cli {
 enum Command {
     /// Run the server until SIGINT or SIGTERM.
     Serve(ServeArgs),
+    /// Replace the database of a stopped server with a backup (`admin backup`). The
+    /// backup is checked first; the database it replaces is kept beside it, renamed.
+    Restore {
+        /// The backup file.
+        file: PathBuf,
+        /// The stopped server's data directory.
+        #[arg(long, default_value = "vcom-data")]
+        data_dir: PathBuf,
+    },
     /// Send a command to the server running on a data directory.
     Admin {
         /// The running server's data directory (holds admin.sock).
@@ -84,6 +93,12 @@ enum AdminCommand {
     Sessions,
     /// Show counters and store sizes.
     Stats,
+    /// Write a consistent copy of the database to FILE (which must not exist) while the
+    /// server keeps serving; `vcom-server restore FILE` puts it back.
+    Backup {
+        /// The file to write (on this machine; a relative path is from here).
+        file: PathBuf,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -170,6 +185,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Serve(args) => runtime.block_on(serve(args)),
+        Command::Restore { file, data_dir } => restore(&file, &data_dir),
         Command::Admin {
             data_dir,
             json,
@@ -306,7 +322,44 @@ fn request_for(command: AdminCommand) -> AdminRequest {
         },
         AdminCommand::Sessions => AdminRequest::Sessions,
         AdminCommand::Stats => AdminRequest::Stats,
+        AdminCommand::Backup { file } => AdminRequest::Backup {
+            // The server resolves nothing against its own working directory.
+            path: std::path::absolute(&file)
+                .unwrap_or(file)
+                .to_string_lossy()
+                .into_owned(),
+        },
     }
+}
+
+/// `vcom-server restore FILE --data-dir DIR`: only while no server runs on DIR.
+fn restore(file: &Path, data_dir: &Path) -> Result<(), Failure> {
+    let config = ServerConfig::new(data_dir);
+    if std::os::unix::net::UnixStream::connect(config.admin_socket_path()).is_ok() {
+        return Err(Failure::Runtime(anyhow::anyhow!(
+            "a vcom-server is running with data directory {}: stop it before restoring",
+            data_dir.display()
+        )));
+    }
+    if !data_dir.is_dir() {
+        return Err(Failure::Usage(anyhow::anyhow!(
+            "no data directory {}",
+            data_dir.display()
+        )));
+    }
+    let report = vcom_server::admin::restore(file, data_dir)
+        .map_err(|e| Failure::Runtime(anyhow::anyhow!("cannot restore {}: {e}", file.display())))?;
+    println!(
+        "restored {} into {} (schema version {}, {} users)",
+        file.display(),
+        report.path.display(),
+        report.schema_version,
+        report.users
+    );
+    if let Some(previous) = report.previous {
+        println!("the database it replaced is kept as {}", previous.display());
+    }
+    Ok(())
 }
 
 async fn admin(data_dir: &Path, json: bool, command: AdminCommand) -> Result<(), Failure> {

@@ -18,6 +18,7 @@
 //!   connection.
 //! - `records`: column values back into records.
 
+mod backup;
 mod checkpoint;
 mod config;
 mod devices;
@@ -34,12 +35,13 @@ mod users;
 mod writer;
 
 use std::future::Future;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rusqlite::Connection;
 use vcom_protocol::{DeviceId, GroupId, Timestamp, UserId};
 
+pub use backup::{BackupReport, check as check_backup, restore};
 pub use config::{StoreConfig, Synchronous};
 use readers::Readers;
 pub use writer::WriteStats;
@@ -61,6 +63,8 @@ pub struct SqliteStore {
 }
 
 struct Inner {
+    /// The database file.
+    path: PathBuf,
     writer: Writer,
     checkpointer: std::sync::Mutex<checkpoint::Checkpointer>,
     readers: Arc<Readers>,
@@ -102,6 +106,7 @@ impl SqliteStore {
         ));
         Ok(SqliteStore {
             inner: Arc::new(Inner {
+                path: path.to_path_buf(),
                 writer,
                 checkpointer: std::sync::Mutex::new(checkpointer),
                 readers,
@@ -404,5 +409,14 @@ impl Store for SqliteStore {
 
     fn stats(&self) -> impl Future<Output = StoreResult<StoreStats>> + Send {
         self.read(retention::stats)
+    }
+
+    fn backup(&self, to: PathBuf) -> impl Future<Output = StoreResult<BackupReport>> + Send {
+        let (from, busy) = (self.inner.path.clone(), self.inner.config.busy_timeout);
+        async move {
+            tokio::task::spawn_blocking(move || backup::backup(&from, busy, &to))
+                .await
+                .map_err(|_| crate::StoreError::Closed)?
+        }
     }
 }

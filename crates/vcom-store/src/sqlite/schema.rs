@@ -292,7 +292,10 @@ pub(crate) fn open_writer(
     conn.busy_timeout(busy_timeout)?;
     // Checked before any other change to the file, so a newer program's data is never
     // touched by an older one.
-    refuse_newer_schema(&conn)?;
+    let found = refuse_newer_schema(&conn)?;
+    if (1..SCHEMA_VERSION).contains(&found) {
+        backup_before_migrating(&conn, path, found)?;
+    }
 
     let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
@@ -347,8 +350,39 @@ pub(crate) fn open_reader(
     Ok(conn)
 }
 
-/// `NewerSchema` when the file's `user_version` is above [`SCHEMA_VERSION`].
-fn refuse_newer_schema(conn: &Connection) -> StoreResult<()> {
+/// Copies a database about to be migrated from version `found` to
+/// `<file>.before-v<SCHEMA_VERSION>` (a consistent copy, `VACUUM INTO`), so an upgrade
+/// that goes wrong, or a program rolled back, finds the data as it was.
+fn backup_before_migrating(conn: &Connection, path: &Path, found: usize) -> StoreResult<()> {
+    let mut copy = path.with_extension(format!("sqlite3.before-v{SCHEMA_VERSION}"));
+    if copy.exists() {
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        copy = path.with_extension(format!("sqlite3.before-v{SCHEMA_VERSION}-{stamp}"));
+    }
+    conn.execute("VACUUM INTO ?1", [copy.to_string_lossy().as_ref()])
+        .map_err(|e| {
+            StoreError::Migration(format!(
+                "cannot back the database up before migrating it to {}: {e}",
+                copy.display()
+            ))
+        })?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o600)).map_err(|e| {
+            StoreError::Migration(format!("cannot make {} private: {e}", copy.display()))
+        })?;
+    }
+    tracing::warn!(
+        from = found, to = SCHEMA_VERSION, backup = %copy.display(),
+        "migrating the database; a copy of it as it was is kept"
+    );
+    Ok(())
+}
+
+/// The file's `user_version`; `NewerSchema` when it is above [`SCHEMA_VERSION`].
+fn refuse_newer_schema(conn: &Connection) -> StoreResult<usize> {
     let found: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
     let found = usize::try_from(found).map_err(|_| {
         StoreError::Migration(format!(
@@ -361,12 +395,64 @@ fn refuse_newer_schema(conn: &Connection) -> StoreResult<()> {
             supported: SCHEMA_VERSION,
         });
     }
-    Ok(())
+    Ok(found)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// From every earlier schema version: opening the file migrates it to the latest,
+    /// keeps its data, and first keeps a copy of it as it was, at its old version.
+    #[test]
+    fn every_earlier_version_migrates_after_a_backup_of_it_as_it_was() {
+        for version in 1..SCHEMA_VERSION {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("vcom.sqlite3");
+            {
+                let mut conn = Connection::open(&path).unwrap();
+                Migrations::from_slice(MIGRATIONS)
+                    .to_version(&mut conn, version)
+                    .unwrap();
+                conn.execute("INSERT INTO users (id, created_at) VALUES ('alice', 1)", [])
+                    .unwrap();
+            }
+            let conn = open_writer(&path, Synchronous::Full, Duration::from_secs(5), 1024)
+                .unwrap_or_else(|e| panic!("from version {version}: {e}"));
+            let version_of = |c: &Connection| -> i64 {
+                c.query_row("PRAGMA user_version", [], |r| r.get(0))
+                    .unwrap()
+            };
+            assert_eq!(version_of(&conn), SCHEMA_VERSION as i64);
+            let users: i64 = conn
+                .query_row("SELECT count(*) FROM users", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(users, 1, "from version {version}");
+            let copy = path.with_extension(format!("sqlite3.before-v{SCHEMA_VERSION}"));
+            let backup = Connection::open(&copy).unwrap();
+            assert_eq!(version_of(&backup), version as i64, "the copy is as it was");
+        }
+    }
+
+    /// A database already at the latest version is opened without a copy.
+    #[test]
+    fn a_current_database_is_not_copied() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vcom.sqlite3");
+        drop(open_writer(&path, Synchronous::Full, Duration::from_secs(5), 1024).unwrap());
+        drop(open_writer(&path, Synchronous::Full, Duration::from_secs(5), 1024).unwrap());
+        let copies = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .contains("before-v")
+            })
+            .count();
+        assert_eq!(copies, 0);
+    }
 
     #[test]
     fn migrations_are_valid() {
