@@ -332,3 +332,30 @@ fn a_backup_of_a_running_server_restores_into_its_data_directory() {
     );
     assert_eq!(world.server.terminate().code(), Some(0));
 }
+
+/// Admin connections are bounded like any other: at most 16 at once (the next is told
+/// why and closed), and one that sends nothing is closed after `login_timeout_secs`;
+/// then commands work again.
+#[test]
+fn admin_connections_are_bounded_in_number_and_time() {
+    use std::io::{BufRead, BufReader, Read};
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), Some("login_timeout_secs = 3\n"));
+    let socket = dir.path().join("admin.sock");
+    let idle: Vec<std::os::unix::net::UnixStream> = (0..16)
+        .map(|_| std::os::unix::net::UnixStream::connect(&socket).unwrap())
+        .collect();
+    let extra = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+    extra.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let mut line = String::new();
+    BufReader::new(extra).read_line(&mut line).unwrap();
+    assert!(line.contains("too many admin connections"), "{line}");
+    for mut stream in idle {
+        stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+        let mut rest = Vec::new();
+        // The server closes it (end of stream), well before the read timeout.
+        assert_eq!(stream.read_to_end(&mut rest).unwrap(), 0);
+    }
+    admin_succeeds(dir.path(), &["stats"]).stdout(predicate::str::contains("online_sessions 0"));
+    assert_eq!(server.terminate().code(), Some(0));
+}

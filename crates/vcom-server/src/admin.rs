@@ -568,13 +568,25 @@ impl AdminSocket {
     }
 
     pub(crate) async fn serve<S: Store>(self, admin: AdminHandle<S>, shutdown: CancellationToken) {
+        let places = Arc::new(tokio::sync::Semaphore::new(MAX_ADMIN_CONNECTIONS));
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 accepted = self.listener.accept() => match accepted {
                     Ok((stream, _)) => {
+                        let Ok(place) = Arc::clone(&places).try_acquire_owned() else {
+                            tracing::warn!(
+                                limit = MAX_ADMIN_CONNECTIONS,
+                                "admin connection refused: too many at once"
+                            );
+                            tokio::spawn(refuse_client(stream));
+                            continue;
+                        };
                         let admin = admin.clone();
-                        tokio::spawn(serve_client(admin, stream));
+                        tokio::spawn(async move {
+                            serve_client(admin, stream).await;
+                            drop(place);
+                        });
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "admin socket accept failed");
@@ -590,10 +602,35 @@ impl AdminSocket {
 /// Longest admin request line accepted (a broadcast text fits easily).
 const MAX_REQUEST: u64 = 2 * 1024 * 1024;
 
+/// Admin connections served at once; more are answered with an error and closed.
+const MAX_ADMIN_CONNECTIONS: usize = 16;
+
+/// Answers a connection past [`MAX_ADMIN_CONNECTIONS`] with an error, within a second.
+async fn refuse_client(stream: UnixStream) {
+    let response = AdminResponse {
+        ok: false,
+        output: format!("too many admin connections at once (at most {MAX_ADMIN_CONNECTIONS})"),
+        usage_error: false,
+    };
+    if let Ok(mut text) = serde_json::to_string(&response) {
+        text.push('\n');
+        let (_, mut write) = stream.into_split();
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(1),
+            write.write_all(text.as_bytes()),
+        )
+        .await;
+    }
+}
+
+/// Serves one admin connection: a request per line. The connection has
+/// `login_timeout_secs` to send each request and the same to take each answer, like any
+/// connection that has not logged in.
 async fn serve_client<S: Store>(admin: AdminHandle<S>, stream: UnixStream) {
+    let timeout = admin.shared.config.login_timeout();
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(tokio::io::AsyncReadExt::take(read, MAX_REQUEST)).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
+    while let Ok(Ok(Some(line))) = tokio::time::timeout(timeout, lines.next_line()).await {
         let response = match serde_json::from_str::<AdminRequest>(&line) {
             Err(e) => AdminResponse {
                 ok: false,
@@ -620,7 +657,10 @@ async fn serve_client<S: Store>(admin: AdminHandle<S>, stream: UnixStream) {
             return;
         };
         text.push('\n');
-        if write.write_all(text.as_bytes()).await.is_err() {
+        if !matches!(
+            tokio::time::timeout(timeout, write.write_all(text.as_bytes())).await,
+            Ok(Ok(()))
+        ) {
             return;
         }
     }
