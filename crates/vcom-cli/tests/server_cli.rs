@@ -244,6 +244,7 @@ fn the_log_at_trace_level_holds_no_message_text_and_no_password() {
         Some(&format!("password = \"{PASSWORD}\"\n")),
         log.into(),
         Some("trace"),
+        &[],
     );
     let world = support::World { dir, server };
     for user in ["alice", "bob"] {
@@ -358,4 +359,39 @@ fn admin_connections_are_bounded_in_number_and_time() {
     }
     admin_succeeds(dir.path(), &["stats"]).stdout(predicate::str::contains("online_sessions 0"));
     assert_eq!(server.terminate().code(), Some(0));
+}
+
+/// `--log-format json`: every line on stderr is one JSON object with the time, the
+/// level and the fields, for a log collector.
+#[test]
+fn the_json_log_format_writes_one_object_a_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("server.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let server = support::Server::start_logging_at(
+        &dir.path().join("server"),
+        None,
+        log.into(),
+        None,
+        &["--log-format", "json"],
+    );
+    let world = support::World { dir, server };
+    world.register("alice");
+    assert_eq!(world.server.terminate().code(), Some(0));
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["level"].is_string() && l["timestamp"].is_string())
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["fields"]["user"].as_str() == Some("alice")),
+        "a login names its user: {log}"
+    );
 }

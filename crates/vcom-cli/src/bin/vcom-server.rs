@@ -60,6 +60,18 @@ struct ServeArgs {
     /// Address to listen on, e.g. 127.0.0.1:7420 (port 0 picks a free one).
     #[arg(long)]
     listen: Option<SocketAddr>,
+    /// How log lines on stderr look: `text` for people, `json` (one object a line) for a
+    /// log collector. The level comes from RUST_LOG (default info).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    /// Readable lines (coloured on a terminal).
+    Text,
+    /// JSON lines: timestamp, level, target, message and fields.
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -241,18 +253,22 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<ServerConfig> {
 
 async fn serve(args: ServeArgs) -> Result<(), Failure> {
     let config = load_config(&args).map_err(Failure::Usage)?;
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         // A log line that cannot be written (stderr closed: the log collector died, or
         // the output went to `head`) is dropped. Reporting that failure would print to
         // the same broken stderr, which panics, and take logins and SIGTERM with it.
         .log_internal_errors(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+        );
+    match args.log_format {
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => logs.json().with_ansi(false).init(),
+    }
     let server = Server::bind(config)
         .await
         .context("cannot start the server")?;

@@ -79,15 +79,17 @@ impl Server {
 
     /// [`Server::start`] with the server's stderr (its log) going to `log`.
     pub fn start_logging_to(data: &Path, config: Option<&str>, log: Stdio) -> Server {
-        Self::start_logging_at(data, config, log, None)
+        Self::start_logging_at(data, config, log, None, &[])
     }
 
-    /// [`Server::start_logging_to`] with `RUST_LOG` set to `level` for the server.
+    /// [`Server::start_logging_to`] with `RUST_LOG` set to `level` for the server, and
+    /// `extra` arguments after `serve`'s own.
     pub fn start_logging_at(
         data: &Path,
         config: Option<&str>,
         log: Stdio,
         level: Option<&str>,
+        extra: &[&str],
     ) -> Server {
         if let Some(config) = config {
             std::fs::create_dir_all(data).unwrap();
@@ -100,6 +102,7 @@ impl Server {
         let mut child = command
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data)
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log)
