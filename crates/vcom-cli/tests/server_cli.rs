@@ -243,7 +243,7 @@ fn the_log_at_trace_level_holds_no_message_text_and_no_password() {
         &dir.path().join("server"),
         Some(&format!("password = \"{PASSWORD}\"\n")),
         log.into(),
-        Some("trace"),
+        &[("RUST_LOG", "trace")],
         &[],
     );
     let world = support::World { dir, server };
@@ -372,7 +372,7 @@ fn the_json_log_format_writes_one_object_a_line() {
         &dir.path().join("server"),
         None,
         log.into(),
-        None,
+        &[],
         &["--log-format", "json"],
     );
     let world = support::World { dir, server };
@@ -394,4 +394,88 @@ fn the_json_log_format_writes_one_object_a_line() {
             .any(|l| l["fields"]["user"].as_str() == Some("alice")),
         "a login names its user: {log}"
     );
+}
+
+/// The layers through the program: the environment goes over the file (a file whose
+/// `max_connections = 0` would stop the server starts with `VCOM_MAX_CONNECTIONS=10`),
+/// and the flags over the environment (`--listen` wins over a `VCOM_LISTEN` the machine
+/// cannot bind). An unknown `VCOM_` variable is a warning, not an error.
+#[test]
+fn the_environment_goes_over_the_file_and_the_flags_over_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("server");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("vcom.toml"), "max_connections = 0\n").unwrap();
+    serve_command(&data)
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("max_connections"));
+    let log_path = dir.path().join("server.log");
+    let server = Server::start_logging_at(
+        &data,
+        None,
+        std::fs::File::create(&log_path).unwrap().into(),
+        &[
+            ("VCOM_MAX_CONNECTIONS", "10"),
+            ("VCOM_LISTEN", "203.0.113.1:7420"),
+            ("VCOM_NOT_A_KEY", "1"),
+        ],
+        &[],
+    );
+    assert!(server.addr.starts_with("127.0.0.1:"), "{}", server.addr);
+    assert_eq!(server.terminate().code(), Some(0));
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(
+        log.contains("VCOM_NOT_A_KEY names no configuration key"),
+        "{log}"
+    );
+    serve_command(&data)
+        .env("VCOM_MAX_CONNECTIONS", "many")
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("VCOM_MAX_CONNECTIONS"));
+}
+
+/// `config example` prints a file every key of which is documented with its variable;
+/// `check` says what it found, line by line: 0 when the server can start, 2 for an
+/// invalid configuration, 1 for a certificate that is not there.
+#[test]
+fn config_example_and_check() {
+    let example = AssertCommand::new(BIN)
+        .args(["config", "example"])
+        .assert()
+        .success();
+    let text = support::stdout_of(&example);
+    assert!(text.contains("#max_message_len = 1048576"), "{text}");
+    assert!(text.contains("VCOM_LIMITS__MAX_MESSAGE_LEN"), "{text}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let check = |config: Option<&str>| {
+        if let Some(config) = config {
+            std::fs::create_dir_all(&data).unwrap();
+            std::fs::write(data.join("vcom.toml"), config).unwrap();
+        }
+        let mut cmd = AssertCommand::new(BIN);
+        cmd.args(["check", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&data)
+            .timeout(TIMEOUT);
+        cmd.assert()
+    };
+    check(None)
+        .success()
+        .stdout(predicate::str::contains("ok      configuration: valid"))
+        .stdout(predicate::str::contains("will be generated"));
+    check(Some("write_timeout_secs = 0\n"))
+        .code(2)
+        .stderr(predicate::str::contains("write_timeout_secs"));
+    check(Some(
+        "[tls]\ncert = \"/nonexistent/cert.pem\"\nkey = \"/nonexistent/key.pem\"\n",
+    ))
+    .code(1)
+    .stdout(
+        predicate::str::contains("error   tls")
+            .and(predicate::str::contains("/nonexistent/cert.pem")),
+    );
+    assert!(!data.join("vcom.sqlite3").exists(), "check creates nothing");
 }

@@ -16,7 +16,8 @@
 //! ```
 //!
 //! # Layout
-//! - [`config`]: `vcom.toml` keys, defaults and validation.
+//! - [`config`]: `vcom.toml` keys, defaults and validation, in layers (file, environment).
+//! - [`check`]: `vcom-server check`: the TLS files, data directory and database, before a start.
 //! - [`tls`]: the certificate (generated or configured) and client keys.
 //! - `server`: [`Server`]: binding, the accept loop, shutdown.
 //! - `connection`: one task per connection: TLS, login, then a reader and a writer.
@@ -37,6 +38,7 @@
 //! and never speaks SQL (only `vcom-store` does).
 
 pub mod admin;
+pub mod check;
 pub mod config;
 mod connection;
 mod delivery;

@@ -93,20 +93,40 @@ impl ServerTls {
     /// Loads the configured certificate and key, or the generated ones in the data
     /// directory, generating them on first start.
     pub fn load_or_generate(config: &ServerConfig) -> Result<Self, TlsError> {
-        let (cert_path, key_path) = match (&config.tls.cert, &config.tls.key) {
-            (Some(cert), Some(key)) => (cert.clone(), key.clone()),
+        let (cert_path, key_path, configured) = Self::paths(config);
+        if !configured && (!cert_path.exists() || !key_path.exists()) {
+            let dir = config.data_dir.join("tls");
+            generate(&dir, &cert_path, &key_path, &config.tls.names)?;
+        }
+        Self::from_files(&cert_path, &key_path)
+    }
+
+    /// What `vcom-server check` says of the TLS files, changing nothing: the
+    /// certificate's SHA-256 once they load and match, `None` when the server would
+    /// generate them at its first start.
+    pub fn check(config: &ServerConfig) -> Result<Option<String>, TlsError> {
+        let (cert_path, key_path, configured) = Self::paths(config);
+        if !configured && !cert_path.exists() && !key_path.exists() {
+            return Ok(None);
+        }
+        Self::from_files(&cert_path, &key_path).map(|tls| Some(tls.cert_sha256))
+    }
+
+    /// The certificate and key files, and whether the configuration names them (if not,
+    /// they are the generated ones in the data directory).
+    fn paths(config: &ServerConfig) -> (PathBuf, PathBuf, bool) {
+        match (&config.tls.cert, &config.tls.key) {
+            (Some(cert), Some(key)) => (cert.clone(), key.clone(), true),
             _ => {
                 let dir = config.data_dir.join("tls");
-                let cert = dir.join("cert.pem");
-                let key = dir.join("key.pem");
-                if !cert.exists() || !key.exists() {
-                    generate(&dir, &cert, &key, &config.tls.names)?;
-                }
-                (cert, key)
+                (dir.join("cert.pem"), dir.join("key.pem"), false)
             }
-        };
-        let chain = read_certs(&cert_path)?;
-        let key = read_key(&key_path)?;
+        }
+    }
+
+    fn from_files(cert_path: &Path, key_path: &Path) -> Result<Self, TlsError> {
+        let chain = read_certs(cert_path)?;
+        let key = read_key(key_path)?;
         let cert_sha256 = chain
             .first()
             .map(|c| sha256_hex(c.as_ref()))

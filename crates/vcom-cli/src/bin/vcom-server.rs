@@ -27,6 +27,16 @@ struct Cli {
 enum Command {
     /// Run the server until SIGINT or SIGTERM.
     Serve(ServeArgs),
+    /// Check a configuration, its TLS files, the data directory and the database, as
+    /// `serve` would load them, and say exactly what is wrong, changing nothing. Exits 0
+    /// when the server can start, 1 when something would stop it, 2 for an invalid
+    /// configuration.
+    Check(ServeArgs),
+    /// Configuration helpers.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
     /// Replace the database of a stopped server with a backup (`admin backup`). The
     /// backup is checked first; the database it replaces is kept beside it, renamed.
     Restore {
@@ -47,6 +57,13 @@ enum Command {
         #[command(subcommand)]
         command: AdminCommand,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigAction {
+    /// Print a complete vcom.toml: every key commented out at its default, with what it
+    /// means, its range and its environment variable.
+    Example,
 }
 
 #[derive(Debug, Args)]
@@ -197,6 +214,13 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Serve(args) => runtime.block_on(serve(args)),
+        Command::Check(args) => check(&args),
+        Command::Config {
+            action: ConfigAction::Example,
+        } => {
+            print!("{}", vcom_server::config::keys::example());
+            Ok(())
+        }
         Command::Restore { file, data_dir } => restore(&file, &data_dir),
         Command::Admin {
             data_dir,
@@ -231,16 +255,27 @@ impl From<anyhow::Error> for Failure {
     }
 }
 
+/// The environment's variables that are valid UTF-8 (a `VCOM_` one that is not could not
+/// hold a value anyway).
+fn environment() -> Vec<(String, String)> {
+    std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect()
+}
+
+/// The configuration in its layers: defaults, the file (`--config`, or
+/// `DATA_DIR/vcom.toml` when it exists), the `VCOM_*` environment, the flags.
 fn load_config(args: &ServeArgs) -> anyhow::Result<ServerConfig> {
     let default_path = args.data_dir.join("vcom.toml");
     let path = match &args.config {
         Some(path) => Some(path.clone()),
         None => default_path.exists().then_some(default_path),
     };
-    let mut config = match path {
-        Some(path) => ServerConfig::from_file(&path)?,
-        None => ServerConfig::default(),
-    };
+    let vars = environment();
+    for name in vcom_server::config::keys::unknown_env_vars(vars.clone()) {
+        eprintln!("vcom-server: warning: {name} names no configuration key; ignored");
+    }
+    let mut config = ServerConfig::load(path.as_deref(), vars)?;
     config.data_dir = args.data_dir.clone();
     // Test-only: `cargo xtask e2e` counts packets through this switch.
     config.packet_tap = std::env::var_os("VCOM_PACKET_TAP").map(PathBuf::from);
@@ -345,6 +380,24 @@ fn request_for(command: AdminCommand) -> AdminRequest {
                 .to_string_lossy()
                 .into_owned(),
         },
+    }
+}
+
+/// `vcom-server check`: the configuration as `serve` would load it, then what it points
+/// at; one line per finding.
+fn check(args: &ServeArgs) -> Result<(), Failure> {
+    let config = load_config(args).map_err(Failure::Usage)?;
+    println!("ok      configuration: valid");
+    let findings = vcom_server::check::check(&config);
+    for f in &findings {
+        let verdict = if f.ok { "ok" } else { "error" };
+        println!("{verdict:<7} {}: {}", f.subject, f.detail);
+    }
+    match findings.iter().filter(|f| !f.ok).count() {
+        0 => Ok(()),
+        n => Err(Failure::Runtime(anyhow::anyhow!(
+            "{n} problem(s) would stop the server"
+        ))),
     }
 }
 

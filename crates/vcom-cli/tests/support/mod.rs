@@ -79,16 +79,16 @@ impl Server {
 
     /// [`Server::start`] with the server's stderr (its log) going to `log`.
     pub fn start_logging_to(data: &Path, config: Option<&str>, log: Stdio) -> Server {
-        Self::start_logging_at(data, config, log, None, &[])
+        Self::start_logging_at(data, config, log, &[], &[])
     }
 
-    /// [`Server::start_logging_to`] with `RUST_LOG` set to `level` for the server, and
+    /// [`Server::start_logging_to`] with `env` added to the server's environment, and
     /// `extra` arguments after `serve`'s own.
     pub fn start_logging_at(
         data: &Path,
         config: Option<&str>,
         log: Stdio,
-        level: Option<&str>,
+        env: &[(&str, &str)],
         extra: &[&str],
     ) -> Server {
         if let Some(config) = config {
@@ -96,9 +96,10 @@ impl Server {
             std::fs::write(data.join("vcom.toml"), config).unwrap();
         }
         let mut command = Command::new(SERVER);
-        if let Some(level) = level {
-            command.env("RUST_LOG", level);
-        }
+        // The developer's own `vcom` password must not become the test server's.
+        command
+            .env_remove("VCOM_PASSWORD")
+            .envs(env.iter().copied());
         let mut child = command
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data)

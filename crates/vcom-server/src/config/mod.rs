@@ -7,8 +7,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use vcom_protocol::Limits;
+
+pub mod keys;
+pub use keys::{KEYS, Key};
 
 /// Why a configuration could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +32,14 @@ pub enum ConfigError {
         /// The parser's message (names the key and line).
         message: String,
     },
+    /// An environment variable (`VCOM_*`) names no key or holds no value for it.
+    #[error("invalid environment variable {name}: {message}")]
+    Env {
+        /// The variable.
+        name: String,
+        /// What is wrong.
+        message: String,
+    },
     /// A value is out of range.
     #[error("invalid config value `{key}`: {problem}")]
     Invalid {
@@ -40,7 +51,7 @@ pub enum ConfigError {
 }
 
 /// Whether user identifiers are bound to client keys (`docs/protocol.md`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum AuthMode {
     /// The first login binds the identifier to the client certificate's key; later logins
@@ -53,7 +64,7 @@ pub enum AuthMode {
 }
 
 /// Whether unknown user identifiers may log in and become known.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Registration {
     /// Any valid identifier becomes a user on its first login.
@@ -64,12 +75,14 @@ pub enum Registration {
 }
 
 /// Where the TLS certificate and key come from.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct TlsConfig {
     /// PEM certificate chain; with `key`. Default: generated `DATA_DIR/tls/cert.pem`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub cert: Option<PathBuf>,
     /// PEM private key; with `cert`. Default: generated `DATA_DIR/tls/key.pem`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub key: Option<PathBuf>,
     /// Extra DNS names or IP addresses for a generated certificate (besides `localhost`
     /// and `127.0.0.1`).
@@ -77,7 +90,7 @@ pub struct TlsConfig {
 }
 
 /// Message retention in the store.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetentionConfig {
     /// Delete messages delivered to every recipient after this many days (0 = keep).
@@ -112,7 +125,7 @@ impl Default for RetentionConfig {
 }
 
 /// The decoder limits, as configured (`[limits]`).
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
     /// Longest user identifier in bytes.
@@ -153,8 +166,8 @@ impl LimitsConfig {
     }
 }
 
-/// The whole server configuration.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+/// The whole server configuration. Every key is in [`KEYS`], with its range and meaning.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     /// Where the database, TLS files and admin socket live (not a file key: set by
@@ -170,6 +183,7 @@ pub struct ServerConfig {
     /// free port on 127.0.0.1 instead, for tests and embedding).
     pub listen: SocketAddr,
     /// The server password; when set, logins must send it (258 code 3 otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub password: Option<String>,
     /// `key` (default) or `open`.
     pub auth: AuthMode,
@@ -262,184 +276,75 @@ impl ServerConfig {
 
     /// Parses TOML text (every key optional) and validates it.
     pub fn from_toml(text: &str, origin: &Path) -> Result<Self, ConfigError> {
-        let config: ServerConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: origin.to_owned(),
-            message: match e.span() {
-                // Name the line and quote it, so the key at fault is in the one line.
-                Some(span) => {
-                    let start = span.start.min(text.len());
-                    let line_no = text[..start].matches('\n').count() + 1;
-                    let line = text.lines().nth(line_no - 1).unwrap_or("").trim();
-                    format!("line {line_no} (`{line}`): {}", e.message())
-                }
-                None => e.message().to_owned(),
-            },
+        Self::layered(Some((text, origin)), std::iter::empty())
+    }
+
+    /// Reads and validates a TOML file.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        Self::load(Some(path), std::iter::empty())
+    }
+
+    /// The configuration in layers, each over the one before: the defaults, the file
+    /// (if any), then the environment's `VCOM_*` variables (`vars`, see
+    /// [`Key::env_var`]). Flags go over the result (the caller's). Validated.
+    pub fn load(
+        file: Option<&Path>,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let text = match file {
+            Some(path) => {
+                Some(
+                    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                        path: path.to_owned(),
+                        source,
+                    })?,
+                )
+            }
+            None => None,
+        };
+        Self::layered(text.as_deref().zip(file), vars)
+    }
+
+    fn layered(
+        file: Option<(&str, &Path)>,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut table = match file {
+            Some((text, origin)) => {
+                // The file alone first: its errors name the line.
+                toml::from_str::<ServerConfig>(text).map_err(|e| parse_error(text, origin, &e))?;
+                toml::from_str::<toml::Table>(text).map_err(|e| parse_error(text, origin, &e))?
+            }
+            None => toml::Table::new(),
+        };
+        keys::overlay_env(&mut table, vars)?;
+        let config = ServerConfig::deserialize(table).map_err(|e| ConfigError::Env {
+            name: "VCOM_*".into(),
+            message: e.to_string(),
         })?;
         config.validate()?;
         Ok(config)
     }
 
-    /// Reads and validates a TOML file.
-    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        Self::from_toml(&text, path)
-    }
-
-    /// Checks every value's range: a value the server could not run with, or that
-    /// would only make sense by mistake, is an error naming its key.
+    /// Checks every value's range ([`KEYS`]) and the rules between keys: a value the
+    /// server could not run with, or that would only make sense by mistake, is an error
+    /// naming its key.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        const HOUR: u64 = 3600;
-        const DAY: u64 = 24 * HOUR;
-        const MILLION: usize = 1_000_000;
-        fn check(ok: bool, key: &'static str, problem: &str) -> Result<(), ConfigError> {
-            if ok {
-                Ok(())
-            } else {
-                Err(ConfigError::Invalid {
-                    key,
-                    problem: problem.to_owned(),
-                })
-            }
+        keys::check_ranges(self)?;
+        if let Some(p) = &self.password
+            && p.len() > self.limits.max_password_len
+        {
+            return Err(ConfigError::Invalid {
+                key: "password",
+                problem: "is longer than limits.max_password_len".into(),
+            });
         }
-        let l = &self.limits;
-        check(
-            (1..=vcom_protocol::UserId::MAX_LEN).contains(&l.max_user_id_len),
-            "limits.max_user_id_len",
-            "must be 1 to 1024",
-        )?;
-        check(
-            l.max_password_len <= 65_536,
-            "limits.max_password_len",
-            "must be at most 65536",
-        )?;
-        check(
-            (1..=64 * 1024 * 1024).contains(&l.max_message_len),
-            "limits.max_message_len",
-            "must be 1 to 67108864 (64 MiB)",
-        )?;
-        check(
-            l.max_list_len <= 1_000_000,
-            "limits.max_list_len",
-            "must be at most 1000000",
-        )?;
-        check(
-            (1..=4096).contains(&l.max_file_name_len),
-            "limits.max_file_name_len",
-            "must be 1 to 4096",
-        )?;
-        if let Some(p) = &self.password {
-            check(
-                p.len() <= l.max_password_len,
-                "password",
-                "is longer than limits.max_password_len",
-            )?;
+        if self.tls.cert.is_some() != self.tls.key.is_some() {
+            return Err(ConfigError::Invalid {
+                key: "tls",
+                problem: "set both `cert` and `key`, or neither".into(),
+            });
         }
-        check(
-            (1..=HOUR).contains(&self.login_timeout_secs),
-            "login_timeout_secs",
-            "must be 1 to 3600 (an hour)",
-        )?;
-        check(
-            (1..=DAY).contains(&self.transfer_idle_timeout_secs),
-            "transfer_idle_timeout_secs",
-            "must be 1 to 86400 (a day)",
-        )?;
-        check(
-            (1..=HOUR).contains(&self.write_timeout_secs),
-            "write_timeout_secs",
-            "must be 1 to 3600 (an hour)",
-        )?;
-        check(
-            (1..=HOUR).contains(&self.packet_timeout_secs),
-            "packet_timeout_secs",
-            "must be 1 to 3600 (an hour)",
-        )?;
-        check(
-            (1..=i32::MAX as u64).contains(&self.max_file_size),
-            "max_file_size",
-            "must be 1 to 2147483647",
-        )?;
-        check(
-            (1..=MILLION).contains(&self.max_connections),
-            "max_connections",
-            "must be 1 to 1000000",
-        )?;
-        check(
-            self.max_connections_per_ip <= MILLION,
-            "max_connections_per_ip",
-            "must be at most 1000000",
-        )?;
-        check(
-            (16..=1_000_000).contains(&self.outbound_queue),
-            "outbound_queue",
-            "must be 16 to 1000000",
-        )?;
-        check(
-            (1..=10_000).contains(&self.max_transfers_per_user),
-            "max_transfers_per_user",
-            "must be 1 to 10000",
-        )?;
-        check(
-            self.max_pending_logins_per_ip <= 1_000_000,
-            "max_pending_logins_per_ip",
-            "must be at most 1000000",
-        )?;
-        check(
-            (1..=HOUR).contains(&self.handshake_timeout_secs),
-            "handshake_timeout_secs",
-            "must be 1 to 3600 (an hour)",
-        )?;
-        check(
-            self.file_offers_per_minute <= 1_000_000,
-            "file_offers_per_minute",
-            "must be at most 1000000 (0 = no limit)",
-        )?;
-        check(
-            self.password_free_attempts <= 1_000_000,
-            "password_free_attempts",
-            "must be at most 1000000",
-        )?;
-        check(
-            self.password_max_wait_secs <= DAY,
-            "password_max_wait_secs",
-            "must be at most 86400 (a day)",
-        )?;
-        check(
-            (1..=1_000_000).contains(&self.max_pending_logins),
-            "max_pending_logins",
-            "must be 1 to 1000000 (0 would refuse every login)",
-        )?;
-        let r = &self.retention;
-        check(
-            r.delivered_max_age_days <= 36_500,
-            "retention.delivered_max_age_days",
-            "must be at most 36500 (a hundred years; 0 keeps delivered messages)",
-        )?;
-        for (value, key) in [
-            (r.delivered_max_count, "retention.delivered_max_count"),
-            (r.pending_per_user, "retention.pending_per_user"),
-            (r.pending_per_sender, "retention.pending_per_sender"),
-            (r.transfer_log_max, "retention.transfer_log_max"),
-        ] {
-            check(
-                value <= 1_000_000_000_000,
-                key,
-                "must be at most 10^12 (0 = no cap)",
-            )?;
-        }
-        check(
-            r.devices_per_user <= 1_000_000,
-            "retention.devices_per_user",
-            "must be at most 1000000 (0 = no cap)",
-        )?;
-        check(
-            self.tls.cert.is_some() == self.tls.key.is_some(),
-            "tls",
-            "set both `cert` and `key`, or neither",
-        )?;
         Ok(())
     }
 
@@ -489,6 +394,26 @@ impl ServerConfig {
     /// The admin socket.
     pub fn admin_socket_path(&self) -> PathBuf {
         self.data_dir.join("admin.sock")
+    }
+}
+
+/// A TOML error as one line naming the file, the line and the key at fault.
+fn parse_error(text: &str, origin: &Path, e: &toml::de::Error) -> ConfigError {
+    ConfigError::Parse {
+        path: origin.to_owned(),
+        message: match e.span() {
+            Some(span) => {
+                let start = span.start.min(text.len());
+                let line_no = text.as_bytes()[..start]
+                    .iter()
+                    .filter(|&&b| b == b'\n')
+                    .count()
+                    + 1;
+                let line = text.lines().nth(line_no - 1).unwrap_or("").trim();
+                format!("line {line_no} (`{line}`): {}", e.message())
+            }
+            None => e.message().to_owned(),
+        },
     }
 }
 
@@ -554,35 +479,13 @@ mod tests {
         assert!(err.to_string().contains("tls"), "{err}");
     }
 
-    /// Every numeric key, as written in the file.
-    const NUMERIC_KEYS: &[(&str, &str)] = &[
-        ("", "password_free_attempts"),
-        ("", "password_max_wait_secs"),
-        ("", "login_timeout_secs"),
-        ("", "transfer_idle_timeout_secs"),
-        ("", "write_timeout_secs"),
-        ("", "packet_timeout_secs"),
-        ("", "max_file_size"),
-        ("", "max_connections"),
-        ("", "max_connections_per_ip"),
-        ("", "max_transfers_per_user"),
-        ("", "file_offers_per_minute"),
-        ("", "outbound_queue"),
-        ("", "max_pending_logins"),
-        ("", "max_pending_logins_per_ip"),
-        ("", "handshake_timeout_secs"),
-        ("limits", "max_user_id_len"),
-        ("limits", "max_password_len"),
-        ("limits", "max_message_len"),
-        ("limits", "max_list_len"),
-        ("limits", "max_file_name_len"),
-        ("retention", "delivered_max_age_days"),
-        ("retention", "delivered_max_count"),
-        ("retention", "pending_per_user"),
-        ("retention", "pending_per_sender"),
-        ("retention", "transfer_log_max"),
-        ("retention", "devices_per_user"),
-    ];
+    /// Every numeric key: (table, name).
+    fn numeric_keys() -> Vec<(&'static str, &'static str)> {
+        KEYS.iter()
+            .filter(|k| k.range.is_some())
+            .map(Key::split)
+            .collect()
+    }
 
     fn with_value(table: &str, key: &str, value: &str) -> String {
         if table.is_empty() {
@@ -597,7 +500,7 @@ mod tests {
     /// would be no bound).
     #[test]
     fn a_huge_value_of_any_numeric_key_is_an_error_naming_it() {
-        for (table, key) in NUMERIC_KEYS {
+        for (table, key) in numeric_keys() {
             for value in ["9223372036854775807", "4294967296000"] {
                 let text = with_value(table, key, value);
                 let err = ServerConfig::from_toml(&text, Path::new("c.toml"))
@@ -612,7 +515,7 @@ mod tests {
     /// Zero, one and a negative number: each is taken or refused naming the key.
     #[test]
     fn small_and_negative_values_are_taken_or_refused_naming_the_key() {
-        for (table, key) in NUMERIC_KEYS {
+        for (table, key) in numeric_keys() {
             for value in ["-1", "0", "1"] {
                 let text = with_value(table, key, value);
                 match ServerConfig::from_toml(&text, Path::new("c.toml")) {
@@ -626,9 +529,158 @@ mod tests {
         }
     }
 
+    /// Every leaf of the configuration (defaults, and the keys without one) has an
+    /// entry in [`KEYS`], and every entry is a key: the table cannot drift from the
+    /// struct.
+    #[test]
+    fn every_key_of_the_configuration_is_in_the_table_and_no_other() {
+        let with_all = ServerConfig {
+            password: Some("x".into()),
+            tls: TlsConfig {
+                cert: Some("c".into()),
+                key: Some("k".into()),
+                names: Vec::new(),
+            },
+            ..ServerConfig::default()
+        };
+        let table = toml::Table::try_from(&with_all).unwrap();
+        let mut leaves = Vec::new();
+        for (name, value) in &table {
+            match value.as_table() {
+                Some(inner) => leaves.extend(inner.keys().map(|k| format!("{name}.{k}"))),
+                None => leaves.push(name.clone()),
+            }
+        }
+        leaves.sort();
+        let mut listed: Vec<String> = KEYS.iter().map(|k| k.path.to_owned()).collect();
+        listed.sort();
+        assert_eq!(leaves, listed);
+    }
+
+    /// `vcom-server config example` with every line uncommented is a valid file that
+    /// gives the defaults (and the examples for keys that have no default).
+    #[test]
+    fn the_generated_example_uncommented_gives_the_defaults() {
+        let example = keys::example();
+        let uncommented: String = example
+            .lines()
+            .map(|line| match line.strip_prefix('#') {
+                Some(rest) if rest.contains(" = ") && !rest.starts_with(' ') => rest,
+                _ => line,
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let parsed = ServerConfig::from_toml(&uncommented, Path::new("example")).unwrap();
+        let expected = ServerConfig {
+            password: Some("correct horse battery staple".into()),
+            tls: TlsConfig {
+                cert: Some("/etc/vcom/cert.pem".into()),
+                key: Some("/etc/vcom/key.pem".into()),
+                names: Vec::new(),
+            },
+            ..ServerConfig::default()
+        };
+        assert_eq!(parsed, expected);
+        for key in KEYS {
+            assert!(example.contains(&key.env_var()), "{}", key.path);
+        }
+    }
+
+    /// The key tables of `docs/configuration.md` are [`keys::markdown`], between its
+    /// markers. To regenerate them: `VCOM_UPDATE_DOCS=1 cargo test -p vcom-server
+    /// config`.
+    #[test]
+    fn the_key_tables_in_the_docs_are_generated_from_the_table() {
+        const BEGIN: &str = "<!-- keys: generated from crates/vcom-server/src/config/keys.rs -->\n";
+        const END: &str = "<!-- keys: end -->";
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/configuration.md");
+        let doc = std::fs::read_to_string(&path).unwrap();
+        let (before, rest) = doc.split_once(BEGIN).expect("the begin marker");
+        let (current, after) = rest.split_once(END).expect("the end marker");
+        let generated = keys::markdown();
+        if current != generated {
+            if std::env::var_os("VCOM_UPDATE_DOCS").is_some() {
+                std::fs::write(&path, format!("{before}{BEGIN}{generated}{END}{after}")).unwrap();
+            } else {
+                panic!(
+                    "docs/configuration.md's key tables are out of date: run \
+                     VCOM_UPDATE_DOCS=1 cargo test -p vcom-server config"
+                );
+            }
+        }
+    }
+
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    /// Each layer goes over the one before: defaults, then the file, then the
+    /// environment (numbers, strings, lists, keys in tables).
+    #[test]
+    fn the_environment_goes_over_the_file_and_the_file_over_the_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("vcom.toml");
+        std::fs::write(
+            &file,
+            "max_connections = 10\nwrite_timeout_secs = 5\n[limits]\nmax_message_len = 2048\n",
+        )
+        .unwrap();
+        let c = ServerConfig::load(
+            Some(&file),
+            vars(&[
+                ("VCOM_MAX_CONNECTIONS", "20"),
+                ("VCOM_LIMITS__MAX_MESSAGE_LEN", "4096"),
+                ("VCOM_PASSWORD", "from the environment"),
+                ("VCOM_AUTH", "open"),
+                ("VCOM_TLS__NAMES", "[\"chat.example.org\"]"),
+                ("VCOM_PACKET_TAP", "/tmp/not-a-key"),
+                ("HOME", "/root"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.max_connections, 20, "environment over file");
+        assert_eq!(c.write_timeout_secs, 5, "file over default");
+        assert_eq!(c.login_timeout_secs, 10, "default");
+        assert_eq!(c.limits.max_message_len, 4096);
+        assert_eq!(c.password.as_deref(), Some("from the environment"));
+        assert_eq!(c.auth, AuthMode::Open);
+        assert_eq!(c.tls.names, vec!["chat.example.org".to_owned()]);
+        let from_env_only =
+            ServerConfig::load(None, vars(&[("VCOM_MAX_CONNECTIONS", "7")])).unwrap();
+        assert_eq!(from_env_only.max_connections, 7);
+    }
+
+    /// A variable that holds no value for its key, or puts it out of range, is one line
+    /// naming it. One that names no key is left alone, and listed for a warning.
+    #[test]
+    fn a_bad_environment_variable_is_an_error_naming_it() {
+        let typo = vars(&[("VCOM_MAX_CONECTIONS", "5"), ("VCOM_LIMITS__NOPE", "1")]);
+        assert_eq!(
+            ServerConfig::load(None, typo.clone()).unwrap(),
+            ServerConfig::default()
+        );
+        assert_eq!(
+            keys::unknown_env_vars(typo),
+            ["VCOM_MAX_CONECTIONS", "VCOM_LIMITS__NOPE"]
+        );
+        for (name, value, says) in [
+            ("VCOM_MAX_CONNECTIONS", "many", "VCOM_MAX_CONNECTIONS"),
+            ("VCOM_MAX_CONNECTIONS", "0", "max_connections"),
+            ("VCOM_AUTH", "maybe", "VCOM_AUTH"),
+        ] {
+            let err = ServerConfig::load(None, vars(&[(name, value)])).unwrap_err();
+            let line = err.to_string();
+            assert!(line.contains(says), "{name}={value}: {line}");
+            assert!(!line.contains('\n'), "{line}");
+        }
+    }
+
     #[test]
     fn the_example_in_the_configuration_docs_is_valid() {
-        let doc = include_str!("../../../docs/configuration.md");
+        let doc = include_str!("../../../../docs/configuration.md");
         let example = doc
             .split("```toml")
             .nth(1)
