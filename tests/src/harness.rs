@@ -115,6 +115,7 @@ impl TestServer {
             .execute(request)
             .await
             .expect("the admin command succeeds")
+            .to_string()
     }
 
     /// Shuts the server down gracefully and waits until it has stopped.

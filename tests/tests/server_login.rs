@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use vcom_protocol::{DenyCode, DeviceId, ServerPacket, Timestamp};
-use vcom_server::admin::{AdminError, EntryKind, ListName};
+use vcom_server::admin::{AdminError, EntryKind, ListName, PolicyAction, UserAction};
 use vcom_server::{AdminRequest, AuthMode, Registration, ServerConfig};
 use vcom_tests::harness::{
     Identity, LoginOutcome, RawClient, TestServer, attempt_login, login, login_as, login_outcome,
@@ -16,10 +16,19 @@ fn denied(code: DenyCode) -> LoginOutcome {
 
 async fn policy_add(server: &TestServer, list: ListName, kind: EntryKind, value: &str) {
     server
-        .admin(AdminRequest::PolicyAdd {
-            list,
-            kind,
-            value: value.into(),
+        .admin(match list {
+            ListName::Blacklist => AdminRequest::Blacklist {
+                action: PolicyAction::Add {
+                    kind,
+                    value: value.into(),
+                },
+            },
+            ListName::Whitelist => AdminRequest::Whitelist {
+                action: PolicyAction::Add {
+                    kind,
+                    value: value.into(),
+                },
+            },
         })
         .await;
 }
@@ -104,10 +113,11 @@ async fn blacklists_whitelist_and_password_are_codes_0_to_3_in_that_order() {
 
     // Removing the entries lets a whitelisted user with the password in.
     server
-        .admin(AdminRequest::PolicyRemove {
-            list: ListName::Blacklist,
-            kind: EntryKind::Ip,
-            value: "127.0.0.0/8".into(),
+        .admin(AdminRequest::Blacklist {
+            action: PolicyAction::Remove {
+                kind: EntryKind::Ip,
+                value: "127.0.0.0/8".into(),
+            },
         })
         .await;
     assert_eq!(
@@ -170,9 +180,11 @@ async fn another_key_or_no_certificate_is_code_4_until_the_key_is_reset() {
     );
 
     let out = server
-        .admin(AdminRequest::UserResetKey {
-            user: "alice".into(),
-            fingerprint: None,
+        .admin(AdminRequest::User {
+            action: UserAction::ResetKey {
+                user: "alice".into(),
+                fingerprint: None,
+            },
         })
         .await;
     assert!(out.contains("reset"), "{out}");
@@ -195,9 +207,11 @@ async fn another_key_or_no_certificate_is_code_4_until_the_key_is_reset() {
 async fn a_key_reset_closes_the_users_sessions_and_the_next_login_binds_a_new_key() {
     let (_dir, server, [mut alice, mut bob]) = start_with_users(|_| {}, ["alice", "bob"]).await;
     let out = server
-        .admin(AdminRequest::UserResetKey {
-            user: "alice".into(),
-            fingerprint: None,
+        .admin(AdminRequest::User {
+            action: UserAction::ResetKey {
+                user: "alice".into(),
+                fingerprint: None,
+            },
         })
         .await;
     assert!(out.contains("ended 1 session"), "{out}");
@@ -228,9 +242,11 @@ async fn a_key_reset_with_a_fingerprint_admits_only_that_key_and_closes_the_old_
     let handed_over = Identity::generate("alice");
     let fingerprint = handed_over.key_sha256();
     let out = server
-        .admin(AdminRequest::UserResetKey {
-            user: "alice".into(),
-            fingerprint: Some(fingerprint.to_uppercase()),
+        .admin(AdminRequest::User {
+            action: UserAction::ResetKey {
+                user: "alice".into(),
+                fingerprint: Some(fingerprint.to_uppercase()),
+            },
         })
         .await;
     assert!(out.contains(&fingerprint), "{out}");
@@ -259,9 +275,11 @@ async fn a_key_reset_with_a_malformed_fingerprint_is_refused_and_changes_nothing
     let mut alice = login(&server, "alice").await;
     let refused = server
         .admin
-        .execute(AdminRequest::UserResetKey {
-            user: "alice".into(),
-            fingerprint: Some("ab".repeat(31)),
+        .execute(AdminRequest::User {
+            action: UserAction::ResetKey {
+                user: "alice".into(),
+                fingerprint: Some("ab".repeat(31)),
+            },
         })
         .await;
     assert!(

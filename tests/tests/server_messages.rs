@@ -5,6 +5,7 @@
 use bytes::Bytes;
 use vcom_protocol::{GroupId, MessageKind, SendGroupMessage, SendUserMessage, Timestamp};
 use vcom_server::AdminRequest;
+use vcom_server::admin::GroupAction;
 use vcom_tests::harness::{TestServer, login, login_as, start_with_users, text_to, uid};
 use vcom_tests::recv_packet;
 
@@ -20,9 +21,11 @@ fn to_group(group: GroupId, text: &str) -> SendGroupMessage {
 /// Creates the group "team" of `members` and returns its id.
 async fn create_group(server: &TestServer, members: &[&str]) -> GroupId {
     let out = server
-        .admin(AdminRequest::GroupCreate {
-            name: "team".into(),
-            members: members.iter().map(|m| m.to_string()).collect(),
+        .admin(AdminRequest::Group {
+            action: GroupAction::Create {
+                name: "team".into(),
+                members: members.iter().map(|m| m.to_string()).collect(),
+            },
         })
         .await;
     GroupId(out.trim().parse().unwrap())
@@ -180,9 +183,11 @@ async fn group_messages_reach_members_but_not_the_sending_device() {
     carol.client.send(to_group(group, "let me in")).await;
     assert!(carol.client.round_trip().await.is_empty());
     server
-        .admin(AdminRequest::GroupAdd {
-            group: group.get(),
-            user: "carol".into(),
+        .admin(AdminRequest::Group {
+            action: GroupAction::Add {
+                id: group.get(),
+                user: "carol".into(),
+            },
         })
         .await;
     carol.client.send(to_group(group, "thanks")).await;
@@ -190,9 +195,11 @@ async fn group_messages_reach_members_but_not_the_sending_device() {
     assert_eq!((&m.data[..], m.sender.as_str()), (&b"thanks"[..], "carol"));
     // A removed member no longer receives.
     server
-        .admin(AdminRequest::GroupRemove {
-            group: group.get(),
-            user: "bob".into(),
+        .admin(AdminRequest::Group {
+            action: GroupAction::Remove {
+                id: group.get(),
+                user: "bob".into(),
+            },
         })
         .await;
     alice1.client.send(to_group(group, "bye bob")).await;

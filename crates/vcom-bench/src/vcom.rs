@@ -294,19 +294,22 @@ impl Protocol for Vcom {
             let Some(socket) = &self.admin_socket else {
                 return Ok(());
             };
-            let request = vcom_server::AdminRequest::GroupCreate {
-                name: "bench".to_owned(),
-                members: members.iter().map(|m| user_name(*m)).collect(),
+            let request = vcom_server::AdminRequest::Group {
+                action: vcom_server::admin::GroupAction::Create {
+                    name: "bench".to_owned(),
+                    members: members.iter().map(|m| user_name(*m)).collect(),
+                },
             };
             let answer = admin(socket, &request).await?;
-            if !answer.ok {
-                bail!("group create refused: {}", answer.output);
-            }
-            let id: i32 = answer
-                .output
-                .trim()
-                .parse()
-                .with_context(|| format!("group create answered {:?}", answer.output))?;
+            let id = match answer.reply {
+                Some(vcom_server::admin::AdminReply::GroupCreated { id }) => id,
+                _ => bail!(
+                    "group create refused: {}",
+                    answer
+                        .error
+                        .unwrap_or_else(|| "an unexpected answer".into())
+                ),
+            };
             self.group
                 .set(GroupId(id))
                 .map_err(|_| anyhow::anyhow!("the group was created twice"))

@@ -479,3 +479,110 @@ fn config_example_and_check() {
     );
     assert!(!data.join("vcom.sqlite3").exists(), "check creates nothing");
 }
+
+/// Every admin command, as text and as JSON (`--json`: the typed reply, one object a
+/// line), including the user and group commands: `user add` ahead of a first login with
+/// `registration = "closed"`, `user show`, `group show`, and `user remove`, which
+/// deletes the user and everything of theirs and ends their sessions.
+#[test]
+fn every_admin_command_answers_as_text_and_as_json() {
+    let world = World::with_config(Some("registration = \"closed\"\n"));
+    let data = world.server.data.clone();
+    let text = |args: &[&str]| support::stdout_of(&admin_succeeds(&data, args));
+    let json = |args: &[&str]| -> serde_json::Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let out = support::stdout_of(&admin_succeeds(&data, &all));
+        let value: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        assert_eq!(value["ok"], true, "{out}");
+        value["reply"].clone()
+    };
+
+    // Closed registration: only users the administrator added may log in.
+    world.fails("alice", &["friends", "list"]);
+    assert!(text(&["user", "add", "alice"]).contains("added alice"));
+    assert_eq!(json(&["user", "add", "bob"])["reply"], "user-added");
+    admin(&data)
+        .args(["user", "add", "bob"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("already exists"));
+    world.succeeds("alice", &["friends", "list"]);
+    world.succeeds("bob", &["friends", "list"]);
+
+    let users = json(&["user", "list"]);
+    assert_eq!(users["reply"], "users");
+    assert_eq!(users["users"].as_array().unwrap().len(), 2);
+    assert!(text(&["user", "list"]).starts_with("alice\tkey="));
+    let alice = json(&["user", "show", "alice"]);
+    assert_eq!(alice["reply"], "user");
+    assert_eq!(alice["devices"].as_array().unwrap().len(), 1);
+    assert!(
+        alice["key"].is_string(),
+        "the first login bound a key: {alice}"
+    );
+    assert!(text(&["user", "show", "alice"]).contains("device "));
+
+    assert_eq!(
+        text(&[
+            "group", "create", "team", "--member", "alice", "--member", "bob"
+        ]),
+        "1\n"
+    );
+    assert_eq!(json(&["group", "create", "other"])["id"], 2);
+    let team = json(&["group", "show", "1"]);
+    assert_eq!(team["reply"], "group");
+    assert_eq!(team["members"], serde_json::json!(["alice", "bob"]));
+    assert!(text(&["group", "show", "1"]).contains("members\talice,bob"));
+    assert_eq!(json(&["group", "add", "2", "alice"])["changed"], true);
+    assert_eq!(json(&["group", "remove", "2", "alice"])["changed"], true);
+    assert_eq!(
+        json(&["group", "list"])["groups"].as_array().unwrap().len(),
+        2
+    );
+    assert_eq!(
+        json(&["blacklist", "add", "ip", "203.0.113.0/24"])["changed"],
+        true
+    );
+    assert_eq!(
+        json(&["blacklist", "list"])["entries"],
+        serde_json::json!(["ip 203.0.113.0/24"])
+    );
+    assert_eq!(
+        json(&["blacklist", "remove", "ip", "203.0.113.0/24"])["changed"],
+        true
+    );
+    assert_eq!(
+        json(&["whitelist", "list"])["entries"],
+        serde_json::json!([])
+    );
+    assert_eq!(json(&["broadcast", "hello"])["devices"], 0);
+    assert_eq!(json(&["sessions"])["sessions"], serde_json::json!([]));
+    let stats = json(&["stats"]);
+    assert!(
+        stats["counters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c[0] == "stored_users" && c[1] == 2),
+        "{stats}"
+    );
+    assert_eq!(json(&["user", "reset-key", "bob"])["reply"], "key-reset");
+    let backup = world.path("backup.sqlite3");
+    assert_eq!(json(&["backup", backup.to_str().unwrap()])["users"], 2);
+
+    // Removing alice: gone from the users and the group, and she can no longer log in.
+    let removed = json(&["user", "remove", "alice"]);
+    assert_eq!(removed["reply"], "user-removed");
+    assert_eq!(
+        json(&["group", "show", "1"])["members"],
+        serde_json::json!(["bob"])
+    );
+    admin(&data)
+        .args(["user", "show", "alice"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("unknown user alice"));
+    world.fails("alice", &["friends", "list"]);
+    assert_eq!(world.server.terminate().code(), Some(0));
+}

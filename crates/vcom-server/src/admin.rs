@@ -6,7 +6,6 @@
 //! [`AdminResponse`] per line. Every change is written to the store first, so it
 //! survives a restart, and takes effect at once.
 
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -33,7 +32,7 @@ pub enum ListName {
 }
 
 /// What a policy entry names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum EntryKind {
     /// A user identifier.
@@ -42,85 +41,151 @@ pub enum EntryKind {
     Ip,
 }
 
-/// One administrator command.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "command", rename_all = "kebab-case")]
+/// One administrator command: the `vcom-server admin` program parses its command line
+/// into this very type (it derives the parser), sends it over the socket as JSON, and
+/// the server runs it. Each is answered with an [`AdminReply`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, clap::Subcommand)]
+#[serde(rename_all = "kebab-case")]
 pub enum AdminRequest {
-    /// Sends a broadcast (263) to every online device.
+    /// Send TEXT to every online device.
     Broadcast {
-        /// The text.
+        /// The message.
         text: String,
     },
-    /// Adds a blacklist or whitelist entry.
-    PolicyAdd {
-        /// Which list.
-        list: ListName,
-        /// User or IP.
+    /// Manage the blacklist.
+    Blacklist {
+        #[command(subcommand)]
+        #[allow(missing_docs)]
+        action: PolicyAction,
+    },
+    /// Manage the whitelist (enforced while it has at least one entry).
+    Whitelist {
+        #[command(subcommand)]
+        #[allow(missing_docs)]
+        action: PolicyAction,
+    },
+    /// Manage groups.
+    Group {
+        #[command(subcommand)]
+        #[allow(missing_docs)]
+        action: GroupAction,
+    },
+    /// Manage users.
+    User {
+        #[command(subcommand)]
+        #[allow(missing_docs)]
+        action: UserAction,
+    },
+    /// List online sessions.
+    Sessions,
+    /// Show counters and store sizes.
+    Stats,
+    /// Write a consistent copy of the database to FILE (which must not exist) while the
+    /// server keeps serving; `vcom-server restore FILE` puts it back.
+    Backup {
+        /// The file to write, on the server's machine (absolute in a request; the
+        /// program makes a relative one absolute from where it runs).
+        file: PathBuf,
+    },
+}
+
+/// A blacklist or whitelist command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, clap::Subcommand)]
+#[serde(rename_all = "kebab-case")]
+pub enum PolicyAction {
+    /// Add an entry.
+    Add {
+        /// What the entry names.
+        #[arg(value_enum)]
         kind: EntryKind,
-        /// The identifier, address or CIDR block.
+        /// A user identifier, or an IP address or CIDR block.
         value: String,
     },
-    /// Removes a blacklist or whitelist entry.
-    PolicyRemove {
-        /// Which list.
-        list: ListName,
-        /// User or IP.
+    /// Remove an entry.
+    Remove {
+        /// What the entry names.
+        #[arg(value_enum)]
         kind: EntryKind,
-        /// The identifier, address or CIDR block.
+        /// A user identifier, or an IP address or CIDR block.
         value: String,
     },
-    /// Lists a blacklist or whitelist.
-    PolicyList {
-        /// Which list.
-        list: ListName,
-    },
-    /// Creates a group.
-    GroupCreate {
+    /// List the entries.
+    List,
+}
+
+/// A group command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, clap::Subcommand)]
+#[serde(rename_all = "kebab-case")]
+pub enum GroupAction {
+    /// Create a group and print its id.
+    Create {
         /// Its name.
         name: String,
-        /// Its first members.
+        /// A first member (repeat for more).
+        #[arg(long = "member", value_name = "USER")]
         members: Vec<String>,
     },
-    /// Adds a member to a group.
-    GroupAdd {
+    /// Add USER to group ID.
+    Add {
         /// The group.
-        group: i32,
+        id: i32,
         /// The user.
         user: String,
     },
-    /// Removes a member from a group.
-    GroupRemove {
+    /// Remove USER from group ID.
+    Remove {
         /// The group.
-        group: i32,
+        id: i32,
         /// The user.
         user: String,
     },
-    /// Lists every group with its members.
-    GroupList,
-    /// Lists every known user.
-    UserList,
-    /// Replaces the key bound to a user and ends the user's online sessions, which
-    /// proved only the old key.
-    UserResetKey {
+    /// List groups and members.
+    List,
+    /// Show one group: its name and members, and who of them is online.
+    Show {
+        /// The group.
+        id: i32,
+    },
+}
+
+/// A user command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, clap::Subcommand)]
+#[serde(rename_all = "kebab-case")]
+pub enum UserAction {
+    /// List known users.
+    List,
+    /// Show one user: key, devices, groups, online sessions and waiting messages.
+    Show {
         /// The user.
         user: String,
-        /// The new key's fingerprint (SHA-256 of the client certificate's
-        /// SubjectPublicKeyInfo, 64 hex digits, colons between byte pairs allowed), as
-        /// `vcom identity fingerprint` prints it: only that key can log in next. `None`
-        /// leaves the user unbound, so the next login, whoever makes it, binds its key.
-        /// Absent from requests of older `vcom-server admin` programs.
-        #[serde(default)]
+    },
+    /// Create USER ahead of its first login (with `registration = "closed"`, only known
+    /// users may log in), bound to a key with --fingerprint.
+    Add {
+        /// The user.
+        user: String,
+        /// Bind this key: the SHA-256 that `vcom identity fingerprint` prints on the
+        /// user's device (64 hex digits, colons between byte pairs allowed).
+        #[arg(long, value_name = "SHA256")]
         fingerprint: Option<String>,
     },
-    /// Lists the online sessions.
-    Sessions,
-    /// Counters and store sizes.
-    Stats,
-    /// Writes a consistent copy of the database to `path` (absolute; must not exist)
-    /// while the server keeps serving.
-    Backup {
-        /// Where to write it, on the server's machine.
-        path: String,
+    /// Delete USER and everything of theirs (devices, lists, group memberships, the
+    /// messages waiting for them), ending their sessions. Messages they sent stay with
+    /// their recipients.
+    Remove {
+        /// The user.
+        user: String,
+    },
+    /// Replace USER's key and end USER's online sessions: the next login binds a new
+    /// key, or with --fingerprint only that key can log in.
+    ResetKey {
+        /// The user.
+        user: String,
+        /// Bind this key instead of leaving the user unbound: the SHA-256 that `vcom
+        /// identity fingerprint` prints on the user's device (64 hex digits, colons
+        /// between byte pairs allowed).
+        #[arg(long, value_name = "SHA256")]
+        fingerprint: Option<String>,
     },
 }
 
@@ -129,15 +194,26 @@ impl AdminRequest {
     pub fn name(&self) -> &'static str {
         match self {
             AdminRequest::Broadcast { .. } => "broadcast",
-            AdminRequest::PolicyAdd { .. } => "policy-add",
-            AdminRequest::PolicyRemove { .. } => "policy-remove",
-            AdminRequest::PolicyList { .. } => "policy-list",
-            AdminRequest::GroupCreate { .. } => "group-create",
-            AdminRequest::GroupAdd { .. } => "group-add",
-            AdminRequest::GroupRemove { .. } => "group-remove",
-            AdminRequest::GroupList => "group-list",
-            AdminRequest::UserList => "user-list",
-            AdminRequest::UserResetKey { .. } => "user-reset-key",
+            AdminRequest::Blacklist { action } | AdminRequest::Whitelist { action } => match action
+            {
+                PolicyAction::Add { .. } => "policy-add",
+                PolicyAction::Remove { .. } => "policy-remove",
+                PolicyAction::List => "policy-list",
+            },
+            AdminRequest::Group { action } => match action {
+                GroupAction::Create { .. } => "group-create",
+                GroupAction::Add { .. } => "group-add",
+                GroupAction::Remove { .. } => "group-remove",
+                GroupAction::List => "group-list",
+                GroupAction::Show { .. } => "group-show",
+            },
+            AdminRequest::User { action } => match action {
+                UserAction::List => "user-list",
+                UserAction::Show { .. } => "user-show",
+                UserAction::Add { .. } => "user-add",
+                UserAction::Remove { .. } => "user-remove",
+                UserAction::ResetKey { .. } => "user-reset-key",
+            },
             AdminRequest::Sessions => "sessions",
             AdminRequest::Stats => "stats",
             AdminRequest::Backup { .. } => "backup",
@@ -145,15 +221,307 @@ impl AdminRequest {
     }
 }
 
-/// The answer to one [`AdminRequest`].
+/// A user as the administrator sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserView {
+    /// The identifier.
+    pub user: String,
+    /// The SHA-256 of the key bound to it, if any.
+    pub key: Option<String>,
+    /// How many sessions it has online.
+    pub online: usize,
+}
+
+/// A device of a user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceView {
+    /// Its identifier.
+    pub device: i32,
+    /// When it was issued (milliseconds since the Unix epoch).
+    pub created_at: i64,
+    /// Its last login (milliseconds since the Unix epoch).
+    pub last_seen: i64,
+    /// How many sessions it has online.
+    pub online: usize,
+}
+
+/// One user in detail (`user show`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserDetail {
+    /// The identifier.
+    pub user: String,
+    /// The SHA-256 of the key bound to it, if any.
+    pub key: Option<String>,
+    /// When it first logged in or was added (milliseconds since the Unix epoch).
+    pub created_at: i64,
+    /// Its devices.
+    pub devices: Vec<DeviceView>,
+    /// The groups it is a member of.
+    pub groups: Vec<i32>,
+}
+
+/// A group as the administrator sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupView {
+    /// Its identifier.
+    pub id: i32,
+    /// Its name.
+    pub name: String,
+    /// Its members, in order.
+    pub members: Vec<String>,
+    /// Those of them online now.
+    pub online: Vec<String>,
+}
+
+/// An online session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionView {
+    /// The user.
+    pub user: String,
+    /// The device.
+    pub device: i32,
+    /// The client's address.
+    pub addr: String,
+    /// When it logged in (milliseconds since the Unix epoch).
+    pub since: i64,
+}
+
+/// What a command did or found: the `vcom-server admin` program prints it as text, or
+/// with `--json` as JSON.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "reply", rename_all = "kebab-case")]
+pub enum AdminReply {
+    /// A broadcast went to this many devices.
+    Broadcast {
+        /// How many.
+        devices: usize,
+    },
+    /// A policy entry was added or removed (`changed`: false when there was nothing to
+    /// do).
+    Policy {
+        /// Which list.
+        list: ListName,
+        /// `add` or `remove`.
+        action: String,
+        /// The entry as stored.
+        value: String,
+        /// Whether the list changed.
+        changed: bool,
+    },
+    /// A list's entries, as `user NAME` or `ip ADDRESS`.
+    PolicyList {
+        /// The entries.
+        entries: Vec<String>,
+    },
+    /// A group was created.
+    GroupCreated {
+        /// Its identifier.
+        id: i32,
+    },
+    /// A member was added to or removed from a group.
+    GroupMember {
+        /// The group.
+        id: i32,
+        /// The user.
+        user: String,
+        /// `add` or `remove`.
+        action: String,
+        /// Whether the membership changed.
+        changed: bool,
+    },
+    /// Groups.
+    Groups {
+        /// Every group.
+        groups: Vec<GroupView>,
+    },
+    /// One group.
+    Group(GroupView),
+    /// Users.
+    Users {
+        /// Every user.
+        users: Vec<UserView>,
+    },
+    /// One user.
+    User(UserDetail),
+    /// A user was created.
+    UserAdded {
+        /// The user.
+        user: String,
+        /// The key it is bound to, if one was given.
+        key: Option<String>,
+    },
+    /// A user was deleted.
+    UserRemoved {
+        /// The user.
+        user: String,
+        /// How many of its sessions were ended.
+        sessions_ended: usize,
+    },
+    /// A user's key binding was replaced.
+    KeyReset {
+        /// The user.
+        user: String,
+        /// The key now bound, if one was given.
+        key: Option<String>,
+        /// How many of its sessions were ended.
+        sessions_ended: usize,
+    },
+    /// Online sessions.
+    Sessions {
+        /// Each session, by user then device.
+        sessions: Vec<SessionView>,
+    },
+    /// Counters and store sizes, by name.
+    Stats {
+        /// `(name, value)`, in a fixed order.
+        counters: Vec<(String, u64)>,
+    },
+    /// A backup was written.
+    Backup {
+        /// Where.
+        path: String,
+        /// Its size in bytes.
+        bytes: u64,
+        /// The schema version it holds.
+        schema_version: usize,
+        /// How many users it holds.
+        users: u64,
+    },
+}
+
+impl std::fmt::Display for AdminReply {
+    /// The reply as `vcom-server admin` prints it without `--json`: one line, or one
+    /// line per item (tab-separated fields) for lists.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let list_name = |list: &ListName| match list {
+            ListName::Blacklist => "blacklist",
+            ListName::Whitelist => "whitelist",
+        };
+        match self {
+            AdminReply::Broadcast { devices } => {
+                writeln!(f, "broadcast sent to {devices} device(s)")
+            }
+            AdminReply::Policy {
+                list,
+                action,
+                value,
+                changed,
+            } => {
+                let list = list_name(list);
+                match (action.as_str(), changed) {
+                    ("add", true) => writeln!(f, "added {value} to the {list}"),
+                    ("add", false) => writeln!(f, "{value} was already on the {list}"),
+                    (_, true) => writeln!(f, "removed {value} from the {list}"),
+                    (_, false) => writeln!(f, "{value} was not on the {list}"),
+                }
+            }
+            AdminReply::PolicyList { entries } => {
+                entries.iter().try_for_each(|e| writeln!(f, "{e}"))
+            }
+            AdminReply::GroupCreated { id } => writeln!(f, "{id}"),
+            AdminReply::GroupMember {
+                id,
+                user,
+                action,
+                changed,
+            } => match (action.as_str(), changed) {
+                ("add", true) => writeln!(f, "added {user} to group {id}"),
+                ("add", false) => writeln!(f, "{user} is already in group {id}"),
+                (_, true) => writeln!(f, "removed {user} from group {id}"),
+                (_, false) => writeln!(f, "{user} is not in group {id}"),
+            },
+            AdminReply::Groups { groups } => groups
+                .iter()
+                .try_for_each(|g| writeln!(f, "{}\t{}\t{}", g.id, g.name, g.members.join(","))),
+            AdminReply::Group(g) => {
+                writeln!(f, "group {}\t{}", g.id, g.name)?;
+                writeln!(f, "members\t{}", g.members.join(","))?;
+                writeln!(f, "online\t{}", g.online.join(","))
+            }
+            AdminReply::Users { users } => users.iter().try_for_each(|u| {
+                writeln!(
+                    f,
+                    "{}\tkey={}\tonline={}",
+                    u.user,
+                    u.key.as_deref().unwrap_or("-"),
+                    u.online
+                )
+            }),
+            AdminReply::User(u) => {
+                writeln!(f, "user\t{}", u.user)?;
+                writeln!(f, "key\t{}", u.key.as_deref().unwrap_or("-"))?;
+                writeln!(f, "created_at\t{}", u.created_at)?;
+                let groups: Vec<String> = u.groups.iter().map(i32::to_string).collect();
+                writeln!(f, "groups\t{}", groups.join(","))?;
+                u.devices.iter().try_for_each(|d| {
+                    writeln!(
+                        f,
+                        "device {}\tcreated_at={}\tlast_seen={}\tonline={}",
+                        d.device, d.created_at, d.last_seen, d.online
+                    )
+                })
+            }
+            AdminReply::UserAdded { user, key } => match key {
+                Some(key) => writeln!(f, "added {user}, bound to key {key}"),
+                None => writeln!(f, "added {user}: its first login binds its key"),
+            },
+            AdminReply::UserRemoved {
+                user,
+                sessions_ended,
+            } => writeln!(
+                f,
+                "removed {user} and everything of theirs; ended {sessions_ended} session(s)"
+            ),
+            AdminReply::KeyReset {
+                user,
+                key,
+                sessions_ended,
+            } => {
+                let bound = match key {
+                    Some(key) => format!("now bound to key {key}: only it can log in"),
+                    None => "reset: its next login binds a new key".to_owned(),
+                };
+                writeln!(
+                    f,
+                    "the key of {user} was {bound}; ended {sessions_ended} session(s)"
+                )
+            }
+            AdminReply::Sessions { sessions } => sessions.iter().try_for_each(|s| {
+                writeln!(
+                    f,
+                    "{}\tdevice={}\taddr={}\tsince={}",
+                    s.user, s.device, s.addr, s.since
+                )
+            }),
+            AdminReply::Stats { counters } => counters
+                .iter()
+                .try_for_each(|(name, value)| writeln!(f, "{name} {value}")),
+            AdminReply::Backup {
+                path,
+                bytes,
+                schema_version,
+                users,
+            } => writeln!(
+                f,
+                "backup written: {path} ({bytes} bytes, schema version {schema_version}, {users} users)"
+            ),
+        }
+    }
+}
+
+/// The answer to one [`AdminRequest`] on the socket.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AdminResponse {
     /// Whether the command succeeded.
     pub ok: bool,
-    /// What to show the administrator (or the error, when `ok` is false).
-    pub output: String,
-    /// When `ok` is false: true if the command itself was malformed (a bad address,
-    /// user identifier or name), which `vcom-server admin` reports as bad usage.
+    /// What it did or found, when it succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply: Option<AdminReply>,
+    /// Why it failed, when it did not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// When it failed: true if the command itself was malformed (a bad address, user
+    /// identifier or name), which `vcom-server admin` reports as bad usage.
     #[serde(default)]
     pub usage_error: bool,
 }
@@ -275,8 +643,8 @@ impl<S: Store> AdminHandle<S> {
         Ok(())
     }
 
-    /// Runs one command and returns the text to show.
-    pub async fn execute(&self, request: AdminRequest) -> Result<String, AdminError> {
+    /// Runs one command and says what it did or found.
+    pub async fn execute(&self, request: AdminRequest) -> Result<AdminReply, AdminError> {
         match request {
             AdminRequest::Broadcast { text } => {
                 // Clients decode with the same limit: a longer broadcast would be a
@@ -288,152 +656,36 @@ impl<S: Store> AdminHandle<S> {
                         text.len()
                     )));
                 }
-                let n = self.broadcast(&text);
-                Ok(format!("broadcast sent to {n} device(s)"))
+                let devices = self.broadcast(&text);
+                Ok(AdminReply::Broadcast { devices })
             }
-            AdminRequest::PolicyAdd { list, kind, value } => {
-                let entry = policy_entry(kind, &value)?;
-                let added = self
-                    .shared
-                    .store
-                    .add_policy(store_list(list), entry)
-                    .await?;
-                self.reload_policy().await?;
-                Ok(if added {
-                    format!("added {value} to the {list:?}")
-                } else {
-                    format!("{value} was already on the {list:?}")
-                }
-                .to_lowercase())
-            }
-            AdminRequest::PolicyRemove { list, kind, value } => {
-                let entry = policy_entry(kind, &value)?;
-                let removed = self
-                    .shared
-                    .store
-                    .remove_policy(store_list(list), entry)
-                    .await?;
-                self.reload_policy().await?;
-                Ok(if removed {
-                    format!("removed {value} from the {list:?}")
-                } else {
-                    format!("{value} was not on the {list:?}")
-                }
-                .to_lowercase())
-            }
-            AdminRequest::PolicyList { list } => {
-                let policy = self.shared.store.policy().await?;
-                let entries = match list {
-                    ListName::Blacklist => policy.blacklist,
-                    ListName::Whitelist => policy.whitelist,
-                };
-                let mut out = String::new();
-                for entry in entries {
-                    let _ = match entry {
-                        PolicyEntry::User(u) => writeln!(out, "user {u}"),
-                        PolicyEntry::Ip(ip) => writeln!(out, "ip {ip}"),
-                    };
-                }
-                Ok(out)
-            }
-            AdminRequest::GroupCreate { name, members } => {
-                if name.trim().is_empty() {
-                    return Err(AdminError::Invalid("a group name must not be empty".into()));
-                }
-                let members = members
-                    .iter()
-                    .map(|m| user_id(m))
-                    .collect::<Result<Vec<_>, _>>()?;
-                let id = self
-                    .shared
-                    .store
-                    .create_group(&name, &members, crate::now())
-                    .await?;
-                self.refresh_group(id).await?;
-                Ok(format!("{id}"))
-            }
-            AdminRequest::GroupAdd { group, user } => {
-                let added = self
-                    .shared
-                    .store
-                    .add_group_member(GroupId(group), &user_id(&user)?)
-                    .await?;
-                self.refresh_group(GroupId(group)).await?;
-                Ok(if added {
-                    format!("added {user} to group {group}")
-                } else {
-                    format!("{user} is already in group {group}")
-                })
-            }
-            AdminRequest::GroupRemove { group, user } => {
-                let removed = self
-                    .shared
-                    .store
-                    .remove_group_member(GroupId(group), &user_id(&user)?)
-                    .await?;
-                self.refresh_group(GroupId(group)).await?;
-                Ok(if removed {
-                    format!("removed {user} from group {group}")
-                } else {
-                    format!("{user} is not in group {group}")
-                })
-            }
-            AdminRequest::GroupList => {
-                let mut out = String::new();
-                for g in self.shared.store.groups().await? {
-                    let members: Vec<&str> = g.members.iter().map(UserId::as_str).collect();
-                    let _ = writeln!(out, "{}\t{}\t{}", g.id, g.name, members.join(","));
-                }
-                Ok(out)
-            }
-            AdminRequest::UserList => {
-                let mut out = String::new();
-                for u in self.shared.store.users().await? {
-                    let key = u.key.map(|k| k.to_hex()).unwrap_or_else(|| "-".into());
-                    let online = self.shared.sessions.of_user(&u.id).len();
-                    let _ = writeln!(out, "{}\tkey={}\tonline={}", u.id, key, online);
-                }
-                Ok(out)
-            }
-            AdminRequest::UserResetKey { user, fingerprint } => {
-                let id = user_id(&user)?;
-                let key = fingerprint.as_deref().map(key_fingerprint).transpose()?;
-                if !self.shared.store.reset_key(&id, key).await? {
-                    return Err(AdminError::NotFound(format!("unknown user {user}")));
-                }
-                // Only once the new binding is stored: a login from now on is checked
-                // against it, and every session (or login in flight) that proved the old
-                // key is ended.
-                let ended = self.shared.sessions.end_user(&id);
-                tracing::info!(%user, sessions = ended, bound = key.is_some(), "key reset");
-                let bound = match key {
-                    Some(key) => format!("now bound to key {}: only it can log in", key.to_hex()),
-                    None => "reset: its next login binds a new key".to_owned(),
-                };
-                Ok(format!(
-                    "the key of {user} was {bound}; ended {ended} session(s)"
-                ))
-            }
+            AdminRequest::Blacklist { action } => self.policy(ListName::Blacklist, action).await,
+            AdminRequest::Whitelist { action } => self.policy(ListName::Whitelist, action).await,
+            AdminRequest::Group { action } => self.group(action).await,
+            AdminRequest::User { action } => self.user(action).await,
             AdminRequest::Sessions => {
                 let mut sessions = self.shared.sessions.all();
                 sessions.sort_by(|a, b| (&a.user, a.device).cmp(&(&b.user, b.device)));
-                let mut out = String::new();
-                for s in sessions {
-                    let _ = writeln!(
-                        out,
-                        "{}\tdevice={}\taddr={}\tsince={}",
-                        s.user, s.device, s.addr, s.since
-                    );
-                }
-                Ok(out)
+                Ok(AdminReply::Sessions {
+                    sessions: sessions
+                        .iter()
+                        .map(|s| SessionView {
+                            user: s.user.to_string(),
+                            device: s.device.0,
+                            addr: s.addr.to_string(),
+                            since: s.since.0,
+                        })
+                        .collect(),
+                })
             }
             AdminRequest::Stats => {
                 let live = self.shared.stats.snapshot();
                 let stored = self.shared.store.stats().await?;
-                let mut out = String::new();
-                let _ = writeln!(out, "online_sessions {}", self.shared.sessions.all().len());
-                let _ = writeln!(out, "active_transfers {}", self.shared.transfers.len());
-                for (k, v) in [
+                let online = self.shared.sessions.all().len() as u64;
+                let transfers = self.shared.transfers.len() as u64;
+                let counters = [
+                    ("online_sessions", online),
+                    ("active_transfers", transfers),
                     ("connections", live.connections),
                     ("logins", live.logins),
                     ("denials", live.denials),
@@ -449,31 +701,232 @@ impl<S: Store> AdminHandle<S> {
                     ("stored_messages", stored.messages),
                     ("pending_deliveries", stored.pending_deliveries),
                     ("logged_transfers", stored.transfers),
-                ] {
-                    let _ = writeln!(out, "{k} {v}");
-                }
-                Ok(out)
+                ]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect();
+                Ok(AdminReply::Stats { counters })
             }
-            AdminRequest::Backup { path } => {
-                let path = std::path::PathBuf::from(path);
-                if !path.is_absolute() {
+            AdminRequest::Backup { file } => {
+                if !file.is_absolute() {
                     return Err(AdminError::Invalid(format!(
                         "the backup path must be absolute: {}",
-                        path.display()
+                        file.display()
                     )));
                 }
-                let report = self.shared.store.backup(path).await.map_err(|e| match e {
+                let report = self.shared.store.backup(file).await.map_err(|e| match e {
                     StoreError::Backup(why) => AdminError::Invalid(why),
                     other => AdminError::Store(other),
                 })?;
                 tracing::info!(path = %report.path.display(), bytes = report.bytes, "backup written");
-                Ok(format!(
-                    "backup written: {} ({} bytes, schema version {}, {} users)",
-                    report.path.display(),
-                    report.bytes,
-                    report.schema_version,
-                    report.users
-                ))
+                Ok(AdminReply::Backup {
+                    path: report.path.display().to_string(),
+                    bytes: report.bytes,
+                    schema_version: report.schema_version,
+                    users: report.users,
+                })
+            }
+        }
+    }
+
+    async fn policy(&self, list: ListName, action: PolicyAction) -> Result<AdminReply, AdminError> {
+        let (kind, value, add) = match action {
+            PolicyAction::List => {
+                let policy = self.shared.store.policy().await?;
+                let entries = match list {
+                    ListName::Blacklist => policy.blacklist,
+                    ListName::Whitelist => policy.whitelist,
+                };
+                return Ok(AdminReply::PolicyList {
+                    entries: entries
+                        .into_iter()
+                        .map(|entry| match entry {
+                            PolicyEntry::User(u) => format!("user {u}"),
+                            PolicyEntry::Ip(ip) => format!("ip {ip}"),
+                        })
+                        .collect(),
+                });
+            }
+            PolicyAction::Add { kind, value } => (kind, value, true),
+            PolicyAction::Remove { kind, value } => (kind, value, false),
+        };
+        let entry = policy_entry(kind, &value)?;
+        let store = &self.shared.store;
+        let changed = if add {
+            store.add_policy(store_list(list), entry).await?
+        } else {
+            store.remove_policy(store_list(list), entry).await?
+        };
+        self.reload_policy().await?;
+        Ok(AdminReply::Policy {
+            list,
+            action: if add { "add" } else { "remove" }.to_owned(),
+            value,
+            changed,
+        })
+    }
+
+    async fn group(&self, action: GroupAction) -> Result<AdminReply, AdminError> {
+        let store = &self.shared.store;
+        match action {
+            GroupAction::Create { name, members } => {
+                if name.trim().is_empty() {
+                    return Err(AdminError::Invalid("a group name must not be empty".into()));
+                }
+                let members = members
+                    .iter()
+                    .map(|m| user_id(m))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let id = store.create_group(&name, &members, crate::now()).await?;
+                self.refresh_group(id).await?;
+                Ok(AdminReply::GroupCreated { id: id.0 })
+            }
+            GroupAction::Add { id, user } => {
+                let changed = store
+                    .add_group_member(GroupId(id), &user_id(&user)?)
+                    .await?;
+                self.refresh_group(GroupId(id)).await?;
+                Ok(AdminReply::GroupMember {
+                    id,
+                    user,
+                    action: "add".into(),
+                    changed,
+                })
+            }
+            GroupAction::Remove { id, user } => {
+                let changed = store
+                    .remove_group_member(GroupId(id), &user_id(&user)?)
+                    .await?;
+                self.refresh_group(GroupId(id)).await?;
+                Ok(AdminReply::GroupMember {
+                    id,
+                    user,
+                    action: "remove".into(),
+                    changed,
+                })
+            }
+            GroupAction::List => Ok(AdminReply::Groups {
+                groups: store
+                    .groups()
+                    .await?
+                    .into_iter()
+                    .map(|g| self.group_view(g))
+                    .collect(),
+            }),
+            GroupAction::Show { id } => match store.group(GroupId(id)).await? {
+                Some(g) => Ok(AdminReply::Group(self.group_view(g))),
+                None => Err(AdminError::NotFound(format!("group {id} not found"))),
+            },
+        }
+    }
+
+    fn group_view(&self, g: vcom_store::Group) -> GroupView {
+        let online = g
+            .members
+            .iter()
+            .filter(|m| !self.shared.sessions.of_user(m).is_empty())
+            .map(UserId::to_string)
+            .collect();
+        GroupView {
+            id: g.id.0,
+            name: g.name,
+            members: g.members.iter().map(UserId::to_string).collect(),
+            online,
+        }
+    }
+
+    async fn user(&self, action: UserAction) -> Result<AdminReply, AdminError> {
+        let store = &self.shared.store;
+        match action {
+            UserAction::List => Ok(AdminReply::Users {
+                users: store
+                    .users()
+                    .await?
+                    .into_iter()
+                    .map(|u| UserView {
+                        online: self.shared.sessions.of_user(&u.id).len(),
+                        user: u.id.to_string(),
+                        key: u.key.map(|k| k.to_hex()),
+                    })
+                    .collect(),
+            }),
+            UserAction::Show { user } => {
+                let id = user_id(&user)?;
+                let Some(record) = store.user(&id).await? else {
+                    return Err(AdminError::NotFound(format!("unknown user {user}")));
+                };
+                let sessions = self.shared.sessions.of_user(&id);
+                let devices = store
+                    .devices(&id)
+                    .await?
+                    .into_iter()
+                    .map(|d| DeviceView {
+                        device: d.id.0,
+                        created_at: d.created_at.0,
+                        last_seen: d.last_seen.0,
+                        online: sessions.iter().filter(|s| s.device == d.id).count(),
+                    })
+                    .collect();
+                let groups = store
+                    .groups()
+                    .await?
+                    .into_iter()
+                    .filter(|g| g.members.contains(&id))
+                    .map(|g| g.id.0)
+                    .collect();
+                Ok(AdminReply::User(UserDetail {
+                    user: id.to_string(),
+                    key: record.key.map(|k| k.to_hex()),
+                    created_at: record.created_at.0,
+                    devices,
+                    groups,
+                }))
+            }
+            UserAction::Add { user, fingerprint } => {
+                let id = user_id(&user)?;
+                let key = fingerprint.as_deref().map(key_fingerprint).transpose()?;
+                if store.user(&id).await?.is_some() {
+                    return Err(AdminError::Invalid(format!("user {user} already exists")));
+                }
+                store.register_user(&id, key, crate::now()).await?;
+                self.shared.directory.add_user(&id);
+                tracing::info!(%user, bound = key.is_some(), "user added");
+                Ok(AdminReply::UserAdded {
+                    user,
+                    key: key.map(|k| k.to_hex()),
+                })
+            }
+            UserAction::Remove { user } => {
+                let id = user_id(&user)?;
+                if !store.remove_user(&id).await? {
+                    return Err(AdminError::NotFound(format!("unknown user {user}")));
+                }
+                self.shared.directory.remove_user(&id);
+                // The groups in memory lost the user too; any login in flight is ended
+                // when it registers (as after a key reset).
+                let sessions_ended = self.shared.sessions.end_user(&id);
+                tracing::info!(%user, sessions = sessions_ended, "user removed");
+                Ok(AdminReply::UserRemoved {
+                    user,
+                    sessions_ended,
+                })
+            }
+            UserAction::ResetKey { user, fingerprint } => {
+                let id = user_id(&user)?;
+                let key = fingerprint.as_deref().map(key_fingerprint).transpose()?;
+                if !store.reset_key(&id, key).await? {
+                    return Err(AdminError::NotFound(format!("unknown user {user}")));
+                }
+                // Only once the new binding is stored: a login from now on is checked
+                // against it, and every session (or login in flight) that proved the old
+                // key is ended.
+                let sessions_ended = self.shared.sessions.end_user(&id);
+                tracing::info!(%user, sessions = sessions_ended, bound = key.is_some(), "key reset");
+                Ok(AdminReply::KeyReset {
+                    user,
+                    key: key.map(|k| k.to_hex()),
+                    sessions_ended,
+                })
             }
         }
     }
@@ -609,7 +1062,10 @@ const MAX_ADMIN_CONNECTIONS: usize = 16;
 async fn refuse_client(stream: UnixStream) {
     let response = AdminResponse {
         ok: false,
-        output: format!("too many admin connections at once (at most {MAX_ADMIN_CONNECTIONS})"),
+        reply: None,
+        error: Some(format!(
+            "too many admin connections at once (at most {MAX_ADMIN_CONNECTIONS})"
+        )),
         usage_error: false,
     };
     if let Ok(mut text) = serde_json::to_string(&response) {
@@ -634,21 +1090,24 @@ async fn serve_client<S: Store>(admin: AdminHandle<S>, stream: UnixStream) {
         let response = match serde_json::from_str::<AdminRequest>(&line) {
             Err(e) => AdminResponse {
                 ok: false,
-                output: format!("invalid request: {e}"),
+                reply: None,
+                error: Some(format!("invalid request: {e}")),
                 usage_error: true,
             },
             Ok(request) => {
                 tracing::info!(command = request.name(), "admin command");
                 match admin.execute(request).await {
-                    Ok(output) => AdminResponse {
+                    Ok(reply) => AdminResponse {
                         ok: true,
-                        output,
+                        reply: Some(reply),
+                        error: None,
                         usage_error: false,
                     },
                     Err(e) => AdminResponse {
                         ok: false,
+                        reply: None,
                         usage_error: matches!(e, AdminError::Invalid(_)),
-                        output: e.to_string(),
+                        error: Some(e.to_string()),
                     },
                 }
             }

@@ -85,6 +85,19 @@ impl Directory {
         }
     }
 
+    /// The administrator removed the user: unknown from now on, with no block list and
+    /// in no group.
+    pub(crate) fn remove_user(&self, user: &UserId) {
+        let mut inner = self.write();
+        inner.users.remove(user);
+        inner.blocks.remove(user);
+        for members in inner.groups.values_mut() {
+            if members.contains(user) {
+                *members = members.iter().filter(|m| *m != user).cloned().collect();
+            }
+        }
+    }
+
     /// The user uploaded a new block list.
     pub(crate) fn set_blocks(&self, owner: &UserId, entries: &[UserId]) {
         let mut inner = self.write();

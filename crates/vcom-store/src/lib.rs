@@ -358,6 +358,10 @@ pub trait Store: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = StoreResult<bool>> + Send;
     /// Every known user, ordered by identifier.
     fn users(&self) -> impl Future<Output = StoreResult<Vec<UserRecord>>> + Send;
+    /// Deletes the user and everything of theirs: devices (and their cursors and
+    /// message tags), lists, group memberships, and the messages waiting for them.
+    /// Messages they sent stay with their recipients. False for an unknown user.
+    fn remove_user(&self, user: &UserId) -> impl Future<Output = StoreResult<bool>> + Send;
 
     // ---- devices --------------------------------------------------------------------
 

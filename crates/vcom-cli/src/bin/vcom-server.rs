@@ -12,7 +12,6 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use vcom_server::admin::{EntryKind, ListName};
 use vcom_server::{AdminRequest, AdminResponse, Server, ServerConfig};
 
 /// Run or administer a vCom chat server.
@@ -55,7 +54,7 @@ enum Command {
         #[arg(long)]
         json: bool,
         #[command(subcommand)]
-        command: AdminCommand,
+        command: AdminRequest,
     },
 }
 
@@ -89,118 +88,6 @@ enum LogFormat {
     Text,
     /// JSON lines: timestamp, level, target, message and fields.
     Json,
-}
-
-#[derive(Debug, Subcommand)]
-enum AdminCommand {
-    /// Send TEXT to every online device.
-    Broadcast {
-        /// The message.
-        text: String,
-    },
-    /// Manage the blacklist.
-    Blacklist {
-        #[command(subcommand)]
-        action: PolicyAction,
-    },
-    /// Manage the whitelist (enforced while it has at least one entry).
-    Whitelist {
-        #[command(subcommand)]
-        action: PolicyAction,
-    },
-    /// Manage groups.
-    Group {
-        #[command(subcommand)]
-        action: GroupAction,
-    },
-    /// Manage users.
-    User {
-        #[command(subcommand)]
-        action: UserAction,
-    },
-    /// List online sessions.
-    Sessions,
-    /// Show counters and store sizes.
-    Stats,
-    /// Write a consistent copy of the database to FILE (which must not exist) while the
-    /// server keeps serving; `vcom-server restore FILE` puts it back.
-    Backup {
-        /// The file to write (on this machine; a relative path is from here).
-        file: PathBuf,
-    },
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum Kind {
-    /// A user identifier.
-    User,
-    /// An IP address or CIDR block.
-    Ip,
-}
-
-#[derive(Debug, Subcommand)]
-enum PolicyAction {
-    /// Add an entry.
-    Add {
-        /// user or ip.
-        kind: Kind,
-        /// The user identifier, IP address or CIDR block.
-        value: String,
-    },
-    /// Remove an entry.
-    Remove {
-        /// user or ip.
-        kind: Kind,
-        /// The user identifier, IP address or CIDR block.
-        value: String,
-    },
-    /// List the entries.
-    List,
-}
-
-#[derive(Debug, Subcommand)]
-enum GroupAction {
-    /// Create a group and print its id.
-    Create {
-        /// The group's name.
-        name: String,
-        /// A first member (repeatable).
-        #[arg(long = "member")]
-        members: Vec<String>,
-    },
-    /// Add USER to group ID.
-    Add {
-        /// The group id.
-        id: i32,
-        /// The user.
-        user: String,
-    },
-    /// Remove USER from group ID.
-    Remove {
-        /// The group id.
-        id: i32,
-        /// The user.
-        user: String,
-    },
-    /// List groups and members.
-    List,
-}
-
-#[derive(Debug, Subcommand)]
-enum UserAction {
-    /// List known users.
-    List,
-    /// Replace USER's key and end USER's online sessions: the next login binds a new
-    /// key, or with --fingerprint only that key can log in.
-    ResetKey {
-        /// The user.
-        user: String,
-        /// Bind this key instead of leaving the user unbound: the SHA-256 that `vcom
-        /// identity fingerprint` prints on the user's device (64 hex digits, colons
-        /// between byte pairs allowed).
-        #[arg(long, value_name = "SHA256")]
-        fingerprint: Option<String>,
-    },
 }
 
 fn main() -> ExitCode {
@@ -335,51 +222,14 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-fn request_for(command: AdminCommand) -> AdminRequest {
-    fn policy(list: ListName, action: PolicyAction) -> AdminRequest {
-        let kind = |k: Kind| match k {
-            Kind::User => EntryKind::User,
-            Kind::Ip => EntryKind::Ip,
-        };
-        match action {
-            PolicyAction::Add { kind: k, value } => AdminRequest::PolicyAdd {
-                list,
-                kind: kind(k),
-                value,
-            },
-            PolicyAction::Remove { kind: k, value } => AdminRequest::PolicyRemove {
-                list,
-                kind: kind(k),
-                value,
-            },
-            PolicyAction::List => AdminRequest::PolicyList { list },
-        }
-    }
+/// The request as sent: a backup's path made absolute from here (the server resolves
+/// nothing against its own working directory).
+fn request_for(command: AdminRequest) -> AdminRequest {
     match command {
-        AdminCommand::Broadcast { text } => AdminRequest::Broadcast { text },
-        AdminCommand::Blacklist { action } => policy(ListName::Blacklist, action),
-        AdminCommand::Whitelist { action } => policy(ListName::Whitelist, action),
-        AdminCommand::Group { action } => match action {
-            GroupAction::Create { name, members } => AdminRequest::GroupCreate { name, members },
-            GroupAction::Add { id, user } => AdminRequest::GroupAdd { group: id, user },
-            GroupAction::Remove { id, user } => AdminRequest::GroupRemove { group: id, user },
-            GroupAction::List => AdminRequest::GroupList,
+        AdminRequest::Backup { file } => AdminRequest::Backup {
+            file: std::path::absolute(&file).unwrap_or(file),
         },
-        AdminCommand::User { action } => match action {
-            UserAction::List => AdminRequest::UserList,
-            UserAction::ResetKey { user, fingerprint } => {
-                AdminRequest::UserResetKey { user, fingerprint }
-            }
-        },
-        AdminCommand::Sessions => AdminRequest::Sessions,
-        AdminCommand::Stats => AdminRequest::Stats,
-        AdminCommand::Backup { file } => AdminRequest::Backup {
-            // The server resolves nothing against its own working directory.
-            path: std::path::absolute(&file)
-                .unwrap_or(file)
-                .to_string_lossy()
-                .into_owned(),
-        },
+        other => other,
     }
 }
 
@@ -431,7 +281,7 @@ fn restore(file: &Path, data_dir: &Path) -> Result<(), Failure> {
     Ok(())
 }
 
-async fn admin(data_dir: &Path, json: bool, command: AdminCommand) -> Result<(), Failure> {
+async fn admin(data_dir: &Path, json: bool, command: AdminRequest) -> Result<(), Failure> {
     let socket = data_dir.join("admin.sock");
     let stream = tokio::net::UnixStream::connect(&socket)
         .await
@@ -458,17 +308,21 @@ async fn admin(data_dir: &Path, json: bool, command: AdminCommand) -> Result<(),
     let response: AdminResponse = serde_json::from_str(&answer)
         .with_context(|| format!("the server sent an unreadable answer: {answer:?}"))?;
     if json {
+        // The typed answer: `{"ok":true,"reply":{"reply":"users","users":[...]}}`.
         println!("{}", answer.trim_end());
-    } else if response.ok {
-        print!("{}", response.output);
-        if !response.output.is_empty() && !response.output.ends_with('\n') {
-            println!();
-        }
+    } else if let Some(reply) = &response.reply {
+        print!("{reply}");
     }
     if response.ok {
         Ok(())
     } else {
-        let error = anyhow::anyhow!("{}", response.output);
+        let error = anyhow::anyhow!(
+            "{}",
+            response
+                .error
+                .as_deref()
+                .unwrap_or("the server refused the command")
+        );
         // A malformed argument (say a bad IP address) is bad usage: exit 2.
         Err(if response.usage_error {
             Failure::Usage(error)

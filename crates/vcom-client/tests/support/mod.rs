@@ -10,6 +10,7 @@ use vcom_client::{
     Client, ClientConfig, ClientError, DisconnectReason, Event, EventStream, FileOffer, GroupId,
     Message, Profile, TransferHandle, TransferId, TransferOutcome, Trust, UserId,
 };
+use vcom_server::admin::{AdminReply, GroupAction};
 use vcom_server::{AdminHandle, AdminRequest, Server, ServerConfig, ShutdownHandle};
 use vcom_store::SqliteStore;
 
@@ -85,13 +86,18 @@ impl TestServer {
     pub async fn create_group(&self, members: &[&str]) -> GroupId {
         let out = self
             .admin
-            .execute(AdminRequest::GroupCreate {
-                name: "team".into(),
-                members: members.iter().map(|m| m.to_string()).collect(),
+            .execute(AdminRequest::Group {
+                action: GroupAction::Create {
+                    name: "team".into(),
+                    members: members.iter().map(|m| m.to_string()).collect(),
+                },
             })
             .await
             .expect("the group is created");
-        GroupId(out.trim().parse().expect("the admin prints the group id"))
+        match out {
+            AdminReply::GroupCreated { id } => GroupId(id),
+            other => panic!("group create answered {other:?}"),
+        }
     }
 
     /// Shuts the server down and waits until it has stopped cleanly.

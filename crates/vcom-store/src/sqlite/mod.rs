@@ -234,6 +234,11 @@ impl Store for SqliteStore {
         self.read(users::all)
     }
 
+    fn remove_user(&self, user: &UserId) -> impl Future<Output = StoreResult<bool>> + Send {
+        let user = user.clone();
+        self.write(move |c, _| users::remove(c, &user))
+    }
+
     fn issue_device(
         &self,
         user: &UserId,

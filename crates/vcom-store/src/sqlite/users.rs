@@ -109,3 +109,27 @@ pub(crate) fn all(conn: &Connection) -> StoreResult<Vec<UserRecord>> {
     let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
     rows.map(|row| record(row?)).collect()
 }
+
+/// Deletes `user` and everything of theirs (see `Store::remove_user`).
+pub(crate) fn remove(conn: &Connection, user: &UserId) -> StoreResult<bool> {
+    let u = user.as_str();
+    conn.prepare_cached(
+        "DELETE FROM message_tags WHERE device_id IN (SELECT id FROM devices WHERE user = ?1)",
+    )?
+    .execute([u])?;
+    for statement in [
+        "DELETE FROM devices WHERE user = ?1",
+        "DELETE FROM list_entries WHERE owner = ?1",
+        "DELETE FROM user_lists WHERE owner = ?1",
+        "DELETE FROM group_members WHERE user = ?1",
+        "DELETE FROM inbox WHERE user = ?1",
+        "DELETE FROM pending_counts WHERE user = ?1",
+        "DELETE FROM pending_from WHERE user = ?1 OR sender = ?1",
+    ] {
+        conn.prepare_cached(statement)?.execute([u])?;
+    }
+    let removed = conn
+        .prepare_cached("DELETE FROM users WHERE id = ?1")?
+        .execute([u])?;
+    Ok(removed == 1)
+}

@@ -228,3 +228,67 @@ async fn a_login_with_another_key_is_a_conflict_and_changes_nothing() {
         Some(KEY_A)
     );
 }
+
+/// Removing a user deletes everything of theirs and nothing of anyone else's: their
+/// devices, lists, memberships and waiting messages go; a message they sent still waits
+/// for its recipient; the identifier can register again, as new.
+#[tokio::test]
+async fn removing_a_user_deletes_everything_of_theirs_and_nothing_else() {
+    use crate::support::{no_hook, pending_bodies, text, user_with_device};
+    use vcom_store::ListKind;
+
+    let t = crate::support::store();
+    let alice = user_with_device(&t.store, "alice").await;
+    let bob = user_with_device(&t.store, "bob").await;
+    t.store
+        .replace_list(&uid("alice"), ListKind::Friends, vec![uid("bob")], ts(2))
+        .await
+        .unwrap();
+    let group = t
+        .store
+        .create_group("pair", &[uid("alice"), uid("bob")], ts(3))
+        .await
+        .unwrap();
+    for (from, device, to, body) in [
+        ("alice", alice, "bob", "to bob"),
+        ("bob", bob, "alice", "to alice"),
+    ] {
+        t.store
+            .store_message(text(from, device, &[to], body), no_hook())
+            .await
+            .unwrap();
+    }
+
+    assert!(t.store.remove_user(&uid("alice")).await.unwrap());
+    assert!(
+        !t.store.remove_user(&uid("alice")).await.unwrap(),
+        "gone already"
+    );
+    assert!(t.store.user(&uid("alice")).await.unwrap().is_none());
+    assert!(t.store.devices(&uid("alice")).await.unwrap().is_empty());
+    assert_eq!(t.store.device_owner(alice).await.unwrap(), None);
+    assert!(
+        t.store
+            .lists(&uid("alice"))
+            .await
+            .unwrap()
+            .friends
+            .entries
+            .is_empty()
+    );
+    assert_eq!(
+        t.store.group(group).await.unwrap().unwrap().members,
+        vec![uid("bob")]
+    );
+    assert_eq!(pending_bodies(&t.store, "bob", bob).await, ["to bob"]);
+    assert_eq!(t.store.stats().await.unwrap().pending_deliveries, 1);
+    let again = t
+        .store
+        .record_login(&uid("alice"), Some(KEY_B), DeviceId::NEW, ts(9))
+        .await
+        .unwrap();
+    let LoginRecord::Recorded { device, .. } = again else {
+        panic!("alice registers again, with any key")
+    };
+    assert!(pending_bodies(&t.store, "alice", device).await.is_empty());
+}
