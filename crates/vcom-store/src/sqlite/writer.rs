@@ -260,6 +260,10 @@ fn run(
     counters: &Counters,
 ) {
     let mut jobs: Vec<Job> = Vec::with_capacity(max_batch);
+    let wal = conn
+        .path()
+        .filter(|p| !p.is_empty())
+        .map(|p| std::path::PathBuf::from(format!("{p}-wal")));
     loop {
         let Some(first) = commands.blocking_recv() else {
             return;
@@ -285,6 +289,9 @@ fn run(
             if commit_batch(&conn, &mut jobs) == Outcome::Replayed {
                 counters.replayed.fetch_add(1, Ordering::Relaxed);
             }
+            if let Some(wal) = &wal {
+                bound_the_log(&conn, wal);
+            }
         }
         if let Some(done) = close {
             // Requests queued after Close are dropped with the receiver: their callers
@@ -294,6 +301,42 @@ fn run(
             let _ = done.send(());
             return;
         }
+    }
+}
+
+/// Makes sure the log restarts once it passes [`super::schema::LOG_SIZE_LIMIT`].
+///
+/// Normally it never gets there: past `WRITER_CHECKPOINT_PAGES` the writer's own passive
+/// checkpoint copies what the checkpointer thread has not, and the next commit restarts
+/// the log. But a passive checkpoint gives up at once when the checkpointer holds the
+/// checkpoint lock, and on a busy machine that thread can be held off the CPU for a
+/// while, so the log went on growing (120 MB seen in a test). At the limit the writer
+/// waits (up to the busy timeout) for a RESTART checkpoint, which leaves the next commit
+/// writing the log from its start: the log's size is bounded by construction, at the
+/// cost of one pause that only a starved checkpointer causes.
+fn bound_the_log(conn: &Connection, wal: &std::path::Path) {
+    let Ok(meta) = std::fs::metadata(wal) else {
+        return;
+    };
+    if meta.len() <= super::schema::LOG_SIZE_LIMIT.unsigned_abs() {
+        return;
+    }
+    let result = conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, i64>(1)?,
+            r.get::<_, i64>(2)?,
+        ))
+    });
+    match result {
+        Ok((0, _, _)) => tracing::debug!(bytes = meta.len(), "store: the log was restarted"),
+        Ok((_, log, copied)) => tracing::warn!(
+            bytes = meta.len(),
+            log,
+            copied,
+            "store: the log is past its limit and a reader kept it from restarting"
+        ),
+        Err(error) => tracing::warn!(%error, "store: cannot checkpoint the log"),
     }
 }
 

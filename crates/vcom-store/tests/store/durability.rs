@@ -292,11 +292,12 @@ async fn the_log_stays_bounded_under_a_steady_stream_of_commits() {
             .unwrap();
         largest = largest.max(std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0));
     }
-    // A restarted log stays near 17 MB; on a busy machine the checkpointer thread can
-    // hold the checkpoint while the writer appends, so allow several times that. A log
-    // that never restarts passes 300 MB here.
+    // A restarted log stays near 17 MB. On a busy machine the checkpointer thread can
+    // hold the checkpoint lock, off the CPU, while the writer appends; past 64 MiB the
+    // writer then restarts the log itself as soon as it can (89 MB seen with the load
+    // average at 4 on 2 cores). A log that never restarts passes 300 MB here.
     assert!(
-        largest < 100 << 20,
+        largest < 150 << 20,
         "the log reached {largest} bytes: it does not restart"
     );
 }
