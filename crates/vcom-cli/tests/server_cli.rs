@@ -586,3 +586,64 @@ fn every_admin_command_answers_as_text_and_as_json() {
     world.fails("alice", &["friends", "list"]);
     assert_eq!(world.server.terminate().code(), Some(0));
 }
+
+/// `registration = "token"`: a new user logs in only with an invitation from `admin
+/// invite create`, sent where the server password goes, while known users log in with
+/// the password as ever; an invitation admits as many new users as its uses.
+#[test]
+fn with_token_registration_new_users_need_an_invitation() {
+    let world = World::with_config(Some("registration = \"token\"\npassword = \"pw\"\n"));
+    let data = world.server.data.clone();
+    let created = admin_succeeds(
+        &data,
+        &[
+            "--json",
+            "invite",
+            "create",
+            "--uses",
+            "2",
+            "--expires",
+            "1h",
+        ],
+    );
+    let reply: serde_json::Value =
+        serde_json::from_str(support::stdout_of(&created).trim()).unwrap();
+    let token = reply["reply"]["token"].as_str().unwrap().to_owned();
+    assert_eq!(token.len(), 32);
+    assert_eq!(reply["reply"]["uses"], 2);
+    let invites = support::stdout_of(&admin_succeeds(&data, &["invite", "list"]));
+    assert!(invites.contains("uses_left=2"), "{invites}");
+    assert!(
+        !invites.contains(&token),
+        "a token is never listed: {invites}"
+    );
+
+    let login = |user: &str, password: &str| {
+        world
+            .vcom(user)
+            .args(["--password", password, "friends", "list"])
+            .assert()
+    };
+    login("carol", "")
+        .code(1)
+        .stderr(predicate::str::contains("7"));
+    login("alice", &token).success();
+    login("alice", "pw").success();
+    login("bob", &token).success();
+    login("carol", &token)
+        .code(1)
+        .stderr(predicate::str::contains("7"));
+    login("carol", "pw")
+        .code(1)
+        .stderr(predicate::str::contains("7"));
+    assert_eq!(
+        support::stdout_of(&admin_succeeds(&data, &["invite", "list"])),
+        "",
+        "used up"
+    );
+    admin(&data)
+        .args(["invite", "create", "--expires", "soon"])
+        .assert()
+        .code(2);
+    assert_eq!(world.server.terminate().code(), Some(0));
+}

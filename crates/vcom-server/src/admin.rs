@@ -76,6 +76,12 @@ pub enum AdminRequest {
         #[allow(missing_docs)]
         action: UserAction,
     },
+    /// Invitation tokens, for `registration = "token"`.
+    Invite {
+        #[command(subcommand)]
+        #[allow(missing_docs)]
+        action: InviteAction,
+    },
     /// List online sessions.
     Sessions,
     /// Show counters and store sizes.
@@ -189,6 +195,51 @@ pub enum UserAction {
     },
 }
 
+/// An invitation command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, clap::Subcommand)]
+#[serde(rename_all = "kebab-case")]
+pub enum InviteAction {
+    /// Make an invitation token and print it (it is shown only this once: the server
+    /// keeps its SHA-256). A new user logs in with it in the password's place.
+    Create {
+        /// How many new users it may admit.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+        uses: u32,
+        /// How long it works: seconds, or a number with s, m, h, d or w (`7d`). No end
+        /// without it.
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        expires: Option<u64>,
+    },
+    /// List the invitations still usable (by the start of their hash; never a token).
+    List,
+}
+
+/// A duration as `invite create --expires` takes it, in seconds: `3600`, `90s`, `30m`,
+/// `12h`, `7d`, `2w`; at least a second, at most ten years.
+fn parse_duration(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let (number, unit) = match text.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => (&text[..i], c),
+        _ => (text, 's'),
+    };
+    let seconds_per = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3600,
+        'd' => 86_400,
+        'w' => 7 * 86_400,
+        other => return Err(format!("unknown unit {other:?}: use s, m, h, d or w")),
+    };
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration (like 3600, 30m, 12h or 7d)"))?;
+    let seconds = n.saturating_mul(seconds_per);
+    if !(1..=10 * 365 * 86_400).contains(&seconds) {
+        return Err(format!("{text:?} is not between a second and ten years"));
+    }
+    Ok(seconds)
+}
+
 impl AdminRequest {
     /// The command's name, for logs (which never show a broadcast's text).
     pub fn name(&self) -> &'static str {
@@ -213,6 +264,10 @@ impl AdminRequest {
                 UserAction::Add { .. } => "user-add",
                 UserAction::Remove { .. } => "user-remove",
                 UserAction::ResetKey { .. } => "user-reset-key",
+            },
+            AdminRequest::Invite { action } => match action {
+                InviteAction::Create { .. } => "invite-create",
+                InviteAction::List => "invite-list",
             },
             AdminRequest::Sessions => "sessions",
             AdminRequest::Stats => "stats",
@@ -271,6 +326,19 @@ pub struct GroupView {
     pub members: Vec<String>,
     /// Those of them online now.
     pub online: Vec<String>,
+}
+
+/// An invitation as the administrator lists it (never its token).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InviteView {
+    /// The first 12 hex digits of its token's SHA-256.
+    pub id: String,
+    /// New users it may still admit.
+    pub uses_left: u32,
+    /// When it stops working (milliseconds since the Unix epoch), if ever.
+    pub expires_at: Option<i64>,
+    /// When it was made.
+    pub created_at: i64,
 }
 
 /// An online session.
@@ -365,6 +433,20 @@ pub enum AdminReply {
         key: Option<String>,
         /// How many of its sessions were ended.
         sessions_ended: usize,
+    },
+    /// An invitation was made.
+    InviteCreated {
+        /// The token: shown this once.
+        token: String,
+        /// How many new users it may admit.
+        uses: u32,
+        /// When it stops working (milliseconds since the Unix epoch), if ever.
+        expires_at: Option<i64>,
+    },
+    /// The invitations still usable.
+    Invites {
+        /// Each, by the start of its token's SHA-256.
+        invites: Vec<InviteView>,
     },
     /// Online sessions.
     Sessions {
@@ -486,6 +568,31 @@ impl std::fmt::Display for AdminReply {
                     "the key of {user} was {bound}; ended {sessions_ended} session(s)"
                 )
             }
+            AdminReply::InviteCreated {
+                token,
+                uses,
+                expires_at,
+            } => {
+                let until = expires_at.map_or_else(
+                    || "no end".to_owned(),
+                    |t| format!("until {t} (ms since the epoch)"),
+                );
+                writeln!(f, "{token}")?;
+                writeln!(
+                    f,
+                    "# admits {uses} new user(s), {until}; shown only this once"
+                )
+            }
+            AdminReply::Invites { invites } => invites.iter().try_for_each(|i| {
+                let until = i
+                    .expires_at
+                    .map_or_else(|| "-".to_owned(), |t| t.to_string());
+                writeln!(
+                    f,
+                    "{}	uses_left={}	expires_at={until}	created_at={}",
+                    i.id, i.uses_left, i.created_at
+                )
+            }),
             AdminReply::Sessions { sessions } => sessions.iter().try_for_each(|s| {
                 writeln!(
                     f,
@@ -663,6 +770,7 @@ impl<S: Store> AdminHandle<S> {
             AdminRequest::Whitelist { action } => self.policy(ListName::Whitelist, action).await,
             AdminRequest::Group { action } => self.group(action).await,
             AdminRequest::User { action } => self.user(action).await,
+            AdminRequest::Invite { action } => self.invite(action).await,
             AdminRequest::Sessions => {
                 let mut sessions = self.shared.sessions.all();
                 sessions.sort_by(|a, b| (&a.user, a.device).cmp(&(&b.user, b.device)));
@@ -832,6 +940,50 @@ impl<S: Store> AdminHandle<S> {
             name: g.name,
             members: g.members.iter().map(UserId::to_string).collect(),
             online,
+        }
+    }
+
+    async fn invite(&self, action: InviteAction) -> Result<AdminReply, AdminError> {
+        let store = &self.shared.store;
+        let now = crate::now();
+        match action {
+            InviteAction::Create { uses, expires } => {
+                let mut secret = [0u8; 16];
+                ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut secret)
+                    .map_err(|_| AdminError::Invalid("no randomness for a token".into()))?;
+                let token: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+                let expires_at = expires.map(|secs| {
+                    let ms = i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+                    vcom_protocol::Timestamp(now.0.saturating_add(ms))
+                });
+                store
+                    .create_invite(
+                        crate::login::invite_hash(token.as_bytes()),
+                        uses,
+                        expires_at,
+                        now,
+                    )
+                    .await?;
+                tracing::info!(uses, expires_secs = expires, "invitation created");
+                Ok(AdminReply::InviteCreated {
+                    token,
+                    uses,
+                    expires_at: expires_at.map(|t| t.0),
+                })
+            }
+            InviteAction::List => Ok(AdminReply::Invites {
+                invites: store
+                    .invites(now)
+                    .await?
+                    .into_iter()
+                    .map(|i| InviteView {
+                        id: i.hash.0[..6].iter().map(|b| format!("{b:02x}")).collect(),
+                        uses_left: i.uses_left,
+                        expires_at: i.expires_at.map(|t| t.0),
+                        created_at: i.created_at.0,
+                    })
+                    .collect(),
+            }),
         }
     }
 

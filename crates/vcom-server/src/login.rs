@@ -11,7 +11,7 @@
 use std::net::IpAddr;
 
 use vcom_protocol::{ConnectionRequest, DenyCode, DeviceId, UserId};
-use vcom_store::{KeyFingerprint, LoginRecord, Store, StoreError, UserRecord};
+use vcom_store::{InviteHash, KeyFingerprint, LoginRecord, Store, StoreError, UserRecord};
 
 use crate::config::{AuthMode, Registration};
 use crate::policy::PolicyCache;
@@ -58,6 +58,14 @@ fn password_matches(expected: &[u8], given: &[u8]) -> bool {
         == 0
 }
 
+/// The SHA-256 of an invitation token, as the store keeps it.
+pub(crate) fn invite_hash(token: &[u8]) -> InviteHash {
+    let digest = ring::digest::digest(&ring::digest::SHA256, token);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest.as_ref());
+    InviteHash(out)
+}
+
 /// Runs every check and, when all pass, registers the user, binds its key and issues or
 /// confirms the device: the IO shell around [`Login`], which decides.
 pub(crate) async fn check<S: Store>(
@@ -71,6 +79,7 @@ pub(crate) async fn check<S: Store>(
         ip,
         key,
         now: std::time::Instant::now(),
+        known: UserId::new(request.user.clone()).is_ok_and(|u| shared.directory.knows(&u)),
     };
     let started = {
         let policy = shared.policy();
@@ -104,11 +113,23 @@ pub(crate) async fn check<S: Store>(
                 );
                 Input::Reserved(place.is_some())
             }
-            Step::Record { user, key, device } => {
+            Step::Record {
+                user,
+                key,
+                device,
+                invite,
+            } => {
                 let recorded = shared
                     .store
-                    .record_login(&user, key, device, crate::now())
+                    .record_login(&user, key, device, crate::now(), invite)
                     .await?;
+                if recorded == LoginRecord::InviteRefused {
+                    tracing::warn!(%user, %ip, "login refused: no valid invitation token");
+                    // A wrong token counts like a wrong password: guessing is throttled.
+                    if let Some(wait) = shared.throttle.failed(ip, facts.now) {
+                        tracing::warn!(%ip, wait_secs = wait.as_secs(), "wrong invitation tokens again: this address waits before its next one is checked");
+                    }
+                }
                 if let LoginRecord::Recorded {
                     device, retired, ..
                 } = &recorded
@@ -157,6 +178,9 @@ pub(crate) struct Facts<'a> {
     pub(crate) ip: IpAddr,
     pub(crate) key: Option<KeyFingerprint>,
     pub(crate) now: std::time::Instant,
+    /// Whether the server knows the identifier (its directory, in memory): with
+    /// `registration = "token"` a new one brings a token instead of the password.
+    pub(crate) known: bool,
 }
 
 /// What the login needs next, or how it ended.
@@ -174,6 +198,9 @@ pub(crate) enum Step {
         user: UserId,
         key: Option<KeyFingerprint>,
         device: DeviceId,
+        /// The invitation a new user brought (`registration = "token"`), spent in the
+        /// same transaction.
+        invite: Option<InviteHash>,
     },
     /// Refuse with this code (258).
     Deny(DenyCode),
@@ -204,6 +231,8 @@ pub(crate) struct Login {
     auth: AuthMode,
     /// The key the login will bind (after the key check).
     bind: Option<KeyFingerprint>,
+    /// The invitation a new user brought, as its SHA-256.
+    invite: Option<InviteHash>,
 }
 
 impl Login {
@@ -218,7 +247,7 @@ impl Login {
         let request = facts.request;
         let user = UserId::with_max_len(request.user.clone(), rules.max_user_id_len)
             .map_err(|_| DenyCode::InvalidUser)?;
-        Self::first_checks(rules, facts, throttle, &user)?;
+        let invite = Self::first_checks(rules, facts, throttle, &user)?;
         let login = Login {
             user: user.clone(),
             device: request.device,
@@ -226,16 +255,20 @@ impl Login {
             registration: rules.registration,
             auth: rules.auth,
             bind: None,
+            invite,
         };
         Ok((login, Step::ReadUser(user)))
     }
 
+    /// The lists and the password; for a new identifier with `registration = "token"`,
+    /// the token (where the password goes) instead of the password, returned as its
+    /// SHA-256 for the store to spend.
     fn first_checks(
         rules: &Rules<'_>,
         facts: &Facts<'_>,
         throttle: &Throttle,
         user: &UserId,
-    ) -> Result<(), DenyCode> {
+    ) -> Result<Option<InviteHash>, DenyCode> {
         if rules.policy.user_blacklisted(user.as_str()) {
             return Err(DenyCode::UserBlacklisted);
         }
@@ -244,6 +277,17 @@ impl Login {
         }
         if !rules.policy.whitelisted(user.as_str(), facts.ip) {
             return Err(DenyCode::NotWhitelisted);
+        }
+        if rules.registration == Registration::Token && !facts.known {
+            let ip = facts.ip;
+            if facts.request.password.is_empty() {
+                return Err(DenyCode::InvalidUser);
+            }
+            if let Some(wait) = throttle.wait(ip, facts.now) {
+                tracing::warn!(%ip, wait_secs = wait.as_secs_f32().ceil(), "login refused unchecked: too many wrong secrets from this address");
+                return Err(DenyCode::InvalidUser);
+            }
+            return Ok(Some(invite_hash(&facts.request.password)));
         }
         if let Some(expected) = rules.password {
             let ip = facts.ip;
@@ -259,14 +303,17 @@ impl Login {
             }
             throttle.succeeded(ip);
         }
-        Ok(())
+        Ok(None)
     }
 
     /// Takes the answer to the last step and returns the next.
     pub(crate) fn on(&mut self, input: Input) -> Step {
         match input {
             Input::User(known) => {
-                if known.is_none() && self.registration == Registration::Closed {
+                if known.is_none()
+                    && (self.registration == Registration::Closed
+                        || (self.registration == Registration::Token && self.invite.is_none()))
+                {
                     return Step::Deny(DenyCode::InvalidUser);
                 }
                 if self.auth == AuthMode::Key {
@@ -299,7 +346,9 @@ impl Login {
                 user: self.user.clone(),
                 key: self.bind,
                 device: self.device,
+                invite: self.invite,
             },
+            Input::Recorded(LoginRecord::InviteRefused) => Step::Deny(DenyCode::InvalidUser),
             // Another login registered the same new identifier with another key first.
             Input::Recorded(LoginRecord::KeyConflict) => Step::Deny(DenyCode::KeyMismatch),
             Input::Recorded(LoginRecord::Recorded { device, .. }) => Step::Accept {
@@ -351,6 +400,8 @@ mod tests {
         /// Another login of the same new identifier with another key commits first.
         raced: bool,
         throttle: Throttle,
+        /// Invitation tokens the store would accept (`registration = "token"`).
+        invites: Vec<&'static [u8]>,
     }
 
     impl Server {
@@ -368,6 +419,7 @@ mod tests {
                     free_attempts: 2,
                     max_wait: Duration::from_secs(300),
                 }),
+                invites: Vec::new(),
             }
         }
 
@@ -391,6 +443,7 @@ mod tests {
                 ip: attempt.ip.parse().unwrap(),
                 key: attempt.key,
                 now,
+                known: UserId::new(attempt.user).is_ok_and(|u| self.users.contains_key(&u)),
             };
             let (mut login, mut step) = match Login::start(&rules, &facts, &self.throttle) {
                 Ok(started) => started,
@@ -411,6 +464,15 @@ mod tests {
                     }
                     Step::Reserve => Input::Reserved(!self.full),
                     Step::Record { .. } if self.raced => Input::Recorded(LoginRecord::KeyConflict),
+                    Step::Record {
+                        user,
+                        invite: Some(invite),
+                        ..
+                    } if self.users.contains_key(user)
+                        || !self.invites.iter().any(|t| invite_hash(t) == *invite) =>
+                    {
+                        Input::Recorded(LoginRecord::InviteRefused)
+                    }
                     Step::Record { device, .. } => Input::Recorded(LoginRecord::Recorded {
                         device: if *device == DeviceId::NEW {
                             DeviceId(99)
@@ -464,7 +526,8 @@ mod tests {
                 Step::Record {
                     user: uid("alice"),
                     key: Some(ALICE_KEY),
-                    device: DeviceId(7)
+                    device: DeviceId(7),
+                    invite: None,
                 },
             ]
         );
@@ -489,7 +552,8 @@ mod tests {
             Step::Record {
                 user: uid("carol"),
                 key: Some(OTHER_KEY),
-                device: DeviceId::NEW
+                device: DeviceId::NEW,
+                invite: None,
             }
         );
         assert_eq!(
@@ -588,9 +652,53 @@ mod tests {
         assert!(steps.contains(&Step::Record {
             user: uid("alice"),
             key: None,
-            device: DeviceId(7)
+            device: DeviceId(7),
+            invite: None,
         }));
         assert!(matches!(last, Step::Accept { .. }));
+    }
+
+    /// With `registration = "token"`: a known user logs in with the server password as
+    /// ever; a new one brings an invitation instead (in the password's place), which
+    /// the store spends in the login's own transaction; none, or one the store refuses,
+    /// is code 7, and wrong ones are throttled like wrong passwords.
+    #[test]
+    fn with_token_registration_a_new_user_needs_an_invitation_in_the_passwords_place() {
+        let mut server = Server::new();
+        server.registration = Registration::Token;
+        server.password = Some(b"s3cret");
+        server.invites = vec![b"invite-1"];
+        let now = Instant::now();
+        let known = Attempt {
+            password: b"s3cret",
+            ..alice()
+        };
+        assert!(matches!(server.login(&known, now).1, Step::Accept { .. }));
+        let newcomer = |password: &'static [u8]| Attempt {
+            user: "carol",
+            device: DeviceId::NEW,
+            key: Some(OTHER_KEY),
+            password,
+            ..alice()
+        };
+        let (steps, last) = server.login(&newcomer(b"invite-1"), now);
+        assert!(matches!(last, Step::Accept { .. }), "{last:?}");
+        assert!(steps.contains(&Step::Record {
+            user: uid("carol"),
+            key: Some(OTHER_KEY),
+            device: DeviceId::NEW,
+            invite: Some(invite_hash(b"invite-1")),
+        }));
+        assert_eq!(
+            server.login(&newcomer(b""), now).1,
+            Step::Deny(DenyCode::InvalidUser),
+            "no token"
+        );
+        assert_eq!(
+            server.login(&newcomer(b"s3cret"), now).1,
+            Step::Deny(DenyCode::InvalidUser),
+            "the server password is no invitation"
+        );
     }
 
     /// A request that fails every check gets the code of the first in the documented

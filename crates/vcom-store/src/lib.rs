@@ -222,6 +222,26 @@ pub enum LoginRecord {
     /// The user is bound to another key (two first logins raced with different keys;
     /// the first won). Nothing was changed.
     KeyConflict,
+    /// The invitation is unknown, used up or expired, or the user is not new. Nothing
+    /// was changed.
+    InviteRefused,
+}
+
+/// The SHA-256 of an invitation token: the store never holds a token itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct InviteHash(pub [u8; 32]);
+
+/// An invitation, as the administrator lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invite {
+    /// Its token's SHA-256.
+    pub hash: InviteHash,
+    /// New users it may still admit.
+    pub uses_left: u32,
+    /// When it stops working, if ever.
+    pub expires_at: Option<Timestamp>,
+    /// When it was made.
+    pub created_at: Timestamp,
 }
 
 /// What the server's message path keeps in memory, read in one go at start so that no
@@ -340,13 +360,29 @@ pub trait Store: Clone + Send + Sync + 'static {
     /// Records a login that passed every check, in one transaction: registers the user
     /// if unknown, binds `key` if the user has none, issues a device for
     /// [`DeviceId::NEW`], and marks the device as seen now.
+    ///
+    /// With `invite` (the SHA-256 of an invitation token), the user must be new and the
+    /// invitation valid: one of its uses is spent in the same transaction, or nothing is
+    /// written and the answer is [`LoginRecord::InviteRefused`].
     fn record_login(
         &self,
         user: &UserId,
         key: Option<KeyFingerprint>,
         device: DeviceId,
         now: Timestamp,
+        invite: Option<InviteHash>,
     ) -> impl Future<Output = StoreResult<LoginRecord>> + Send;
+    /// Stores an invitation: its token's SHA-256, how many new users it may admit, and
+    /// until when (`None`: no end).
+    fn create_invite(
+        &self,
+        invite: InviteHash,
+        uses: u32,
+        expires_at: Option<Timestamp>,
+        now: Timestamp,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+    /// The invitations with uses left that have not expired at `now`.
+    fn invites(&self, now: Timestamp) -> impl Future<Output = StoreResult<Vec<Invite>>> + Send;
     /// Replaces the user's key binding, whatever it was: with `key`, so that only the
     /// holder of that key can log in next (the administrator binds a key the user
     /// handed over, leaving no window for anyone else), or with none, so that the next

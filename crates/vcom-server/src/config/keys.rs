@@ -81,7 +81,7 @@ pub const KEYS: &[Key] = &[
     key(
         "registration",
         None,
-        "`\"open\"`: any valid identifier becomes a user on its first login. `\"closed\"`: only users the server already knows may log in (258 code 7).",
+        "`\"open\"`: any valid identifier becomes a user on its first login. `\"closed\"`: only users the server already knows may log in (258 code 7); `vcom-server admin user add` adds them. `\"token\"`: a new identifier logs in only with a valid invitation token (`vcom-server admin invite create [--uses N] [--expires DURATION]`) sent in the login's password field instead of the server password; each such login spends one use; a missing, unknown, used-up or expired token is refused with 258 code 7, and wrong tokens are throttled per address like wrong passwords. Known users log in as always.",
     ),
     key(
         "login_timeout_secs",

@@ -72,6 +72,10 @@ pub enum Registration {
     Open,
     /// Only identifiers the server already knows may log in (258 code 7 otherwise).
     Closed,
+    /// A new identifier logs in only with a valid invitation token (`vcom-server admin
+    /// invite create`), sent where the server password goes; known users log in as
+    /// with `Open`.
+    Token,
 }
 
 /// Where the TLS certificate and key come from.

@@ -215,10 +215,11 @@ impl Store for SqliteStore {
         key: Option<KeyFingerprint>,
         device: DeviceId,
         now: Timestamp,
+        invite: Option<crate::InviteHash>,
     ) -> impl Future<Output = StoreResult<crate::LoginRecord>> + Send {
         let user = user.clone();
         let cap = self.inner.config.devices_per_user;
-        self.write(move |c, _| users::record_login(c, &user, key, device, now, cap))
+        self.write(move |c, _| users::record_login(c, &user, key, device, now, cap, invite))
     }
 
     fn reset_key(
@@ -232,6 +233,23 @@ impl Store for SqliteStore {
 
     fn users(&self) -> impl Future<Output = StoreResult<Vec<UserRecord>>> + Send {
         self.read(users::all)
+    }
+
+    fn create_invite(
+        &self,
+        invite: crate::InviteHash,
+        uses: u32,
+        expires_at: Option<Timestamp>,
+        now: Timestamp,
+    ) -> impl Future<Output = StoreResult<()>> + Send {
+        self.write(move |c, _| users::create_invite(c, invite, uses, expires_at, now))
+    }
+
+    fn invites(
+        &self,
+        now: Timestamp,
+    ) -> impl Future<Output = StoreResult<Vec<crate::Invite>>> + Send {
+        self.read(move |c| users::invites(c, now))
     }
 
     fn remove_user(&self, user: &UserId) -> impl Future<Output = StoreResult<bool>> + Send {

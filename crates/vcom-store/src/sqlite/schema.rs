@@ -259,8 +259,19 @@ CREATE TABLE pending_from (
 ) WITHOUT ROWID;
 "#;
 
+/// Version 5: invitation tokens (`registration = "token"`), kept as their SHA-256 only,
+/// so a copy of the database holds no token that works.
+const V5: &str = r#"
+CREATE TABLE invites (
+    hash       BLOB PRIMARY KEY NOT NULL,
+    uses_left  INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    created_at INTEGER NOT NULL
+) WITHOUT ROWID;
+"#;
+
 /// Every migration, oldest first. Append only.
-const MIGRATIONS: &[M<'static>] = &[M::up(V1), M::up(V2), M::up(V3), M::up(V4)];
+const MIGRATIONS: &[M<'static>] = &[M::up(V1), M::up(V2), M::up(V3), M::up(V4), M::up(V5)];
 
 /// The schema version this program writes (SQLite's `user_version` after migrating).
 pub(crate) const SCHEMA_VERSION: usize = MIGRATIONS.len();

@@ -4,7 +4,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use vcom_protocol::{DeviceId, Timestamp, UserId};
 
 use super::{devices, records};
-use crate::{KeyFingerprint, LoginRecord, StoreError, StoreResult, UserRecord};
+use crate::{Invite, InviteHash, KeyFingerprint, LoginRecord, StoreError, StoreResult, UserRecord};
 
 type Row = (String, Option<Vec<u8>>, i64);
 
@@ -65,7 +65,23 @@ pub(crate) fn record_login(
     device: DeviceId,
     now: Timestamp,
     devices_per_user: Option<u64>,
+    invite: Option<InviteHash>,
 ) -> StoreResult<LoginRecord> {
+    if let Some(invite) = invite {
+        // Admitted by an invitation: only a new user, and only while it has a use left.
+        if get(conn, user)?.is_some() {
+            return Ok(LoginRecord::InviteRefused);
+        }
+        let spent = conn
+            .prepare_cached(
+                "UPDATE invites SET uses_left = uses_left - 1
+                 WHERE hash = ?1 AND uses_left > 0 AND (expires_at = 0 OR expires_at > ?2)",
+            )?
+            .execute(params![&invite.0[..], now.0])?;
+        if spent == 0 {
+            return Ok(LoginRecord::InviteRefused);
+        }
+    }
     let record = register(conn, user, key, now)?;
     if let Some(key) = key {
         match record.key {
@@ -132,4 +148,52 @@ pub(crate) fn remove(conn: &Connection, user: &UserId) -> StoreResult<bool> {
         .prepare_cached("DELETE FROM users WHERE id = ?1")?
         .execute([u])?;
     Ok(removed == 1)
+}
+
+pub(crate) fn create_invite(
+    conn: &Connection,
+    invite: InviteHash,
+    uses: u32,
+    expires_at: Option<Timestamp>,
+    now: Timestamp,
+) -> StoreResult<()> {
+    conn.prepare_cached(
+        "INSERT INTO invites (hash, uses_left, expires_at, created_at) VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![
+        &invite.0[..],
+        uses,
+        expires_at.map_or(0, |t| t.0),
+        now.0
+    ])?;
+    Ok(())
+}
+
+pub(crate) fn invites(conn: &Connection, now: Timestamp) -> StoreResult<Vec<Invite>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT hash, uses_left, expires_at, created_at FROM invites
+         WHERE uses_left > 0 AND (expires_at = 0 OR expires_at > ?1)
+         ORDER BY created_at, hash",
+    )?;
+    let rows = stmt.query_map([now.0], |r| {
+        Ok((
+            r.get::<_, Vec<u8>>(0)?,
+            r.get::<_, i64>(1)?,
+            r.get::<_, i64>(2)?,
+            r.get::<_, i64>(3)?,
+        ))
+    })?;
+    rows.map(|row| {
+        let (hash, uses_left, expires_at, created_at) = row?;
+        let hash: [u8; 32] = hash
+            .try_into()
+            .map_err(|_| StoreError::Corrupt("an invitation hash is not 32 bytes".into()))?;
+        Ok(Invite {
+            hash: InviteHash(hash),
+            uses_left: u32::try_from(uses_left).unwrap_or(0),
+            expires_at: (expires_at != 0).then_some(Timestamp(expires_at)),
+            created_at: Timestamp(created_at),
+        })
+    })
+    .collect()
 }

@@ -96,14 +96,14 @@ async fn devices_of_a_user_are_listed_by_identifier() {
 #[allow(clippy::unwrap_used)]
 async fn new_device(store: &impl Store, user: &str, at: i64) -> (DeviceId, Vec<DeviceId>) {
     match store
-        .record_login(&uid(user), None, DeviceId::NEW, ts(at))
+        .record_login(&uid(user), None, DeviceId::NEW, ts(at), None)
         .await
         .unwrap()
     {
         LoginRecord::Recorded {
             device, retired, ..
         } => (device, retired),
-        LoginRecord::KeyConflict => panic!("no key was given"),
+        other => panic!("a new device is recorded: {other:?}"),
     }
 }
 
@@ -123,7 +123,7 @@ async fn new_devices_past_the_cap_retire_the_least_recently_seen_ones() {
     assert!(none.is_empty());
     // The first device logs in again: the second is now the least recently seen.
     t.store
-        .record_login(&uid("alice"), None, first, ts(4))
+        .record_login(&uid("alice"), None, first, ts(4), None)
         .await
         .unwrap();
     let (fourth, retired) = new_device(&t.store, "alice", 5).await;

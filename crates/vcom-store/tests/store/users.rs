@@ -113,7 +113,7 @@ async fn resetting_a_key_to_a_given_key_binds_that_key_so_only_it_logs_in() {
     );
     let old = t
         .store
-        .record_login(&uid("alice"), Some(KEY_A), DeviceId::NEW, ts(2))
+        .record_login(&uid("alice"), Some(KEY_A), DeviceId::NEW, ts(2), None)
         .await
         .unwrap();
     assert_eq!(
@@ -123,7 +123,7 @@ async fn resetting_a_key_to_a_given_key_binds_that_key_so_only_it_logs_in() {
     );
     let new = t
         .store
-        .record_login(&uid("alice"), Some(KEY_B), DeviceId::NEW, ts(3))
+        .record_login(&uid("alice"), Some(KEY_B), DeviceId::NEW, ts(3), None)
         .await
         .unwrap();
     assert!(matches!(new, LoginRecord::Recorded { .. }), "{new:?}");
@@ -176,7 +176,7 @@ async fn a_first_login_registers_binds_and_issues_a_device_in_one_call() {
         retired,
     } = t
         .store
-        .record_login(&uid("alice"), Some(KEY_A), DeviceId::NEW, ts(10))
+        .record_login(&uid("alice"), Some(KEY_A), DeviceId::NEW, ts(10), None)
         .await
         .unwrap()
     else {
@@ -192,7 +192,7 @@ async fn a_first_login_registers_binds_and_issues_a_device_in_one_call() {
     // A later login of the same device only marks it as seen.
     let again = t
         .store
-        .record_login(&uid("alice"), Some(KEY_A), device, ts(20))
+        .record_login(&uid("alice"), Some(KEY_A), device, ts(20), None)
         .await
         .unwrap();
     assert_eq!(
@@ -213,12 +213,12 @@ async fn a_first_login_registers_binds_and_issues_a_device_in_one_call() {
 async fn a_login_with_another_key_is_a_conflict_and_changes_nothing() {
     let t = store();
     t.store
-        .record_login(&uid("alice"), Some(KEY_A), DeviceId::NEW, ts(10))
+        .record_login(&uid("alice"), Some(KEY_A), DeviceId::NEW, ts(10), None)
         .await
         .unwrap();
     let conflict = t
         .store
-        .record_login(&uid("alice"), Some(KEY_B), DeviceId::NEW, ts(20))
+        .record_login(&uid("alice"), Some(KEY_B), DeviceId::NEW, ts(20), None)
         .await
         .unwrap();
     assert_eq!(conflict, LoginRecord::KeyConflict);
@@ -284,11 +284,76 @@ async fn removing_a_user_deletes_everything_of_theirs_and_nothing_else() {
     assert_eq!(t.store.stats().await.unwrap().pending_deliveries, 1);
     let again = t
         .store
-        .record_login(&uid("alice"), Some(KEY_B), DeviceId::NEW, ts(9))
+        .record_login(&uid("alice"), Some(KEY_B), DeviceId::NEW, ts(9), None)
         .await
         .unwrap();
     let LoginRecord::Recorded { device, .. } = again else {
         panic!("alice registers again, with any key")
     };
     assert!(pending_bodies(&t.store, "alice", device).await.is_empty());
+}
+
+/// An invitation admits as many new users as it has uses, until it expires, each use
+/// spent in the login's own transaction; a refused one writes nothing, and an
+/// invitation never admits a user that exists already.
+#[tokio::test]
+async fn an_invitation_admits_new_users_while_it_has_uses_and_time() {
+    use vcom_store::InviteHash;
+    let t = crate::support::store();
+    let two_uses = InviteHash([7; 32]);
+    let expired = InviteHash([8; 32]);
+    t.store
+        .create_invite(two_uses, 2, Some(ts(1_000)), ts(1))
+        .await
+        .unwrap();
+    t.store
+        .create_invite(expired, 5, Some(ts(50)), ts(1))
+        .await
+        .unwrap();
+    let login = |user: &'static str, invite: InviteHash, at: i64| {
+        let store = t.store.clone();
+        async move {
+            store
+                .record_login(&uid(user), None, DeviceId::NEW, ts(at), Some(invite))
+                .await
+                .unwrap()
+        }
+    };
+    assert!(matches!(
+        login("ann", two_uses, 10).await,
+        LoginRecord::Recorded { .. }
+    ));
+    assert_eq!(
+        login("ann", two_uses, 11).await,
+        LoginRecord::InviteRefused,
+        "not new"
+    );
+    assert!(matches!(
+        login("ben", two_uses, 12).await,
+        LoginRecord::Recorded { .. }
+    ));
+    assert_eq!(
+        login("cat", two_uses, 13).await,
+        LoginRecord::InviteRefused,
+        "used up"
+    );
+    assert_eq!(
+        login("dan", expired, 60).await,
+        LoginRecord::InviteRefused,
+        "expired"
+    );
+    assert_eq!(
+        login("eve", InviteHash([9; 32]), 14).await,
+        LoginRecord::InviteRefused,
+        "unknown"
+    );
+    for refused in ["cat", "dan", "eve"] {
+        assert!(t.store.user(&uid(refused)).await.unwrap().is_none());
+    }
+    assert_eq!(
+        t.store.invites(ts(20)).await.unwrap().len(),
+        1,
+        "the expired one"
+    );
+    assert!(t.store.invites(ts(60)).await.unwrap().is_empty());
 }
