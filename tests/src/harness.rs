@@ -78,6 +78,8 @@ pub struct TestServer {
     pub data_dir: PathBuf,
     /// Its administrator commands.
     pub admin: AdminHandle<SqliteStore>,
+    /// Its metrics endpoint, when `metrics_listen` is set.
+    pub metrics: Option<SocketAddr>,
     shutdown: ShutdownHandle,
     task: tokio::task::JoinHandle<Result<(), vcom_server::ServerError>>,
 }
@@ -93,6 +95,7 @@ impl TestServer {
             cert_sha256: server.cert_sha256().to_owned(),
             data_dir: data_dir.to_owned(),
             admin: server.admin(),
+            metrics: server.metrics_addr(),
             shutdown: server.shutdown_handle(),
             task: tokio::spawn(server.run()),
         }

@@ -229,7 +229,9 @@ async fn handshake_and_login<S: Store>(
             Some((transport, accepted, key_resets, ext))
         }
         Err(Refused::Denied(code)) => {
-            Stats::bump(&shared.stats.denials);
+            shared
+                .stats
+                .denied(u8::try_from(code.code()).unwrap_or(u8::MAX));
             tracing::info!(user = ?request.user, %addr, %code, "login refused");
             let denied = ServerPacket::from(ConnectionDenied { code });
             let _ = tokio::time::timeout(shared.config.write_timeout(), async {

@@ -157,7 +157,13 @@ fn store<S: Store>(conn: &Conn<S>, message: NewMessage) -> Storing {
         data: message.data.clone(),
         read: false,
     }));
+    let handed = std::time::Instant::now();
+    let bytes = message.data.len() as u64;
     let on_commit: OnCommit = Box::new(move |stored| {
+        shared
+            .stats
+            .commit_seconds
+            .observe(handed.elapsed().as_secs_f64());
         let Ok(stored) = stored else {
             return; // the reader closes the connection; the client sends it again
         };
@@ -195,6 +201,10 @@ fn store<S: Store>(conn: &Conn<S>, message: NewMessage) -> Storing {
             return;
         }
         Stats::bump(&shared.stats.messages);
+        shared
+            .stats
+            .message_bytes
+            .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
         shared
             .sessions
             .push_message(&recipients, origin.conn, id, &packet);

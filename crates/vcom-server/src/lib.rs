@@ -45,6 +45,7 @@ mod delivery;
 mod directory;
 mod inbound;
 mod login;
+mod metrics;
 mod pending;
 mod policy;
 mod server;

@@ -106,6 +106,9 @@ pub struct Server<S: Store = SqliteStore> {
     listener: TcpListener,
     acceptor: TlsAcceptor,
     admin_socket: Option<AdminSocket>,
+    /// The metrics endpoint's listener, when `metrics_listen` is set.
+    metrics: Option<TcpListener>,
+    metrics_addr: Option<SocketAddr>,
     local_addr: SocketAddr,
     cert_sha256: String,
     close_store: Option<Box<dyn FnOnce() -> CloseFuture + Send>>,
@@ -245,7 +248,23 @@ impl<S: Store> Server<S> {
             config,
         });
         let admin_socket = Some(AdminSocket::bind(&shared.config.admin_socket_path())?);
+        let metrics = match shared.config.metrics_listen {
+            Some(addr) => {
+                Some(
+                    TcpListener::bind(addr)
+                        .await
+                        .map_err(|source| ServerError::Bind {
+                            addr: format!("{addr} (metrics_listen)"),
+                            source,
+                        })?,
+                )
+            }
+            None => None,
+        };
+        let metrics_addr = metrics.as_ref().and_then(|l| l.local_addr().ok());
         Ok(Server {
+            metrics,
+            metrics_addr,
             acceptor: TlsAcceptor::from(tls.config.clone()),
             cert_sha256: tls.cert_sha256,
             shared,
@@ -259,6 +278,12 @@ impl<S: Store> Server<S> {
     /// The address the server listens on (with the real port when bound to port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The address of the metrics endpoint, when `metrics_listen` is set (with the real
+    /// port when bound to port 0).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// SHA-256 of the server's certificate, lower-case hex: what clients pin.
@@ -284,6 +309,12 @@ impl<S: Store> Server<S> {
             shared
                 .tasks
                 .spawn(socket.serve(admin, shared.shutdown.clone()));
+        }
+        if let Some(listener) = self.metrics.take() {
+            tracing::info!(addr = ?self.metrics_addr, "metrics endpoint listening (GET /metrics)");
+            shared
+                .tasks
+                .spawn(crate::metrics::serve(shared.clone(), listener));
         }
         shared.tasks.spawn(crate::transfer::sweep(shared.clone()));
         shared.tasks.spawn(retention(shared.clone()));

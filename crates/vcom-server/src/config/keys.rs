@@ -148,6 +148,17 @@ pub const KEYS: &[Key] = &[
         Some((1, HOUR)),
         "Seconds a new connection has to complete the TLS handshake (at most `login_timeout_secs`): a socket that never starts TLS gives its place back early.",
     ),
+    Key {
+        path: "metrics_listen",
+        range: None,
+        example: Some("\"127.0.0.1:9420\""),
+        doc: "Where to serve Prometheus metrics (off by default): `GET /metrics` over plain HTTP answers the OpenMetrics text format (connections, logins, refusals by code, messages and bytes relayed, messages waiting, transfers by outcome, the store's commit latency, queued packets). There is no login on it: an address other machines can reach is refused unless `metrics_allow_remote = true`.",
+    },
+    key(
+        "metrics_allow_remote",
+        None,
+        "Allow `metrics_listen` on an address other machines can reach (put a firewall or a proxy with authentication in front of it).",
+    ),
     key(
         "limits.max_user_id_len",
         Some((1, 1024)),

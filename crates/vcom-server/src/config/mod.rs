@@ -229,6 +229,12 @@ pub struct ServerConfig {
     /// Seconds a new connection has to complete the TLS handshake (at most
     /// `login_timeout_secs`): a socket that says nothing gives its place back soon.
     pub handshake_timeout_secs: u64,
+    /// Where to serve the Prometheus metrics (`GET /metrics`, plain HTTP); off unless
+    /// set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Whether `metrics_listen` may be an address other machines can reach.
+    pub metrics_allow_remote: bool,
     /// Decoder limits.
     pub limits: LimitsConfig,
     /// TLS certificate and key.
@@ -261,6 +267,8 @@ impl Default for ServerConfig {
             max_pending_logins: 1024,
             max_pending_logins_per_ip: 32,
             handshake_timeout_secs: 5,
+            metrics_listen: None,
+            metrics_allow_remote: false,
             limits: LimitsConfig::default(),
             tls: TlsConfig::default(),
             retention: RetentionConfig::default(),
@@ -341,6 +349,18 @@ impl ServerConfig {
             return Err(ConfigError::Invalid {
                 key: "password",
                 problem: "is longer than limits.max_password_len".into(),
+            });
+        }
+        if let Some(addr) = self.metrics_listen
+            && !addr.ip().is_loopback()
+            && !self.metrics_allow_remote
+        {
+            return Err(ConfigError::Invalid {
+                key: "metrics_listen",
+                problem: format!(
+                    "{addr} is reachable from other machines: metrics are plain HTTP with no \
+                     login; use a loopback address, or set metrics_allow_remote = true"
+                ),
             });
         }
         if self.tls.cert.is_some() != self.tls.key.is_some() {
@@ -540,6 +560,7 @@ mod tests {
     fn every_key_of_the_configuration_is_in_the_table_and_no_other() {
         let with_all = ServerConfig {
             password: Some("x".into()),
+            metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9420))),
             tls: TlsConfig {
                 cert: Some("c".into()),
                 key: Some("k".into()),
@@ -577,6 +598,7 @@ mod tests {
         let parsed = ServerConfig::from_toml(&uncommented, Path::new("example")).unwrap();
         let expected = ServerConfig {
             password: Some("correct horse battery staple".into()),
+            metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9420))),
             tls: TlsConfig {
                 cert: Some("/etc/vcom/cert.pem".into()),
                 key: Some("/etc/vcom/key.pem".into()),
