@@ -647,3 +647,30 @@ fn with_token_registration_new_users_need_an_invitation() {
         .code(2);
     assert_eq!(world.server.terminate().code(), Some(0));
 }
+
+/// The log's level comes from the configuration's `log` (RUST_LOG, when set, wins); a
+/// filter that does not parse stops the server like any bad value.
+#[test]
+fn the_log_level_comes_from_the_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("server");
+    let log_path = dir.path().join("server.log");
+    let server = Server::start_logging_at(
+        &data,
+        Some("log = \"warn\"\n"),
+        std::fs::File::create(&log_path).unwrap().into(),
+        &[("RUST_LOG", "")],
+        &[],
+    );
+    let world = World { dir, server };
+    world.register("alice");
+    assert_eq!(world.server.terminate().code(), Some(0));
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(!log.contains("login accepted"), "info lines at warn: {log}");
+    std::fs::write(data.join("vcom.toml"), "log = \"info,[\"\n").unwrap();
+    serve_command(&data)
+        .env("RUST_LOG", "")
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("`log`"));
+}

@@ -173,6 +173,18 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<ServerConfig> {
     Ok(config)
 }
 
+/// The log filter: `RUST_LOG` when set, else the configuration's `log`.
+fn log_filter(config: &ServerConfig) -> anyhow::Result<tracing_subscriber::EnvFilter> {
+    match std::env::var("RUST_LOG") {
+        Ok(directives) if !directives.is_empty() => {
+            tracing_subscriber::EnvFilter::try_new(&directives)
+                .with_context(|| format!("invalid RUST_LOG {directives:?}"))
+        }
+        _ => tracing_subscriber::EnvFilter::try_new(&config.log)
+            .with_context(|| format!("invalid config value `log`: {:?}", config.log)),
+    }
+}
+
 async fn serve(args: ServeArgs) -> Result<(), Failure> {
     let config = load_config(&args).map_err(Failure::Usage)?;
     let logs = tracing_subscriber::fmt()
@@ -181,10 +193,7 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
         // the output went to `head`) is dropped. Reporting that failure would print to
         // the same broken stderr, which panics, and take logins and SIGTERM with it.
         .log_internal_errors(false)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        );
+        .with_env_filter(log_filter(&config).map_err(Failure::Usage)?);
     match args.log_format {
         LogFormat::Text => logs
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -237,6 +246,7 @@ fn request_for(command: AdminRequest) -> AdminRequest {
 /// at; one line per finding.
 fn check(args: &ServeArgs) -> Result<(), Failure> {
     let config = load_config(args).map_err(Failure::Usage)?;
+    log_filter(&config).map_err(Failure::Usage)?;
     println!("ok      configuration: valid");
     let findings = vcom_server::check::check(&config);
     for f in &findings {

@@ -148,6 +148,11 @@ pub const KEYS: &[Key] = &[
         Some((1, HOUR)),
         "Seconds a new connection has to complete the TLS handshake (at most `login_timeout_secs`): a socket that never starts TLS gives its place back early.",
     ),
+    key(
+        "log",
+        None,
+        "What the log on stderr shows: a filter such as `\"info\"`, `\"warn\"` or `\"info,vcom_server=debug\"` (levels error, warn, info, debug, trace, for everything or per module). `RUST_LOG`, when set, wins. Whatever the level, no message body, password, token or key is ever logged.",
+    ),
     Key {
         path: "metrics_listen",
         range: None,

@@ -229,6 +229,9 @@ pub struct ServerConfig {
     /// Seconds a new connection has to complete the TLS handshake (at most
     /// `login_timeout_secs`): a socket that says nothing gives its place back soon.
     pub handshake_timeout_secs: u64,
+    /// What the log shows: a `tracing` filter (`info`, `warn`, `vcom_server=debug`).
+    /// `RUST_LOG`, when set, wins.
+    pub log: String,
     /// Where to serve the Prometheus metrics (`GET /metrics`, plain HTTP); off unless
     /// set.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -267,6 +270,7 @@ impl Default for ServerConfig {
             max_pending_logins: 1024,
             max_pending_logins_per_ip: 32,
             handshake_timeout_secs: 5,
+            log: "info".to_owned(),
             metrics_listen: None,
             metrics_allow_remote: false,
             limits: LimitsConfig::default(),
