@@ -14,6 +14,9 @@
 //!   and leaves the docs alone (CI runs it).
 //! - `cargo xtask bench --criterion [ARGS]`: the micro-benchmarks, `cargo bench
 //!   --workspace [ARGS]`.
+//! - `cargo xtask dist [--check]`: the release tarball and Debian package in
+//!   `target/dist/` (see `dist`); `--check` installs the package, starts the installed
+//!   server, logs in with the installed client, and removes it again.
 //!
 //! Dependencies: anyhow and std only (this crate is built on every `cargo xtask`).
 
@@ -22,7 +25,9 @@ use std::process::{Command, ExitCode};
 
 use anyhow::{Context, bail};
 
-const USAGE: &str = "usage: cargo xtask <ci | e2e [RUNNER ARGS] | bench [--peers] [--smoke] [--runs N] [--only W,...] | bench --criterion [CARGO BENCH ARGS]>";
+mod dist;
+
+const USAGE: &str = "usage: cargo xtask <ci | e2e [RUNNER ARGS] | bench [--peers] [--smoke] [--runs N] [--only W,...] | bench --criterion [CARGO BENCH ARGS] | dist [--check]>";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -30,6 +35,7 @@ fn main() -> ExitCode {
         Some("ci") if args.len() == 1 => ci(),
         Some("e2e") => e2e(&args[1..]),
         Some("bench") => bench(&args[1..]),
+        Some("dist") => dist::dist(&args[1..]),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);

@@ -16,7 +16,11 @@ use vcom_server::{AdminRequest, AdminResponse, Server, ServerConfig};
 
 /// Run or administer a vCom chat server.
 #[derive(Debug, Parser)]
-#[command(name = "vcom-server", version, about)]
+#[command(
+    name = "vcom-server",
+    version,
+    about = "The vCom chat server: serve, check a configuration, administer, back up and restore"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -44,6 +48,13 @@ enum Command {
         /// The stopped server's data directory.
         #[arg(long, default_value = "vcom-data")]
         data_dir: PathBuf,
+    },
+    /// Write shell completions (bash, zsh, fish) and man pages for vcom-server and vcom
+    /// into DIR (`cargo xtask dist` packages them).
+    #[command(hide = true)]
+    GenerateAssets {
+        /// Where to write them (completions/ and man/ are made inside).
+        dir: PathBuf,
     },
     /// Send a command to the server running on a data directory.
     Admin {
@@ -109,6 +120,7 @@ fn main() -> ExitCode {
             Ok(())
         }
         Command::Restore { file, data_dir } => restore(&file, &data_dir),
+        Command::GenerateAssets { dir } => generate_assets(&dir).map_err(Failure::Runtime),
         Command::Admin {
             data_dir,
             json,
@@ -227,7 +239,38 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
     .and_then(|()| stdout.flush())
     .context("cannot write the ready line")?;
     drop(stdout);
-    server.run().await.context("server failed")?;
+    // Under systemd (Type=notify) the unit is started once this is said; elsewhere
+    // (no NOTIFY_SOCKET) it does nothing.
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    let result = server.run().await.context("server failed");
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    result?;
+    Ok(())
+}
+
+/// `vcom-server generate-assets DIR`: completions and man pages from the clap
+/// definitions of both programs, so they never drift from the real options.
+fn generate_assets(dir: &Path) -> anyhow::Result<()> {
+    use clap::CommandFactory;
+    use clap_complete::Shell;
+    let completions = dir.join("completions");
+    let man = dir.join("man");
+    std::fs::create_dir_all(&completions)?;
+    std::fs::create_dir_all(&man)?;
+    let programs = [
+        ("vcom-server", Cli::command()),
+        ("vcom", vcom_cli::client::Cli::command()),
+    ];
+    for (name, command) in programs {
+        for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
+            let mut command = command.clone();
+            clap_complete::generate_to(shell, &mut command, name, &completions)
+                .with_context(|| format!("cannot write the {shell} completion of {name}"))?;
+        }
+        clap_mangen::generate_to(command.name(name), &man)
+            .with_context(|| format!("cannot write the man pages of {name}"))?;
+    }
+    println!("wrote {} and {}", completions.display(), man.display());
     Ok(())
 }
 
