@@ -116,14 +116,17 @@ pub struct RetentionConfig {
 }
 
 impl Default for RetentionConfig {
+    /// The store's own defaults (`vcom_store::StoreConfig`): one default per setting.
     fn default() -> Self {
+        let store = vcom_store::StoreConfig::default();
+        let days = |age: Option<Duration>| age.map_or(0, |a| a.as_secs() / (24 * 3600));
         RetentionConfig {
-            delivered_max_age_days: 30,
-            delivered_max_count: 0,
-            pending_per_user: 100_000,
-            pending_per_sender: 10_000,
-            transfer_log_max: 100_000,
-            devices_per_user: 100,
+            delivered_max_age_days: days(store.delivered_max_age),
+            delivered_max_count: store.delivered_max_count.unwrap_or(0),
+            pending_per_user: store.pending_cap_per_user.unwrap_or(0),
+            pending_per_sender: store.pending_per_sender.unwrap_or(0),
+            transfer_log_max: store.transfer_log_max.unwrap_or(0),
+            devices_per_user: store.devices_per_user.unwrap_or(0),
         }
     }
 }

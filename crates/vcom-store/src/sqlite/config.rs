@@ -39,7 +39,7 @@ pub struct StoreConfig {
     pub delivered_max_count: Option<u64>,
     /// The most messages kept waiting for one user; a message for a user at the cap is
     /// refused for that user ([`crate::Stored::refused`], logged as a warning), and
-    /// nothing already waiting is dropped. `None`: no cap. Default: 10 000.
+    /// nothing already waiting is dropped. `None`: no cap. Default: 100 000.
     pub pending_cap_per_user: Option<u64>,
     /// Of the messages waiting for one user, the most that may come from one sender: a
     /// message past it is refused for that user like one to a full inbox, so one
@@ -89,7 +89,7 @@ impl Default for StoreConfig {
         StoreConfig {
             delivered_max_age: Some(Duration::from_secs(30 * 24 * 60 * 60)),
             delivered_max_count: None,
-            pending_cap_per_user: Some(10_000),
+            pending_cap_per_user: Some(100_000),
             pending_per_sender: Some(10_000),
             devices_per_user: Some(100),
             synchronous: Synchronous::Full,
