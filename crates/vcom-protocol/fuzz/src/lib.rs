@@ -79,43 +79,40 @@ pub fn decode_in_pieces<P: Incoming>(data: &[u8], cuts: &[usize], limits: &Limit
     let mut buf = BytesMut::new();
     let mut packets = Vec::new();
     let mut fed = 0;
+    // Drains the codec (`decode`, or at the end `decode_eof`); the error that ends the
+    // stream, if one does.
+    let mut drain = |buf: &mut BytesMut, packets: &mut Vec<P>, at_end: bool| loop {
+        let decoded = if at_end {
+            codec.decode_eof(buf)
+        } else {
+            codec.decode(buf)
+        };
+        match decoded {
+            Ok(Some(packet)) => packets.push(packet),
+            Ok(None) => return None,
+            Err(CodecError::Protocol(error)) => return Some(error),
+            // The stream ended inside a packet: the bytes are left over.
+            Err(CodecError::Io(_)) if at_end => return None,
+            Err(CodecError::Io(error)) => {
+                panic!("the codec reported an i/o error without doing i/o: {error}")
+            }
+        }
+    };
     for cut in cuts {
         buf.extend_from_slice(&data[fed..cut]);
         fed = cut;
-        loop {
-            match codec.decode(&mut buf) {
-                Ok(Some(packet)) => packets.push(packet),
-                Ok(None) => break,
-                Err(CodecError::Protocol(error)) => {
-                    return Stream {
-                        packets,
-                        end: Err(error),
-                    };
-                }
-                Err(CodecError::Io(error)) => {
-                    panic!("the codec reported an i/o error without doing i/o: {error}")
-                }
-            }
+        if let Some(error) = drain(&mut buf, &mut packets, false) {
+            return Stream {
+                packets,
+                end: Err(error),
+            };
         }
     }
-    loop {
-        match codec.decode_eof(&mut buf) {
-            Ok(Some(packet)) => packets.push(packet),
-            Ok(None) => break,
-            Err(CodecError::Protocol(error)) => {
-                return Stream {
-                    packets,
-                    end: Err(error),
-                };
-            }
-            // The stream ended inside a packet: the bytes are left over.
-            Err(CodecError::Io(_)) => break,
-        }
-    }
-    Stream {
-        packets,
-        end: Ok(buf.len()),
-    }
+    let end = match drain(&mut buf, &mut packets, true) {
+        Some(error) => Err(error),
+        None => Ok(buf.len()),
+    };
+    Stream { packets, end }
 }
 
 /// Checks one direction's decoder on arbitrary bytes.
