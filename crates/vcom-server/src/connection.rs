@@ -653,6 +653,12 @@ impl<S: Store> Written<S> {
         id: MessageId,
         packet: &ServerPacket,
     ) -> Result<(), WriteError> {
+        // A client with receipts may confirm it from now on. Not only once the flush has
+        // returned: the bytes may reach the client (a feed can write, a flush has
+        // written) and its receipt be read before this task runs again, and a receipt
+        // clamped below what the client holds would be answered by a Pong all the same,
+        // a confirmation the server did not record.
+        self.sent.fetch_max(id.0, Ordering::AcqRel);
         if self.ext {
             sink.feed(ServerPacket::from(Sequence { seq: id.0 }))
                 .await
@@ -664,13 +670,12 @@ impl<S: Store> Written<S> {
         Ok(())
     }
 
-    /// Everything fed was flushed: a client with receipts may now confirm it; for any
-    /// other the device holds it, and its cursor moves (without waiting for the commit).
+    /// Everything fed was flushed: for a client without receipts the device holds it,
+    /// and its cursor moves (without waiting for the commit).
     fn flushed(&mut self) {
         let Some(last) = self.last.take() else {
             return;
         };
-        self.sent.fetch_max(last.0, Ordering::AcqRel);
         if !self.ext {
             self.cursor.advance(last);
         }

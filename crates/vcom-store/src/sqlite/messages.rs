@@ -297,6 +297,13 @@ pub(crate) fn pending(
     limit: usize,
     max_bytes: usize,
 ) -> StoreResult<Vec<PendingMessage>> {
+    // One snapshot for every statement below (a read transaction, ended when it is
+    // dropped). Read statement by statement, a direct message committed between the
+    // inbox's read and the groups' could be missing from a page that ends with a later
+    // group message: the page's last id, which the caller reads on from and skips queued
+    // messages up to, would pass it, and the device's receipt with it.
+    let snapshot = conn.unchecked_transaction()?;
+    let conn: &Connection = &snapshot;
     let (owner, cursor) = owner_and_cursor(conn, device)?;
     if owner != user.as_str() {
         return Err(StoreError::NotFound(format!(
