@@ -14,6 +14,14 @@
 //!   and leaves the docs alone (CI runs it).
 //! - `cargo xtask bench --criterion [ARGS]`: the micro-benchmarks, `cargo bench
 //!   --workspace [ARGS]`.
+//! - `cargo xtask soak [--minutes N] [ARGS]`: builds `vcom-server` and `vcom-bench`
+//!   (release) and runs `vcom-bench soak`: vcom-server under a steady direct-message
+//!   load with periodic reconnects for N minutes (default 30), then a summary (messages
+//!   sent, received, lost; the server's memory at the start, after the warm-up and at
+//!   the end, and its slope). Exits non-zero if a message was lost or memory kept
+//!   growing. Other arguments go to `vcom-bench soak` (`--users`, `--rate`,
+//!   `--reconnect-every`, `--churn`, `--warm-up`, `--max-growth-mib`).
+//!
 //! - `cargo xtask dist [--check]`: the release tarball and Debian package in
 //!   `target/dist/` (see `dist`); `--check` installs the package, starts the installed
 //!   server, logs in with the installed client, and removes it again.
@@ -27,7 +35,7 @@ use anyhow::{Context, bail};
 
 mod dist;
 
-const USAGE: &str = "usage: cargo xtask <ci | e2e [RUNNER ARGS] | bench [--peers] [--smoke] [--runs N] [--only W,...] | bench --criterion [CARGO BENCH ARGS] | dist [--check]>";
+const USAGE: &str = "usage: cargo xtask <ci | e2e [RUNNER ARGS] | bench [--peers] [--smoke] [--runs N] [--only W,...] | bench --criterion [CARGO BENCH ARGS] | soak [--minutes N] [SOAK ARGS] | dist [--check]>";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -35,6 +43,7 @@ fn main() -> ExitCode {
         Some("ci") if args.len() == 1 => ci(),
         Some("e2e") => e2e(&args[1..]),
         Some("bench") => bench(&args[1..]),
+        Some("soak") => soak(&args[1..]),
         Some("dist") => dist::dist(&args[1..]),
         _ => {
             eprintln!("{USAGE}");
@@ -256,4 +265,38 @@ fn bench(args: &[String]) -> anyhow::Result<Status> {
     }
     command.args(args);
     run("vcom-bench suite", &mut command)
+}
+
+/// `cargo xtask soak`: the release `vcom-server` under `vcom-bench soak`.
+fn soak(args: &[String]) -> anyhow::Result<Status> {
+    let status = run(
+        "cargo build --release -p vcom-cli -p vcom-bench --bin vcom-server --bin vcom-bench",
+        cargo().args([
+            "build",
+            "--release",
+            "-p",
+            "vcom-cli",
+            "-p",
+            "vcom-bench",
+            "--bin",
+            "vcom-server",
+            "--bin",
+            "vcom-bench",
+        ]),
+    )?;
+    if let Status::Failed(code) = status {
+        return Ok(Status::Failed(code));
+    }
+    let root = root()?;
+    let bin = profile_dir("release")?;
+    let mut command = Command::new(bin.join("vcom-bench"));
+    command
+        .current_dir(&root)
+        .arg("soak")
+        .arg("--server-bin")
+        .arg(bin.join("vcom-server"))
+        .arg("--out")
+        .arg(root.join("target/vcom-soak"))
+        .args(args);
+    run("vcom-bench soak", &mut command)
 }

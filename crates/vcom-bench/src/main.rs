@@ -12,7 +12,7 @@ use clap::{Parser, Subcommand};
 use vcom_bench::results::{Outcome, Results, Row};
 use vcom_bench::wire::{Protocol, Workload};
 use vcom_bench::workloads::{Plan, Rate, ServerProcess};
-use vcom_bench::{relay, report, suite, vcom, workloads};
+use vcom_bench::{relay, report, soak, suite, vcom, workloads};
 
 /// A load generator for vCom servers.
 #[derive(Debug, Parser)]
@@ -60,6 +60,9 @@ enum Command {
         #[arg(long)]
         doc: Option<PathBuf>,
     },
+    /// Runs vcom-server under a steady direct-message load with periodic reconnects
+    /// for a long time; fails if a message is lost or its memory keeps growing.
+    Soak(SoakArgs),
     /// Renders a results file as the terminal table (and into a document).
     Report {
         /// A results.json written by `suite`.
@@ -118,6 +121,48 @@ struct RunArgs {
     /// Print the figures as JSON.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct SoakArgs {
+    /// The vcom-server program to run.
+    #[arg(long)]
+    server_bin: PathBuf,
+    /// Minutes of load.
+    #[arg(long, default_value_t = 30.0, value_parser = parse_minutes)]
+    minutes: f64,
+    /// Users sending direct messages to each other.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(2..=100_000))]
+    users: u32,
+    /// Messages a second, in all.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    rate: u64,
+    /// Seconds between reconnects of every user.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    reconnect_every: u64,
+    /// Users that only log in and out, all the time.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(0..=10_000))]
+    churn: u32,
+    /// Seconds of warm-up before memory is judged [default: a fifth of the run, 1 to 5
+    /// min].
+    #[arg(long)]
+    warm_up: Option<u64>,
+    /// Memory growth allowed after the warm-up, in MiB (or a tenth of the level, if
+    /// more).
+    #[arg(long, default_value_t = 16.0)]
+    max_growth_mib: f64,
+    /// Where the server's log goes.
+    #[arg(long, default_value = "target/vcom-soak")]
+    out: PathBuf,
+}
+
+fn parse_minutes(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(m) if m > 0.0 && m <= 10_000.0 => Ok(m),
+        _ => Err(format!(
+            "{text:?} is not a number of minutes (above 0, at most 10000)"
+        )),
+    }
 }
 
 fn parse_workload(text: &str) -> Result<Workload, String> {
@@ -233,6 +278,24 @@ async fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Run(args) => run_one(args).await,
+        Command::Soak(args) => {
+            let report = soak::run(soak::Options {
+                server_bin: args.server_bin,
+                duration: Duration::from_secs_f64(args.minutes * 60.0),
+                users: args.users as usize,
+                rate: args.rate,
+                reconnect_every: Duration::from_secs(args.reconnect_every),
+                churn: args.churn as usize,
+                warm_up: args.warm_up.map(Duration::from_secs),
+                max_growth_mib: args.max_growth_mib,
+                out_dir: args.out,
+            })
+            .await?;
+            println!("{}", report.summary());
+            let failures = report.failures();
+            anyhow::ensure!(failures.is_empty(), "soak failed: {}", failures.join("; "));
+            Ok(())
+        }
     }
 }
 

@@ -572,6 +572,108 @@ impl Sender {
     }
 }
 
+/// What one phase of a soak counted (see [`steady_phase`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PhaseCounts {
+    /// Messages written by the senders.
+    pub sent: u64,
+    /// Messages that arrived.
+    pub received: u64,
+    /// Messages that arrived before an earlier one of the same sender.
+    pub reordered: u64,
+    /// Logins: every user once, plus the churning ones.
+    pub logins: u64,
+}
+
+/// One phase of a soak (`vcom-bench soak`): users `0..users` log in (again: the same
+/// devices, so a phase after the first is a reconnect of everyone), send direct
+/// messages to each other at `rate` in all for `window`, stop, and wait until every
+/// message sent has arrived (or none has for 10 s). Meanwhile users
+/// `users..users + churn`, who receive nothing, log in and out again and again, each
+/// staying about `churn_stay`. The senders keep their pace whatever the server does
+/// (an open loop, as in [`direct`] at a steady rate).
+pub async fn steady_phase(
+    protocol: Arc<dyn Protocol>,
+    users: usize,
+    churn: usize,
+    churn_stay: Duration,
+    rate: u64,
+    window: Duration,
+) -> anyhow::Result<PhaseCounts> {
+    let users = users.max(2);
+    let clients = login_all(&protocol, 0..users, false, 256).await?;
+    let fleet = Fleet::start(&protocol, clients, 0);
+    let sent = Arc::new(AtomicU64::new(0));
+    let stop = CancellationToken::new();
+    let churn_logins = Arc::new(AtomicU64::new(0));
+    let churners: Vec<_> = (users..users + churn)
+        .map(|user| {
+            let protocol = protocol.clone();
+            let stop = stop.clone();
+            let logins = churn_logins.clone();
+            // Spread over the stay, so that logins and logouts never stop.
+            let offset = churn_stay.mul_f64((user - users) as f64 / churn.max(1) as f64);
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = stop.cancelled() => return anyhow::Ok(()),
+                    _ = tokio::time::sleep(offset) => {}
+                }
+                while !stop.is_cancelled() {
+                    let (client, _) = login(&protocol, user, false).await?;
+                    logins.fetch_add(1, Ordering::Relaxed);
+                    tokio::select! {
+                        _ = stop.cancelled() => {}
+                        _ = tokio::time::sleep(churn_stay) => {}
+                    }
+                    let mut wr = client.wr.lock().await;
+                    let _ = tokio::time::timeout(Duration::from_secs(2), wr.shutdown()).await;
+                }
+                anyhow::Ok(())
+            })
+        })
+        .collect();
+    let period =
+        Duration::from_secs_f64(users as f64 / rate.max(1) as f64).max(Duration::from_micros(1));
+    let start = tokio::time::Instant::now();
+    let senders: Vec<_> = fleet
+        .writers
+        .iter()
+        .enumerate()
+        .map(|(me, writer)| {
+            let sender = Sender {
+                protocol: protocol.clone(),
+                me,
+                users,
+                writer: writer.clone(),
+                tally: fleet.tally.clone(),
+                sent: sent.clone(),
+                stop: stop.clone(),
+            };
+            let phase = period.mul_f64(me as f64 / users as f64);
+            tokio::spawn(sender.paced(start + phase, period))
+        })
+        .collect();
+    tokio::time::sleep(window).await;
+    stop.cancel();
+    for sender in senders {
+        sender.await.context("sender task failed")??;
+    }
+    for churner in churners {
+        churner.await.context("churn task failed")??;
+    }
+    let sent = sent.load(Ordering::Relaxed);
+    fleet.drain(sent, DRAIN_IDLE).await;
+    let received = fleet.tally.received.load(Ordering::Relaxed);
+    let reordered = fleet.tally.reordered.load(Ordering::Relaxed);
+    fleet.finish().await?;
+    Ok(PhaseCounts {
+        sent,
+        received,
+        reordered,
+        logins: users as u64 + churn_logins.load(Ordering::Relaxed),
+    })
+}
+
 /// Group messages in flight while measuring fan-out.
 const GROUP_WINDOW: usize = 4;
 
