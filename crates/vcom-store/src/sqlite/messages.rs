@@ -122,9 +122,15 @@ pub(crate) fn store(
     }
     if let Some(tag) = message.tag {
         conn.prepare_cached(
-            "INSERT INTO message_tags (device_id, client_id, message_id) VALUES (?1, ?2, ?3)",
+            "INSERT INTO message_tags (device_id, client_id, message_id, created_at)
+             VALUES (?1, ?2, ?3, ?4)",
         )?
-        .execute(params![message.origin_device.0, tag, id])?;
+        .execute(params![
+            message.origin_device.0,
+            tag,
+            id,
+            message.received_at.0
+        ])?;
     }
     Ok(Stored {
         id: Some(MessageId(id)),

@@ -25,6 +25,11 @@ pub(crate) fn prune(
     config: &StoreConfig,
     now: Timestamp,
 ) -> StoreResult<PruneReport> {
+    // Client message ids are kept for their own time, with or without their message
+    // (see schema version 6).
+    let tag_age = i64::try_from(super::schema::TAG_MAX_AGE.as_millis()).unwrap_or(i64::MAX);
+    conn.prepare_cached("DELETE FROM message_tags WHERE created_at < ?1")?
+        .execute([now.0.saturating_sub(tag_age)])?;
     // What every device of every recipient holds is never sent again: it goes first.
     // An inbox row below the lowest cursor of its user's devices, then a direct message
     // left in no inbox, then a group message below the lowest cursor of every device of

@@ -270,8 +270,42 @@ CREATE TABLE invites (
 ) WITHOUT ROWID;
 "#;
 
+/// Version 6: a client message id outlives its message. Retention deletes a message
+/// every recipient holds at once; with its id deleted along (the old `ON DELETE
+/// CASCADE`), a sender that never got the acknowledgement (the server was killed
+/// before it wrote it) and sends again after the restart had its message stored a
+/// second time. Ids are now kept for [`TAG_MAX_AGE`] from when they were stored, with
+/// or without their message.
+const V6: &str = r#"
+CREATE TABLE message_tags_v6 (
+    device_id  INTEGER NOT NULL,
+    client_id  INTEGER NOT NULL,
+    message_id INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (device_id, client_id)
+) WITHOUT ROWID;
+INSERT INTO message_tags_v6 (device_id, client_id, message_id, created_at)
+    SELECT t.device_id, t.client_id, t.message_id, COALESCE(m.received_at, 0)
+    FROM message_tags AS t LEFT JOIN messages AS m ON m.id = t.message_id;
+DROP TABLE message_tags;
+ALTER TABLE message_tags_v6 RENAME TO message_tags;
+CREATE INDEX message_tags_by_age ON message_tags (created_at);
+"#;
+
+/// How long a client message id (516) is remembered, from when its message was stored:
+/// a resend of the same id within it is stored once, even after its message was
+/// delivered and deleted.
+pub(crate) const TAG_MAX_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
+
 /// Every migration, oldest first. Append only.
-const MIGRATIONS: &[M<'static>] = &[M::up(V1), M::up(V2), M::up(V3), M::up(V4), M::up(V5)];
+const MIGRATIONS: &[M<'static>] = &[
+    M::up(V1),
+    M::up(V2),
+    M::up(V3),
+    M::up(V4),
+    M::up(V5),
+    M::up(V6),
+];
 
 /// The schema version this program writes (SQLite's `user_version` after migrating).
 pub(crate) const SCHEMA_VERSION: usize = MIGRATIONS.len();

@@ -158,3 +158,37 @@ async fn prune_keeps_only_the_newest_transfer_log_rows_and_the_highest_id() {
     assert_eq!(kept, [10, 9, 8]);
     assert_eq!(t.store.max_transfer_id().await.unwrap(), 10);
 }
+
+/// A client message id outlives its message: after the message was delivered and
+/// pruned, a resend of the same id (its acknowledgement lost to a crash) is still
+/// recognised and stored nowhere; 30 days after, the id is forgotten too.
+#[tokio::test]
+async fn a_client_message_id_outlives_its_delivered_message_for_thirty_days() {
+    use crate::support::{no_hook, text, user_with_device};
+    use vcom_store::NewMessage;
+
+    let t = crate::support::store();
+    let alice = user_with_device(&t.store, "alice").await;
+    let bob = user_with_device(&t.store, "bob").await;
+    let tagged = || NewMessage {
+        tag: Some(77),
+        ..text("alice", alice, &["bob"], "once")
+    };
+    let first = t.store.store_message(tagged(), no_hook()).await.unwrap();
+    let id = first.id.unwrap();
+    t.store.advance_cursor(bob, id).await.unwrap();
+    let report = t.store.prune(ts(3_000)).await.unwrap();
+    assert_eq!(report.messages_deleted, 1, "delivered everywhere: deleted");
+
+    let again = t.store.store_message(tagged(), no_hook()).await.unwrap();
+    assert!(again.duplicate && again.id == Some(id), "{again:?}");
+    assert_eq!(t.store.stats().await.unwrap().messages, 0, "stored nowhere");
+
+    let thirty_days_later = 2_000 + 30 * 24 * 3600 * 1000 + 1;
+    t.store.prune(ts(thirty_days_later)).await.unwrap();
+    let late = t.store.store_message(tagged(), no_hook()).await.unwrap();
+    assert!(
+        !late.duplicate && late.id.is_some_and(|new| new != id),
+        "{late:?}"
+    );
+}
