@@ -18,8 +18,8 @@ use tokio_util::codec::{Framed, FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
 use vcom_protocol::codec::CodecError;
 use vcom_protocol::{
-    ClientPacket, ConnectionAccepted, ConnectionDenied, DeviceId, Pong, RequestUserListsSync,
-    SendAck, Sequence, ServerPacket, UserId,
+    ClientPacket, ConnectionAccepted, ConnectionDenied, DenyCode, DeviceId, Pong,
+    RequestUserListsSync, SendAck, Sequence, ServerPacket, UserId,
 };
 use vcom_store::{MessageId, Store};
 
@@ -228,21 +228,29 @@ async fn handshake_and_login<S: Store>(
             );
             Some((transport, accepted, key_resets, ext))
         }
-        Err(Refused::Denied(code)) => {
+        Err(refused) => {
+            let code = match refused {
+                Refused::Denied(code) => {
+                    tracing::info!(user = ?request.user, %addr, %code, "login refused");
+                    code
+                }
+                // The login could not be recorded (a full disk, a failing store): the
+                // client is told the server cannot take it now, not left with a
+                // connection closed mid-handshake.
+                Refused::Store(e) => {
+                    tracing::error!(user = ?request.user, %addr, error = %e, "login failed: store error; answered 258 code 6");
+                    DenyCode::ServerFull
+                }
+            };
             shared
                 .stats
                 .denied(u8::try_from(code.code()).unwrap_or(u8::MAX));
-            tracing::info!(user = ?request.user, %addr, %code, "login refused");
             let denied = ServerPacket::from(ConnectionDenied { code });
             let _ = tokio::time::timeout(shared.config.write_timeout(), async {
                 let _ = transport.send(denied).await;
                 let _ = SinkExt::<ServerPacket>::close(&mut transport).await;
             })
             .await;
-            None
-        }
-        Err(Refused::Store(e)) => {
-            tracing::error!(user = ?request.user, %addr, error = %e, "login failed: store error");
             None
         }
     }

@@ -30,6 +30,9 @@ const PERIOD: Duration = Duration::from_millis(100);
 
 /// The running checkpointer; stopped (after one last checkpoint) by [`Checkpointer::stop`]
 /// or on drop.
+/// Failed rounds between two log lines about them: a minute of rounds.
+const FAILURES_PER_LOG: u64 = 60_000 / PERIOD.as_millis() as u64;
+
 pub(crate) struct Checkpointer {
     stop: Option<mpsc::Sender<()>>,
     thread: Option<JoinHandle<()>>,
@@ -48,15 +51,28 @@ impl Checkpointer {
         let thread = std::thread::Builder::new()
             .name("vcom-checkpoint".into())
             .spawn(move || {
+                // Failures in a row: the first is logged, then one a minute (a full
+                // disk fails every round, ten a second), and the recovery once.
+                let mut failing = 0_u64;
                 loop {
                     let last = match stopped.recv_timeout(PERIOD) {
                         Err(mpsc::RecvTimeoutError::Timeout) => false,
                         Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => true,
                     };
-                    if let Err(e) = checkpoint(&conn) {
+                    match checkpoint(&conn) {
                         // The writer keeps working and the log only grows until the
                         // next round succeeds; nothing is lost.
-                        tracing::warn!(error = %e, "store: checkpoint failed; retrying");
+                        Err(e) => {
+                            if failing.is_multiple_of(FAILURES_PER_LOG) {
+                                tracing::warn!(error = %e, failed_rounds = failing + 1, "store: checkpoint failed; retrying");
+                            }
+                            failing += 1;
+                        }
+                        Ok(()) if failing > 0 => {
+                            tracing::info!(failed_rounds = failing, "store: checkpoints work again");
+                            failing = 0;
+                        }
+                        Ok(()) => {}
                     }
                     if last {
                         return;
