@@ -17,7 +17,9 @@ fn a_sent_message_reaches_the_recipients_history_and_the_recipient_is_told_it_ar
 
     world
         .send("alice", "bob", "hello bob")
-        .stdout(predicate::str::contains("sent to bob"));
+        .stdout(predicate::str::contains(
+            "sent to bob (stored by the server)",
+        ));
 
     // Any command that connects receives the pending message and says so.
     world

@@ -24,8 +24,8 @@ pub(crate) async fn send(global: &Global, to: &UserId, text: &str) -> anyhow::Re
         .map_err(lost)
         .with_context(|| format!("cannot send the message to {to}"))?;
     finish(connection).await?;
-    refused(delivery, &format!("the message to {to}"))?;
-    println!("sent to {to}");
+    let state = delivered(delivery, &format!("the message to {to}"))?;
+    println!("sent to {to} ({state})");
     Ok(())
 }
 
@@ -50,8 +50,8 @@ pub(crate) async fn send_image(global: &Global, to: &UserId, file: &Path) -> any
         .map_err(lost)
         .with_context(|| format!("cannot send the image to {to}"))?;
     finish(connection).await?;
-    refused(delivery, &format!("the image to {to}"))?;
-    println!("sent {} to {to}", file.display());
+    let state = delivered(delivery, &format!("the image to {to}"))?;
+    println!("sent {} to {to} ({state})", file.display());
     Ok(())
 }
 
@@ -65,15 +65,16 @@ pub(crate) async fn group_send(global: &Global, group: GroupId, text: &str) -> a
         .map_err(lost)
         .with_context(|| format!("cannot send the message to group {group}"))?;
     finish(connection).await?;
-    refused(delivery, &format!("the message to group {group}"))?;
-    println!("sent to group {group}");
+    let state = delivered(delivery, &format!("the message to group {group}"))?;
+    println!("sent to group {group} ({state})");
     Ok(())
 }
 
-/// An error for a message the server refused.
-fn refused(delivery: Delivery, what: &str) -> anyhow::Result<()> {
+/// What became of a message, as `vcom` says it; an error for one the server refused.
+fn delivered(delivery: Delivery, what: &str) -> anyhow::Result<&'static str> {
     match delivery {
-        Delivery::Stored | Delivery::Unconfirmed => Ok(()),
+        Delivery::Stored => Ok("stored by the server"),
+        Delivery::Unconfirmed => Ok("handed to the server, which does not confirm"),
         Delivery::Refused(outcome) => Err(anyhow!("the server did not store {what}: {outcome}")),
     }
 }
