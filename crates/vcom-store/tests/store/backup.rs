@@ -54,6 +54,14 @@ async fn a_backup_under_write_load_restores_to_a_consistent_snapshot() {
     writer.await.unwrap();
     assert_eq!(report.users, 2);
     assert!(report.bytes > 0);
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&copy).unwrap().permissions().mode() & 0o777;
+        assert_eq!(
+            mode, 0o600,
+            "a backup holds every message: private to its owner"
+        );
+    }
     assert_eq!(
         t.store.backup(copy.clone()).await.unwrap_err().to_string(),
         format!(
