@@ -62,6 +62,36 @@ impl Client {
         crate::login::connect(config).await
     }
 
+    /// Logs in and runs the connection over `stream` instead of a verified TLS
+    /// connection: the ConnectionRequest (256) is written to it, and what it yields is
+    /// read as the server's packets. `ext` says whether the extension set
+    /// (`vcom/1+ext`) counts as negotiated; the configuration's server, trust and server
+    /// name are not used. For the fuzz target `client` (`fuzz/`) and the replay of its
+    /// corpus; applications use [`Client::connect`].
+    #[doc(hidden)]
+    pub async fn connect_over<S>(
+        stream: S,
+        config: ClientConfig,
+        ext: bool,
+    ) -> Result<(Client, EventStream), ClientError>
+    where
+        S: tokio::io::AsyncRead
+            + tokio::io::AsyncWrite
+            + std::marker::Send
+            + Sync
+            + Unpin
+            + 'static,
+    {
+        let timeout = config.connect_timeout;
+        tokio::time::timeout(timeout, async {
+            let (profile, _identity) = crate::login::open_profile(&config).await?;
+            let history = History::open(profile.history_path()).await?;
+            crate::login::log_in(Box::new(stream), config, profile, history, ext).await
+        })
+        .await
+        .map_err(|_| ClientError::Timeout("connecting and logging in"))?
+    }
+
     pub(crate) fn new(
         user: UserId,
         device: DeviceId,

@@ -16,7 +16,7 @@ use crate::event::EventStream;
 use crate::history::History;
 use crate::identity::Identity;
 use crate::profile::{Profile, ProfileError};
-use crate::session::{Codec, Parts, Session};
+use crate::session::{Codec, Parts, Session, Transport};
 use crate::tls::{self, TlsSetup, Trust, sha256_hex};
 use crate::{ClientError, ProtocolError};
 
@@ -79,6 +79,19 @@ async fn establish(config: ClientConfig) -> Result<(Client, EventStream), Client
     }
 
     let ext = stream.get_ref().1.alpn_protocol() == Some(vcom_protocol::alpn::EXT);
+    log_in(Box::new(stream), config, profile, history, ext).await
+}
+
+/// The ConnectionRequest (256) and its answer over a connection already verified, then
+/// the session: everything [`establish`] does once TLS is up. `ext`: whether the
+/// extension set (`vcom/1+ext`) was negotiated.
+pub(crate) async fn log_in(
+    stream: Transport,
+    config: ClientConfig,
+    mut profile: Profile,
+    history: History,
+    ext: bool,
+) -> Result<(Client, EventStream), ClientError> {
     let (read, write) = tokio::io::split(stream);
     let mut reader = FramedRead::new(read, Codec::new(config.limits));
     let mut writer = FramedWrite::new(write, Codec::new(config.limits));
@@ -137,7 +150,9 @@ async fn establish(config: ClientConfig) -> Result<(Client, EventStream), Client
 
 /// Opens the profile on a blocking thread, claims it for the user and makes sure it has
 /// an identity (generated on first use).
-async fn open_profile(config: &ClientConfig) -> Result<(Profile, Identity), ClientError> {
+pub(crate) async fn open_profile(
+    config: &ClientConfig,
+) -> Result<(Profile, Identity), ClientError> {
     let dir = config.profile_dir.clone();
     let user = config.user.clone();
     let opened = tokio::task::spawn_blocking(move || -> Result<_, ProfileError> {

@@ -14,12 +14,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
-use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Interval;
-use tokio_rustls::client::TlsStream;
 use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
@@ -37,8 +35,18 @@ use crate::transfer::{Destination, FileOffer, Signal, place};
 use crate::{ClientError, ProtocolError};
 
 pub(crate) type Codec = VcomCodec<ServerPacket, ClientPacket>;
-pub(crate) type Reader = FramedRead<ReadHalf<TlsStream<TcpStream>>, Codec>;
-pub(crate) type Writer = FramedWrite<WriteHalf<TlsStream<TcpStream>>, Codec>;
+/// The connection's bytes: the verified TLS stream, or any stream handed to
+/// [`crate::Client::connect_over`].
+pub(crate) type Transport = Box<dyn Bytestream>;
+pub(crate) type Reader = FramedRead<ReadHalf<Transport>, Codec>;
+pub(crate) type Writer = FramedWrite<WriteHalf<Transport>, Codec>;
+
+/// A byte stream both ways, owned by the session.
+pub(crate) trait Bytestream:
+    AsyncRead + AsyncWrite + std::marker::Send + Sync + Unpin + 'static
+{
+}
+impl<T: AsyncRead + AsyncWrite + std::marker::Send + Sync + Unpin + 'static> Bytestream for T {}
 
 /// How many packets may wait for the writer task.
 pub(crate) const SEND_QUEUE: usize = 64;
@@ -462,6 +470,16 @@ impl Session {
                 } else {
                     debug!(transfer = %abort.transfer, "abort for a transfer that already ended");
                 }
+            }
+            ServerPacket::FileTransferOffer(ref offer)
+                if self.incoming.contains_key(&offer.transfer) =>
+            {
+                // Replacing it would lose a partial file: identifiers are unique among
+                // the transfers in progress.
+                return Err(unexpected(
+                    &packet,
+                    "a FileTransferOffer for a new transfer, not one in progress",
+                ));
             }
             ServerPacket::FileTransferOffer(offer) => {
                 self.incoming.insert(

@@ -43,6 +43,9 @@ pub mod config;
 mod connection;
 mod delivery;
 mod directory;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod inbound;
 mod login;
 mod metrics;
