@@ -145,9 +145,12 @@ async fn friend_and_block_lists_sync_both_ways_between_two_devices() {
     one.ping().await.unwrap();
     // Device two adopts the server's timestamps from the fresh 259 its own upload
     // brought; that may take one more exchange after the Pong, so wait for it.
-    wait_until(&two, &mut two_events, "both devices on the same lists", |c| {
-        c.lists() == one.lists()
-    })
+    wait_until(
+        &two,
+        &mut two_events,
+        "both devices on the same lists",
+        |c| c.lists() == one.lists(),
+    )
     .await;
 
     // The lists are kept in the profile for the next run.
