@@ -452,33 +452,16 @@ fn every_committed_server_input_keeps_the_state_machines_rules() {
 // ------------------------------------------------------------------------- config
 
 fn config_seeds() -> Vec<(&'static str, Vec<u8>)> {
-    let full = r#"listen = "0.0.0.0:7420"
-password = "hunter2"
-auth = "open"
-registration = "closed"
-login_timeout_secs = 5
-transfer_idle_timeout_secs = 30
-write_timeout_secs = 10
-max_file_size = 1048576
-max_connections = 10
-max_connections_per_ip = 2
-outbound_queue = 64
-max_pending_logins = 10
-[limits]
-max_user_id_len = 32
-max_password_len = 64
-max_message_len = 65536
-max_list_len = 100
-max_file_name_len = 100
-[tls]
-cert = "/etc/vcom/cert.pem"
-key = "/etc/vcom/key.pem"
-names = ["chat.example.org"]
-[retention]
-delivered_max_age_days = 7
-delivered_max_count = 1000
-pending_per_user = 500
-"#;
+    // Every key: the generated example (`vcom-server config example`) with each
+    // setting uncommented.
+    let full: String = vcom_server::config::keys::example()
+        .lines()
+        .map(|line| match line.strip_prefix('#') {
+            Some(rest) if rest.contains(" = ") && !rest.starts_with(' ') => rest,
+            _ => line,
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
     vec![
         ("empty", Vec::new()),
         ("every_key", full.as_bytes().to_vec()),
