@@ -775,7 +775,7 @@ async fn a_client_certificate_signed_for_with_another_key_fails_the_handshake() 
         .with_protocol_versions(&[&rustls::version::TLS13])
         .unwrap()
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(hostile::AnyServer(provider)))
+        .with_custom_certificate_verifier(vcom_tests::harness::ServerCheck::any(provider))
         .with_client_cert_resolver(Arc::new(WrongKey(Arc::new(certified))));
     let logins = stat(&server, "logins").await;
     let tcp = TcpStream::connect(server.addr).await.unwrap();

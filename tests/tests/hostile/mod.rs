@@ -9,9 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls::pki_types::ServerName;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
@@ -22,7 +20,8 @@ use vcom_protocol::{
 };
 use vcom_server::AdminRequest;
 use vcom_tests::harness::{
-    Endpoint, Identity, Session, TIMEOUT, Target, TestServer, text_to, try_tls_connect_offering,
+    Endpoint, Identity, ServerCheck, Session, TIMEOUT, Target, TestServer, text_to,
+    try_tls_connect_offering,
 };
 
 pub(crate) type Transport = Framed<TlsStream<TcpStream>, VcomCodec<ServerPacket, ClientPacket>>;
@@ -296,50 +295,6 @@ pub(crate) async fn no_sessions_of(server: &TestServer, user: &str) {
     .await;
 }
 
-/// Accepts any server certificate: for tests where the server's identity is not the point.
-#[derive(Debug)]
-pub(crate) struct AnyServer(pub Arc<rustls::crypto::CryptoProvider>);
-
-impl ServerCertVerifier for AnyServer {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        _message: &[u8],
-        _cert: &CertificateDer<'_>,
-        _dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::General("TLS 1.2 is not used".into()))
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
 /// A TLS 1.3 client configuration without a client certificate that trusts any server.
 pub(crate) fn any_server_config() -> rustls::ClientConfig {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -347,7 +302,7 @@ pub(crate) fn any_server_config() -> rustls::ClientConfig {
         .with_protocol_versions(&[&rustls::version::TLS13])
         .unwrap()
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyServer(provider)))
+        .with_custom_certificate_verifier(ServerCheck::any(provider))
         .with_no_client_auth()
 }
 
