@@ -220,23 +220,7 @@ fn bench(args: &[String]) -> anyhow::Result<Status> {
     } else {
         ("release", &["--release"])
     };
-    let status = run(
-        &format!(
-            "cargo build {} -p vcom-cli -p vcom-bench --bin vcom-server --bin vcom-bench",
-            build.join(" ")
-        ),
-        cargo().arg("build").args(build).args([
-            "-p",
-            "vcom-cli",
-            "-p",
-            "vcom-bench",
-            "--bin",
-            "vcom-server",
-            "--bin",
-            "vcom-bench",
-        ]),
-    )?;
-    if let Status::Failed(code) = status {
+    if let Status::Failed(code) = build_server_and_bench(build)? {
         return Ok(Status::Failed(code));
     }
     let root = root()?;
@@ -267,24 +251,31 @@ fn bench(args: &[String]) -> anyhow::Result<Status> {
     run("vcom-bench suite", &mut command)
 }
 
+/// Builds `vcom-server` and `vcom-bench` with the profile's flags (`--release` or none).
+fn build_server_and_bench(profile_flags: &[&str]) -> anyhow::Result<Status> {
+    let programs = [
+        "-p",
+        "vcom-cli",
+        "-p",
+        "vcom-bench",
+        "--bin",
+        "vcom-server",
+        "--bin",
+        "vcom-bench",
+    ];
+    run(
+        &format!(
+            "cargo build {} {}",
+            profile_flags.join(" "),
+            programs.join(" ")
+        ),
+        cargo().arg("build").args(profile_flags).args(programs),
+    )
+}
+
 /// `cargo xtask soak`: the release `vcom-server` under `vcom-bench soak`.
 fn soak(args: &[String]) -> anyhow::Result<Status> {
-    let status = run(
-        "cargo build --release -p vcom-cli -p vcom-bench --bin vcom-server --bin vcom-bench",
-        cargo().args([
-            "build",
-            "--release",
-            "-p",
-            "vcom-cli",
-            "-p",
-            "vcom-bench",
-            "--bin",
-            "vcom-server",
-            "--bin",
-            "vcom-bench",
-        ]),
-    )?;
-    if let Status::Failed(code) = status {
+    if let Status::Failed(code) = build_server_and_bench(&["--release"])? {
         return Ok(Status::Failed(code));
     }
     let root = root()?;
