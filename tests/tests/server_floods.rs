@@ -172,6 +172,31 @@ async fn storm_login(
     (Some(raw), ending)
 }
 
+/// `n` logins at once as `storm_login`s: how each ended, and the connections they left
+/// open (accepted sessions stay until these are dropped).
+async fn storm(server: &TestServer, n: usize) -> (Vec<Ending>, Vec<Raw>) {
+    let target = server.target();
+    let identity = Arc::new(Identity::generate("storm"));
+    let attempts: Vec<_> = (0..n)
+        .map(|i| tokio::spawn(storm_login(target.clone(), identity.clone(), i)))
+        .collect();
+    let (mut endings, mut held) = (Vec::new(), Vec::new());
+    for attempt in attempts {
+        let (client, ending) = tokio::time::timeout(TIMEOUT, attempt)
+            .await
+            .expect("every login of the storm ends in time")
+            .unwrap();
+        endings.push(ending);
+        held.extend(client);
+    }
+    (endings, held)
+}
+
+/// How many of `endings` are `which`.
+fn count(endings: &[Ending], which: Ending) -> usize {
+    endings.iter().filter(|e| **e == which).count()
+}
+
 /// 1 000 users log in at once on a server that takes 100 (`max_connections`): exactly
 /// 100 are accepted and every other login is answered 258 code 6; the server serves on,
 /// and once they are gone a new login works and no session or open file is left.
@@ -191,27 +216,11 @@ async fn a_login_storm_past_max_connections_is_answered_code_6_and_the_server_se
     .await;
     let sampler = Sampler::start(alice, bob, "bob");
     let baseline = open_sockets();
-    let target = server.target();
-    let identity = Arc::new(Identity::generate("storm"));
     let start = Instant::now();
-    let attempts: Vec<_> = (0..STORM)
-        .map(|i| tokio::spawn(storm_login(target.clone(), identity.clone(), i)))
-        .collect();
-    let mut held = Vec::new();
-    let (mut accepted, mut full) = (0, 0);
-    for attempt in attempts {
-        let (client, ending) = tokio::time::timeout(TIMEOUT, attempt)
-            .await
-            .expect("every login of the storm ends in time")
-            .unwrap();
-        match ending {
-            Ending::Accepted => accepted += 1,
-            Ending::Denied(DenyCode::ServerFull) => full += 1,
-            other => panic!("a login of the storm ended {other:?}"),
-        }
-        held.extend(client);
-    }
+    let (endings, held) = storm(&server, STORM).await;
     let elapsed = start.elapsed();
+    let accepted = count(&endings, Ending::Accepted);
+    let full = count(&endings, Ending::Denied(DenyCode::ServerFull));
     let (_alice, _bob, latencies) = sampler.finish().await;
     eprintln!(
         "login storm: {STORM} logins at once against {CAPACITY} places (2 already taken): \
@@ -247,25 +256,9 @@ async fn a_login_storm_past_max_pending_logins_is_turned_away_and_the_server_ser
     )
     .await;
     let sampler = Sampler::start(alice, bob, "bob");
-    let target = server.target();
-    let identity = Arc::new(Identity::generate("storm"));
-    let attempts: Vec<_> = (0..STORM)
-        .map(|i| tokio::spawn(storm_login(target.clone(), identity.clone(), i)))
-        .collect();
-    let mut held = Vec::new();
-    let (mut accepted, mut unanswered) = (0, 0);
-    for attempt in attempts {
-        let (client, ending) = tokio::time::timeout(TIMEOUT, attempt)
-            .await
-            .expect("every login of the storm ends in time")
-            .unwrap();
-        match ending {
-            Ending::Accepted => accepted += 1,
-            Ending::Unanswered => unanswered += 1,
-            other => panic!("a login of the storm ended {other:?}"),
-        }
-        held.extend(client);
-    }
+    let (endings, held) = storm(&server, STORM).await;
+    let accepted = count(&endings, Ending::Accepted);
+    let unanswered = count(&endings, Ending::Unanswered);
     let (_alice, _bob, latencies) = sampler.finish().await;
     eprintln!(
         "pending-login storm: {STORM} at once against 64 pending places: {accepted} accepted, \
