@@ -9,7 +9,9 @@
 //! With `--check` the package is then installed with `dpkg -i`, the installed
 //! `/usr/bin/vcom-server` is started on a temporary data directory and answers a login
 //! from the installed `/usr/bin/vcom`, and the package is removed again. It needs root
-//! (dpkg) and changes the machine while it runs, so it is a flag, not part of `ci`.
+//! (dpkg) and changes the machine while it runs; it refuses where `vcom` is already
+//! installed, so it never replaces an operator's package. CI runs it where it runs as
+//! root with dpkg (this machine kind) and says plainly when it cannot.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -171,6 +173,17 @@ fn copy_dir(from: &Path, to: &Path) -> anyhow::Result<()> {
 /// `dpkg -i`, then the installed server started and answering a login from the
 /// installed client, then `dpkg --purge`.
 fn install_and_try(deb: &Path) -> anyhow::Result<()> {
+    if !can_install()? {
+        bail!("dist --check installs a package: it needs root and dpkg");
+    }
+    let present = Command::new("dpkg-query")
+        .args(["-W", "-f", "${Status}", "vcom"])
+        .output()?;
+    if present.status.success() && String::from_utf8_lossy(&present.stdout).contains("installed") {
+        bail!(
+            "a vcom package is already installed here; dist --check leaves it alone (remove it first)"
+        );
+    }
     let status = Command::new("dpkg").arg("-i").arg(deb).status()?;
     if !status.success() {
         bail!("dpkg -i {} failed ({status})", deb.display());
@@ -183,6 +196,18 @@ fn install_and_try(deb: &Path) -> anyhow::Result<()> {
     }
     eprintln!("xtask: the package installed, answered a login, and was removed");
     Ok(())
+}
+
+/// Whether this process may install a package: root, with dpkg on the path.
+pub(crate) fn can_install() -> anyhow::Result<bool> {
+    let uid = Command::new("id").arg("-u").output()?;
+    let root = String::from_utf8_lossy(&uid.stdout).trim() == "0";
+    let dpkg = Command::new("dpkg")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    Ok(root && dpkg)
 }
 
 fn try_installed() -> anyhow::Result<()> {

@@ -1,7 +1,9 @@
 //! `cargo xtask`: project automation, in Rust rather than shell scripts.
 //!
 //! - `cargo xtask ci`: what CI runs: `cargo fmt --check`, `cargo clippy -D warnings`,
-//!   `cargo test`, `bench --smoke`, then `e2e`. Stops at the first failure.
+//!   `cargo test`, `cargo doc` of the libraries (warnings are errors), `bench --smoke`,
+//!   `dist --check` (where it runs as root with dpkg), then `e2e`. Stops at the first
+//!   failure.
 //! - `cargo xtask e2e`: builds `vcom-server`, `vcom` and the runner `vcom-e2e` (debug
 //!   profile, so the test build is reused), then runs the end-to-end scenarios against
 //!   the real programs and checks packet coverage (see `vcom_tests::e2e`). Extra
@@ -149,8 +151,35 @@ fn ci() -> anyhow::Result<Status> {
             return Ok(Status::Failed(code));
         }
     }
+    let doc = [
+        "doc",
+        "--no-deps",
+        "--locked",
+        "-p",
+        "vcom-protocol",
+        "-p",
+        "vcom-store",
+        "-p",
+        "vcom-server",
+        "-p",
+        "vcom-client",
+    ];
+    let documented = run(
+        "cargo doc --no-deps (libraries, RUSTDOCFLAGS=-D warnings)",
+        cargo().args(doc).env("RUSTDOCFLAGS", "-D warnings"),
+    )?;
+    if let Status::Failed(code) = documented {
+        return Ok(Status::Failed(code));
+    }
     if let Status::Failed(code) = bench(&["--smoke".to_owned()])? {
         return Ok(Status::Failed(code));
+    }
+    if dist::can_install()? {
+        if let Status::Failed(code) = dist::dist(&["--check".to_owned()])? {
+            return Ok(Status::Failed(code));
+        }
+    } else {
+        eprintln!("xtask: dist --check skipped: installing the package needs root and dpkg");
     }
     e2e(&[])
 }

@@ -1,9 +1,10 @@
 //! A bot that echoes every direct message back to its sender.
 //!
 //! `cargo run -p vcom-client --example echo_bot -- HOST:PORT USER PROFILE_DIR`
-//! (the server's certificate is pinned on first use).
+//! (the server's certificate is pinned on first use). It runs until the connection
+//! ends; `crates/vcom-client/tests/examples.rs` runs it against a real server.
 
-use vcom_client::{Client, ClientConfig, Event, UserId};
+use vcom_client::{Client, ClientConfig, ClientError, Event, UserId};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -12,6 +13,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Err("usage: echo_bot HOST:PORT USER PROFILE_DIR".into());
     };
     let config = ClientConfig::new(server, UserId::new(user.as_str())?, profile);
+    run(config).await?;
+    Ok(())
+}
+
+/// Logs in with `config` and answers each direct message with the same text or image,
+/// until the connection ends.
+pub(crate) async fn run(config: ClientConfig) -> Result<(), ClientError> {
     let (client, mut events) = Client::connect(config).await?;
     while let Some(event) = events.next().await {
         match event {

@@ -58,6 +58,18 @@ impl Client {
     /// Creates the profile and the identity on first use, pins the server's certificate
     /// as the trust mode says, and stores the device identifier the server issues.
     /// Returns the handle and the stream of events; read the stream (or drop it).
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// use vcom_client::{Client, ClientConfig, Trust, UserId};
+    ///
+    /// let config = ClientConfig::new("127.0.0.1:7420", UserId::new("alice")?, "alice-profile")
+    ///     .with_trust(Trust::TrustOnFirstUse);
+    /// let (client, events) = Client::connect(config).await?;
+    /// println!("logged in as device {}", client.device_id());
+    /// # drop(events);
+    /// # Ok(()) }
+    /// ```
     pub async fn connect(config: ClientConfig) -> Result<(Client, EventStream), ClientError> {
         crate::login::connect(config).await
     }
@@ -127,6 +139,18 @@ impl Client {
 
     /// Sends a text message to a user (266) and returns once the server has stored it
     /// (see [`Client::send_message`]).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: vcom_client::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// use vcom_client::{Delivery, UserId};
+    ///
+    /// match client.send_text(&UserId::new("bob")?, "lunch at one?").await? {
+    ///     Delivery::Stored => println!("stored by the server"),
+    ///     Delivery::Refused(why) => eprintln!("not sent: {why}"),
+    ///     Delivery::Unconfirmed => println!("handed to a server that does not confirm"),
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn send_text(&self, to: &UserId, text: &str) -> Result<Delivery, ClientError> {
         self.send_message(Outgoing::text(to, text)).await
     }
@@ -293,6 +317,22 @@ impl Client {
     /// last component. Fails at once if the file cannot be opened, is empty, or is
     /// larger than 2 GiB - 1 (the protocol's limit). File requests of one connection are
     /// made one at a time, as the protocol requires.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: vcom_client::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::path::Path;
+    /// use vcom_client::{TransferOutcome, UserId};
+    ///
+    /// let mut transfer = client.send_file(&UserId::new("bob")?, Path::new("report.pdf")).await?;
+    /// while let Some(p) = transfer.progress_changed().await {
+    ///     eprint!("\r{} of {} bytes", p.done, p.total);
+    /// }
+    /// match transfer.finish().await? {
+    ///     TransferOutcome::Completed { .. } => eprintln!("\nsent"),
+    ///     other => eprintln!("\nnot sent: {other:?}"),
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn send_file(&self, to: &UserId, path: &Path) -> Result<TransferHandle, ClientError> {
         let ctx = transfer::Outgoing {
             commands: self.inner.commands.clone(),
@@ -303,6 +343,16 @@ impl Client {
     }
 
     /// Messages from the local history, received and sent, oldest first.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: vcom_client::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// use vcom_client::{HistoryQuery, UserId};
+    ///
+    /// for entry in client.history(HistoryQuery::With(UserId::new("bob")?)).await? {
+    ///     println!("{:?} {}: {} bytes", entry.direction, entry.sender, entry.data.len());
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn history(&self, query: HistoryQuery) -> Result<Vec<HistoryEntry>, ClientError> {
         self.inner.history.query(query).await
     }

@@ -326,6 +326,21 @@ impl FileOffer {
     /// Accepts the file into `dir` (created if missing) under its sanitised name. An
     /// existing file is never overwritten: the file is saved as `name (1).ext`,
     /// `name (2).ext`, ... instead. Progress and the end arrive as events.
+    ///
+    /// ```no_run
+    /// # async fn demo(mut events: vcom_client::EventStream) -> Result<(), vcom_client::ClientError> {
+    /// use vcom_client::Event;
+    ///
+    /// while let Some(event) = events.next().await {
+    ///     match event {
+    ///         Event::FileOffer(offer) if offer.size() <= 10 << 20 => offer.accept("downloads").await?,
+    ///         Event::FileOffer(offer) => offer.decline().await?,
+    ///         Event::TransferFinished { transfer, outcome } => println!("{transfer}: {outcome:?}"),
+    ///         _ => {}
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn accept(self, dir: impl Into<PathBuf>) -> Result<(), ClientError> {
         let name = self.file_name()?;
         self.answer_accept(dir.into(), name, false).await

@@ -4,10 +4,10 @@
 //! feature.
 //!
 //! [`connections`] reads its input as a script for a small world: the server's rules,
-//! then logins (each run through [`Login`](crate::login) and answered from an in-memory
+//! then logins (each run through `login::Login` and answered from an in-memory
 //! store and registry), packets from the logged-in connections (each through
-//! [`Inbound`](crate::inbound), then, as the reader does, through the list sync plan or
-//! the transfer [`Table`](crate::transfer)), relays that succeed or fail, dropped
+//! `inbound::Inbound`, then, as the reader does, through the list sync plan or
+//! the transfer `transfer::Table`), relays that succeed or fail, dropped
 //! connections, and a fake clock that moves and ticks. Every answer is compared with a
 //! model written from `docs/protocol.md`'s rules: the login's questions and verdict in
 //! the documented order, each packet's step, the sync plan, and every effect, data

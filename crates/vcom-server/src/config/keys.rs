@@ -302,7 +302,7 @@ pub(crate) fn check_ranges(config: &ServerConfig) -> Result<(), ConfigError> {
 }
 
 /// The `VCOM_*` variables among `vars` that name no key (other programs and tests use
-/// the prefix too): [`overlay_env`] leaves them alone, and `vcom-server` warns of each.
+/// the prefix too): `overlay_env` leaves them alone, and `vcom-server` warns of each.
 pub fn unknown_env_vars(vars: impl IntoIterator<Item = (String, String)>) -> Vec<String> {
     vars.into_iter()
         .map(|(name, _)| name)
