@@ -38,7 +38,9 @@ pub(crate) fn dist(args: &[String]) -> anyhow::Result<Status> {
     let root = root()?;
     let release = profile_dir("release")?;
     let dist = root.join("target").join("dist");
-    let assets = dist.join("assets");
+    // Beside the binaries, where cargo-deb looks for built files (`target/release/` in
+    // the package's asset list means the real target directory, wherever it is).
+    let assets = release.join("vcom-assets");
     let _ = std::fs::remove_dir_all(&assets);
     let generated = run(
         "vcom-server generate-assets",
@@ -47,6 +49,18 @@ pub(crate) fn dist(args: &[String]) -> anyhow::Result<Status> {
             .arg(&assets),
     )?;
     if let Status::Failed(code) = generated {
+        return Ok(Status::Failed(code));
+    }
+    // Man pages ship compressed (Debian policy; man reads them either way).
+    let mut pages: Vec<PathBuf> = std::fs::read_dir(assets.join("man"))?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<_, _>>()?;
+    pages.sort();
+    let zipped = run(
+        "gzip -9n the man pages",
+        Command::new("gzip").arg("-9nf").args(&pages),
+    )?;
+    if let Status::Failed(code) = zipped {
         return Ok(Status::Failed(code));
     }
 
@@ -214,13 +228,19 @@ fn try_installed() -> anyhow::Result<()> {
     for file in [
         "/usr/bin/vcom-server",
         "/usr/bin/vcom",
-        "/lib/systemd/system/vcom-server.service",
         "/etc/vcom/vcom.toml",
         "/usr/share/man/man1/vcom-server.1.gz",
     ] {
         if !Path::new(file).exists() {
             bail!("the package did not install {file}");
         }
+    }
+    // cargo-deb puts the unit under /usr/lib (3.x) or /lib (older releases).
+    if !["/usr/lib/systemd/system", "/lib/systemd/system"]
+        .iter()
+        .any(|dir| Path::new(dir).join("vcom-server.service").exists())
+    {
+        bail!("the package did not install the vcom-server.service unit");
     }
     let scratch = std::env::temp_dir().join(format!("vcom-dist-check-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&scratch);
