@@ -138,7 +138,12 @@ impl Script {
             ServerPacket::ConnectionAccepted(_)
             | ServerPacket::ConnectionDenied(_)
             | ServerPacket::FileTransferId(_) => true,
-            ServerPacket::Sequence(_) | ServerPacket::SendAck(_) => !self.ext,
+            ServerPacket::Sequence(_)
+            | ServerPacket::SendAck(_)
+            | ServerPacket::GroupResult(_)
+            | ServerPacket::GroupList(_)
+            | ServerPacket::GroupInfo(_)
+            | ServerPacket::GroupRemoved(_) => !self.ext,
             _ => false,
         })
     }

@@ -317,6 +317,75 @@ impl Dump<'_> {
                     .to_owned()
                 })?;
             }
+            id::GROUP_CREATE => {
+                self.i64("request")?;
+                self.text("name")?;
+                self.list("members")?;
+            }
+            id::GROUP_RENAME => {
+                self.i64("request")?;
+                self.i32("group", none)?;
+                self.text("name")?;
+            }
+            id::GROUP_ADD_MEMBER | id::GROUP_REMOVE_MEMBER => {
+                self.i64("request")?;
+                self.i32("group", none)?;
+                self.text("user")?;
+            }
+            id::GROUP_LEAVE => {
+                self.i64("request")?;
+                self.i32("group", none)?;
+            }
+            id::GROUP_RESULT => {
+                self.i64("request")?;
+                self.i8("outcome", |o| {
+                    match o {
+                        0 => " (Done)",
+                        1 => " (NotOwner)",
+                        2 => " (NotAMember)",
+                        3 => " (UnknownGroup)",
+                        4 => " (UnknownUser)",
+                        5 => " (AdminGroup)",
+                        6 => " (InvalidName)",
+                        7 => " (TooManyGroups)",
+                        8 => " (TooManyMembers)",
+                        _ => " (unknown outcome)",
+                    }
+                    .to_owned()
+                })?;
+                self.i32("group", none)?;
+            }
+            id::GROUP_LIST => {
+                let count = self.peek_i32()?;
+                let Ok(n) = usize::try_from(count) else {
+                    return Err(self.error(format!("groups: negative count {count}")));
+                };
+                self.field(4, &format!("groups.count {count}"))?;
+                for i in 0..n {
+                    self.i32(&format!("groups[{i}]"), none)?;
+                }
+            }
+            id::GROUP_INFO => {
+                self.i32("group", none)?;
+                self.text("name")?;
+                if self.peek_i32()? == 0 {
+                    self.field(4, "owner.len 0 (none: the administrator's group)")?;
+                } else {
+                    self.text("owner")?;
+                }
+                self.list("members")?;
+            }
+            id::GROUP_REMOVED => {
+                self.i32("group", none)?;
+                self.i8("reason", |r| {
+                    match r {
+                        0 => " (Left)",
+                        1 => " (Removed)",
+                        _ => " (unknown reason)",
+                    }
+                    .to_owned()
+                })?;
+            }
             other => return Err(self.error(format!("no layout for packet {other}"))),
         }
         Ok(())

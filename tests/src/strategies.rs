@@ -194,6 +194,28 @@ pub fn send_ack() -> impl Strategy<Value = SendAck> {
     })
 }
 
+/// A group name as a packet carries it: any text up to the decoder's cap, valid or not
+/// as a [`GroupName`].
+pub fn group_name() -> impl Strategy<Value = String> {
+    "\\PC{0,20}".prop_filter("within the cap", |s| s.len() <= Limits::GROUP_NAME_CAP)
+}
+
+/// 525 with or without an owner.
+pub fn group_info() -> impl Strategy<Value = GroupInfo> {
+    (
+        any::<i32>(),
+        group_name(),
+        proptest::option::of(user_id()),
+        user_list(),
+    )
+        .prop_map(|(group, name, owner, members)| GroupInfo {
+            group: GroupId(group),
+            name,
+            owner,
+            members,
+        })
+}
+
 /// Any packet a client may send.
 pub fn client_packet() -> impl Strategy<Value = ClientPacket> {
     prop_oneof![
@@ -211,6 +233,43 @@ pub fn client_packet() -> impl Strategy<Value = ClientPacket> {
         any::<i64>().prop_map(|nonce| Pong { nonce }.into()),
         any::<i64>().prop_map(|through| Receipt { through }.into()),
         any::<i64>().prop_map(|client_id| MessageTag { client_id }.into()),
+        (any::<i64>(), group_name(), user_list()).prop_map(|(request, name, members)| {
+            GroupCreate {
+                request,
+                name,
+                members,
+            }
+            .into()
+        }),
+        (any::<i64>(), any::<i32>(), group_name()).prop_map(|(request, group, name)| {
+            GroupRename {
+                request,
+                group: GroupId(group),
+                name,
+            }
+            .into()
+        }),
+        (any::<i64>(), any::<i32>(), user_id()).prop_map(|(request, group, user)| {
+            GroupAddMember {
+                request,
+                group: GroupId(group),
+                user,
+            }
+            .into()
+        }),
+        (any::<i64>(), any::<i32>(), user_id()).prop_map(|(request, group, user)| {
+            GroupRemoveMember {
+                request,
+                group: GroupId(group),
+                user,
+            }
+            .into()
+        }),
+        (any::<i64>(), any::<i32>()).prop_map(|(request, group)| GroupLeave {
+            request,
+            group: GroupId(group)
+        }
+        .into()),
     ]
 }
 
@@ -242,5 +301,23 @@ pub fn server_packet() -> impl Strategy<Value = ServerPacket> {
         any::<i64>().prop_map(|nonce| Pong { nonce }.into()),
         any::<i64>().prop_map(|seq| Sequence { seq }.into()),
         send_ack().prop_map(ServerPacket::from),
+        (any::<i64>(), any::<i8>(), any::<i32>()).prop_map(|(request, outcome, group)| {
+            GroupResult {
+                request,
+                outcome: GroupOutcome::from_code(outcome),
+                group: GroupId(group),
+            }
+            .into()
+        }),
+        vec(any::<i32>(), 0..=8).prop_map(|groups| GroupList {
+            groups: groups.into_iter().map(GroupId).collect()
+        }
+        .into()),
+        group_info().prop_map(ServerPacket::from),
+        (any::<i32>(), any::<i8>()).prop_map(|(group, reason)| GroupRemoved {
+            group: GroupId(group),
+            reason: GroupExit::from_code(reason),
+        }
+        .into()),
     ]
 }

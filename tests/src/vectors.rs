@@ -142,7 +142,7 @@ fn block(flag: i8, upload: &[&str]) -> ListSync {
 /// The client message id the MessageTag (516) and SendAck (517) vectors carry.
 pub const CLIENT_ID: i64 = 0x0123_4567_89ab_cdef;
 
-/// Every golden vector: each packet 256-274 and 512-517 in each direction it travels,
+/// Every golden vector: each packet 256-274 and 512-526 in each direction it travels,
 /// 258 with a wiki code and an extension code, 260 with all nine flag combinations, and
 /// 517 with each of its four outcomes.
 pub fn all() -> Vec<Vector> {
@@ -374,6 +374,94 @@ pub fn all() -> Vec<Vector> {
             "516_message_tag",
             MessageTag {
                 client_id: CLIENT_ID,
+            },
+        ),
+    ]);
+    v.extend([
+        c(
+            "518_group_create",
+            GroupCreate {
+                request: 1,
+                name: "Café crew".into(),
+                members: vec![user("bob"), user("zoë")],
+            },
+        ),
+        c(
+            "519_group_rename",
+            GroupRename {
+                request: 2,
+                group: GroupId(42),
+                name: "ops".into(),
+            },
+        ),
+        c(
+            "520_group_add_member",
+            GroupAddMember {
+                request: 3,
+                group: GroupId(42),
+                user: user("carol"),
+            },
+        ),
+        c(
+            "521_group_remove_member",
+            GroupRemoveMember {
+                request: 4,
+                group: GroupId(42),
+                user: user("bob"),
+            },
+        ),
+        c(
+            "522_group_leave",
+            GroupLeave {
+                request: 5,
+                group: GroupId(42),
+            },
+        ),
+        s(
+            "523_group_result_done",
+            GroupResult {
+                request: 1,
+                outcome: GroupOutcome::Done,
+                group: GroupId(42),
+            },
+        ),
+        s(
+            "523_group_result_not_owner",
+            GroupResult {
+                request: 3,
+                outcome: GroupOutcome::NotOwner,
+                group: GroupId(42),
+            },
+        ),
+        s(
+            "524_group_list",
+            GroupList {
+                groups: vec![GroupId(7), GroupId(42)],
+            },
+        ),
+        s(
+            "525_group_info_owned",
+            GroupInfo {
+                group: GroupId(42),
+                name: "Café crew".into(),
+                owner: Some(user("alice")),
+                members: vec![user("alice"), user("bob")],
+            },
+        ),
+        s(
+            "525_group_info_admin_group",
+            GroupInfo {
+                group: GroupId(7),
+                name: "staff".into(),
+                owner: None,
+                members: vec![user("alice")],
+            },
+        ),
+        s(
+            "526_group_removed",
+            GroupRemoved {
+                group: GroupId(42),
+                reason: GroupExit::Removed,
             },
         ),
     ]);

@@ -53,6 +53,9 @@ fn seeds() -> Vec<(String, Vec<u8>)> {
         "515_receipt_c2s",
         "516_message_tag_c2s",
         "517_send_ack_inbox_full_s2c",
+        "518_group_create_c2s",
+        "524_group_list_s2c",
+        "525_group_info_owned_s2c",
     ]
     .into_iter()
     .map(|name| (name.to_owned(), vector(name)))

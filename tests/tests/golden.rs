@@ -55,6 +55,11 @@ fn golden_vectors_cover_every_packet_in_every_direction_it_travels() {
         id::FILE_TRANSFER_REQUEST,
         id::RECEIPT,
         id::MESSAGE_TAG,
+        id::GROUP_CREATE,
+        id::GROUP_RENAME,
+        id::GROUP_ADD_MEMBER,
+        id::GROUP_REMOVE_MEMBER,
+        id::GROUP_LEAVE,
     ];
     let mut expected = BTreeSet::new();
     for packet in id::ALL.into_iter().chain(id::EXTENSIONS) {

@@ -27,8 +27,9 @@ struct Case {
     field: &'static str,
     min: usize,
     max: usize,
-    /// A list count: at its limit, the decoder waits for the first entry's length only.
-    is_count: bool,
+    /// A list count: at its limit, the decoder waits for the least its entries can
+    /// take, this many bytes each (0: not a count).
+    smallest_entry: usize,
 }
 
 fn i32be(v: i32) -> Vec<u8> {
@@ -62,13 +63,14 @@ fn case(
         field,
         min,
         max,
-        is_count: false,
+        smallest_entry: 0,
     }
 }
 
+/// A list of user identifiers (a length and one byte each, at least).
 fn count(side: Side, header: Vec<u8>, packet: &'static str, field: &'static str) -> Case {
     Case {
-        is_count: true,
+        smallest_entry: 5,
         ..case(side, header, packet, field, 0, 10_000)
     }
 }
@@ -77,6 +79,7 @@ fn count(side: Side, header: Vec<u8>, packet: &'static str, field: &'static str)
 fn cases() -> Vec<Case> {
     use Side::*;
     let ts = TS.to_be_bytes().to_vec();
+    let req = 7i64.to_be_bytes().to_vec();
     vec![
         // The login's user identifier: the server judges it, only the hard cap is a violation.
         case(
@@ -193,6 +196,78 @@ fn cases() -> Vec<Case> {
             "name",
             1,
             255,
+        ),
+        case(
+            Server,
+            cat(&[i32be(518), req.clone()]),
+            "GroupCreate",
+            "name",
+            0,
+            Limits::GROUP_NAME_CAP,
+        ),
+        count(
+            Server,
+            cat(&[i32be(518), req.clone(), text("team")]),
+            "GroupCreate",
+            "members",
+        ),
+        case(
+            Server,
+            cat(&[i32be(518), req.clone(), text("team"), i32be(1)]),
+            "GroupCreate",
+            "members",
+            1,
+            64,
+        ),
+        case(
+            Server,
+            cat(&[i32be(519), req.clone(), i32be(42)]),
+            "GroupRename",
+            "name",
+            0,
+            Limits::GROUP_NAME_CAP,
+        ),
+        case(
+            Server,
+            cat(&[i32be(520), req.clone(), i32be(42)]),
+            "GroupAddMember",
+            "user",
+            1,
+            64,
+        ),
+        case(
+            Server,
+            cat(&[i32be(521), req.clone(), i32be(42)]),
+            "GroupRemoveMember",
+            "user",
+            1,
+            64,
+        ),
+        Case {
+            smallest_entry: 4,
+            ..case(Client, i32be(524), "GroupList", "groups", 0, 10_000)
+        },
+        case(
+            Client,
+            cat(&[i32be(525), i32be(42)]),
+            "GroupInfo",
+            "name",
+            0,
+            Limits::GROUP_NAME_CAP,
+        ),
+        case(
+            Client,
+            cat(&[i32be(525), i32be(42), text("team")]),
+            "GroupInfo",
+            "owner",
+            0,
+            64,
+        ),
+        count(
+            Client,
+            cat(&[i32be(525), i32be(42), text("team"), text("alice")]),
+            "GroupInfo",
+            "members",
         ),
         case(
             Server,
@@ -319,10 +394,11 @@ fn a_length_below_its_minimum_is_rejected_from_the_header_alone() {
 fn a_length_at_its_limit_waits_for_the_announced_bytes() {
     for case in cases() {
         let header_and_len = case.header.len() + 4;
-        // A list waits for the least its entries can take (a length and one byte each),
-        // so it is not walked again for every entry; any other field for all its bytes.
-        let needed = if case.is_count {
-            header_and_len + 5 * case.max
+        // A list waits for the least its entries can take (a length and one byte each,
+        // or four bytes for a list of group identifiers), so it is not walked again for
+        // every entry; any other field for all its bytes.
+        let needed = if case.smallest_entry > 0 {
+            header_and_len + case.smallest_entry * case.max
         } else {
             header_and_len + case.max
         };
@@ -469,7 +545,9 @@ fn a_file_size_below_one_is_an_invalid_value() {
 #[test]
 fn a_packet_of_the_other_direction_or_an_unknown_id_is_refused() {
     let limits = Limits::default();
-    for id in [257, 258, 259, 261, 262, 263, 264, 265, 269, 271, 514, 517] {
+    for id in [
+        257, 258, 259, 261, 262, 263, 264, 265, 269, 271, 514, 517, 523, 524, 525, 526,
+    ] {
         assert!(
             matches!(
                 ClientPacket::decode(&i32be(id), &limits),
@@ -478,7 +556,7 @@ fn a_packet_of_the_other_direction_or_an_unknown_id_is_refused() {
             "{id}"
         );
     }
-    for id in [256, 260, 266, 267, 268, 515, 516] {
+    for id in [256, 260, 266, 267, 268, 515, 516, 518, 519, 520, 521, 522] {
         assert!(
             matches!(
                 ServerPacket::decode(&i32be(id), &limits),
@@ -487,7 +565,7 @@ fn a_packet_of_the_other_direction_or_an_unknown_id_is_refused() {
             "{id}"
         );
     }
-    for id in [0, -1, 255, 275, 511, 518, i32::MAX] {
+    for id in [0, -1, 255, 275, 511, 527, i32::MAX] {
         assert_eq!(
             ClientPacket::decode(&i32be(id), &limits),
             Err(DecodeError::UnknownId { id })

@@ -45,7 +45,7 @@ fn packet_start() -> impl Strategy<Value = Vec<u8>> {
     let ids: Vec<i32> = id::ALL
         .into_iter()
         .chain(id::EXTENSIONS)
-        .chain([0, -1, 275, 511, 518])
+        .chain([0, -1, 275, 511, 527])
         .collect();
     prop_oneof![
         Just(Vec::new()),

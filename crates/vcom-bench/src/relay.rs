@@ -438,7 +438,13 @@ impl Session {
             }
             ClientPacket::Pong(_) | ClientPacket::UserListsSync(_) => {}
             // The relay negotiates no extensions: like the server, it ends the connection.
-            ClientPacket::Receipt(_) | ClientPacket::MessageTag(_) => return false,
+            ClientPacket::Receipt(_)
+            | ClientPacket::MessageTag(_)
+            | ClientPacket::GroupCreate(_)
+            | ClientPacket::GroupRename(_)
+            | ClientPacket::GroupAddMember(_)
+            | ClientPacket::GroupRemoveMember(_)
+            | ClientPacket::GroupLeave(_) => return false,
         }
         true
     }

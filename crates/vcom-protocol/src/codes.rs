@@ -1,4 +1,5 @@
-//! ConnectionDenied (258) error codes and FileTransferAbort (270) reasons.
+//! ConnectionDenied (258) error codes, FileTransferAbort (270) reasons, and the codes of
+//! the extension packets SendAck (517), GroupResult (523) and GroupRemoved (526).
 //!
 //! The wiki defines 258 codes 0-2 and no 270 reasons; the rest are this project's
 //! (`docs/protocol.md`). Unknown values from a peer are kept as `Other` rather than rejected, so
@@ -106,6 +107,74 @@ wire_enum! {
     }
 }
 
+wire_enum! {
+    /// What became of a group request (518-522): the outcome of GroupResult (523).
+    GroupOutcome(i8) {
+        /// 0: done (also when nothing had to change: adding a member already in, removing
+        /// one already gone).
+        Done = 0,
+        /// 1: only the group's owner may do this.
+        NotOwner = 1,
+        /// 2: the requester is not a member of the group.
+        NotAMember = 2,
+        /// 3: no such group.
+        UnknownGroup = 3,
+        /// 4: a user named in the request is unknown to the server.
+        UnknownUser = 4,
+        /// 5: the group was made by the server's administrator, who alone changes it
+        /// (members may still leave it).
+        AdminGroup = 5,
+        /// 6: the name is empty, too long or holds control characters.
+        InvalidName = 6,
+        /// 7: the requester already owns as many groups as the server allows.
+        TooManyGroups = 7,
+        /// 8: the group would have more members than the server allows.
+        TooManyMembers = 8,
+    }
+}
+
+wire_enum! {
+    /// Why a user is no longer a member of a group: the reason of GroupRemoved (526).
+    GroupExit(i8) {
+        /// 0: the user left (from this device or another one).
+        Left = 0,
+        /// 1: the owner or the administrator removed the user.
+        Removed = 1,
+    }
+}
+
+impl std::fmt::Display for GroupOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let text = match self {
+            GroupOutcome::Done => "done",
+            GroupOutcome::NotOwner => "only the group's owner may do this",
+            GroupOutcome::NotAMember => "not a member of this group",
+            GroupOutcome::UnknownGroup => "no such group",
+            GroupOutcome::UnknownUser => "no such user",
+            GroupOutcome::AdminGroup => {
+                "the administrator's group: only the administrator changes it"
+            }
+            GroupOutcome::InvalidName => "invalid group name",
+            GroupOutcome::TooManyGroups => "you already own as many groups as the server allows",
+            GroupOutcome::TooManyMembers => {
+                "the group would have more members than the server allows"
+            }
+            GroupOutcome::Other(code) => return write!(f, "unknown outcome {code}"),
+        };
+        write!(f, "{text} (outcome {})", self.code())
+    }
+}
+
+impl std::fmt::Display for GroupExit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            GroupExit::Left => f.write_str("left"),
+            GroupExit::Removed => f.write_str("removed"),
+            GroupExit::Other(code) => write!(f, "unknown reason {code}"),
+        }
+    }
+}
+
 impl std::fmt::Display for SendOutcome {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let text = match self {
@@ -169,6 +238,14 @@ mod tests {
         for outcome in SendOutcome::ALL {
             assert_eq!(SendOutcome::from_code(outcome.code()), *outcome);
         }
+        for outcome in GroupOutcome::ALL {
+            assert_eq!(GroupOutcome::from_code(outcome.code()), *outcome);
+        }
+        for exit in GroupExit::ALL {
+            assert_eq!(GroupExit::from_code(exit.code()), *exit);
+        }
+        assert_eq!(GroupOutcome::ALL.len(), 9);
+        assert_eq!(GroupExit::ALL.len(), 2);
         assert_eq!(SendOutcome::ALL.len(), 4);
         assert_eq!(DenyCode::ALL.len(), 8);
         assert_eq!(AbortReason::ALL.len(), 9);

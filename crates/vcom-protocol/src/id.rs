@@ -96,6 +96,15 @@ pub fn name(id: i32) -> Option<&'static str> {
         RECEIPT => "Receipt",
         MESSAGE_TAG => "MessageTag",
         SEND_ACK => "SendAck",
+        GROUP_CREATE => "GroupCreate",
+        GROUP_RENAME => "GroupRename",
+        GROUP_ADD_MEMBER => "GroupAddMember",
+        GROUP_REMOVE_MEMBER => "GroupRemoveMember",
+        GROUP_LEAVE => "GroupLeave",
+        GROUP_RESULT => "GroupResult",
+        GROUP_LIST => "GroupList",
+        GROUP_INFO => "GroupInfo",
+        GROUP_REMOVED => "GroupRemoved",
         _ => return None,
     })
 }
@@ -117,5 +126,41 @@ pub const MESSAGE_TAG: i32 = 516;
 /// stored.
 pub const SEND_ACK: i32 = 517;
 
+/// 518, C→S (extension, `vcom/1+ext` only): creates a group owned by the sender.
+pub const GROUP_CREATE: i32 = 518;
+/// 519, C→S (extension, `vcom/1+ext` only): the owner renames a group.
+pub const GROUP_RENAME: i32 = 519;
+/// 520, C→S (extension, `vcom/1+ext` only): the owner adds a member.
+pub const GROUP_ADD_MEMBER: i32 = 520;
+/// 521, C→S (extension, `vcom/1+ext` only): the owner removes a member.
+pub const GROUP_REMOVE_MEMBER: i32 = 521;
+/// 522, C→S (extension, `vcom/1+ext` only): a member leaves a group.
+pub const GROUP_LEAVE: i32 = 522;
+/// 523, S→C (extension, `vcom/1+ext` only): the answer to a group request (518-522).
+pub const GROUP_RESULT: i32 = 523;
+/// 524, S→C (extension, `vcom/1+ext` only): at login, every group the user is a member
+/// of; a [`GROUP_INFO`] for each follows.
+pub const GROUP_LIST: i32 = 524;
+/// 525, S→C (extension, `vcom/1+ext` only): a group's name, owner and members.
+pub const GROUP_INFO: i32 = 525;
+/// 526, S→C (extension, `vcom/1+ext` only): the user is no longer a member of a group.
+pub const GROUP_REMOVED: i32 = 526;
+
 /// Every extension identifier this version implements, in order.
-pub const EXTENSIONS: [i32; 6] = [PING, PONG, SEQUENCE, RECEIPT, MESSAGE_TAG, SEND_ACK];
+pub const EXTENSIONS: [i32; 15] = [
+    PING,
+    PONG,
+    SEQUENCE,
+    RECEIPT,
+    MESSAGE_TAG,
+    SEND_ACK,
+    GROUP_CREATE,
+    GROUP_RENAME,
+    GROUP_ADD_MEMBER,
+    GROUP_REMOVE_MEMBER,
+    GROUP_LEAVE,
+    GROUP_RESULT,
+    GROUP_LIST,
+    GROUP_INFO,
+    GROUP_REMOVED,
+];

@@ -6,9 +6,9 @@
 //! length on the wire is checked against [`Limits`] before anything is allocated.
 //!
 //! # Layout
-//! - [`id`]: the packet identifiers 256-274 as named constants.
+//! - [`id`]: the packet identifiers (256-274 and the extensions from 512) as named constants.
 //! - [`types`]: validated newtypes for the values packets carry ([`UserId`], [`DeviceId`],
-//!   [`GroupId`], [`TransferId`], [`Timestamp`], [`FileSize`], [`MessageKind`]).
+//!   [`GroupId`], [`GroupName`], [`TransferId`], [`Timestamp`], [`FileSize`], [`MessageKind`]).
 //! - [`codes`]: the ConnectionDenied error codes ([`DenyCode`]) and the file-transfer
 //!   abort reasons ([`AbortReason`]), including this project's extensions.
 //! - [`limits`]: [`Limits`], the configurable bounds the decoder enforces.
@@ -51,7 +51,7 @@ mod wire;
 
 #[cfg(feature = "codec")]
 pub use codec::VcomCodec;
-pub use codes::{AbortReason, DenyCode, SendOutcome};
+pub use codes::{AbortReason, DenyCode, GroupExit, GroupOutcome, SendOutcome};
 
 /// TLS ALPN protocol names: how a client and a server agree, before login, on the packets
 /// they use (`docs/protocol.md`, "Negotiation").
@@ -60,15 +60,15 @@ pub mod alpn {
     /// behaviour of a client that offers no ALPN at all.
     pub const WIKI: &[u8] = b"vcom/1";
     /// The wiki's packets plus the extension set: sequence numbers and delivery receipts
-    /// (514, 515), send acknowledgements (516, 517).
+    /// (514, 515), send acknowledgements (516, 517), client-side groups (518-526).
     pub const EXT: &[u8] = b"vcom/1+ext";
 }
 pub use error::DecodeError;
 pub use limits::Limits;
 pub use packets::*;
 pub use types::{
-    DeviceId, FileSize, GroupId, InvalidUserId, MessageKind, Timestamp, TransferId, UserId,
-    UtcDateTime,
+    DeviceId, FileSize, GroupId, GroupName, InvalidGroupName, InvalidUserId, MessageKind,
+    Timestamp, TransferId, UserId, UtcDateTime,
 };
 
 /// The result of offering bytes to a decoder.

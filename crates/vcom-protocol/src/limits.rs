@@ -26,6 +26,12 @@ impl Limits {
     /// violation that closes the connection without an answer.
     pub const LOGIN_USER_ID_CAP: usize = 4096;
 
+    /// The longest group name a packet may carry (GroupCreate 518, GroupRename 519,
+    /// GroupInfo 525), in bytes. The server judges names itself (see
+    /// [`crate::GroupName`]), answering a bad one with GroupResult outcome 6; only a name
+    /// beyond this cap (or not UTF-8) is a protocol violation.
+    pub const GROUP_NAME_CAP: usize = 256;
+
     /// The largest chunk of file data one FileChunk (273) may carry.
     pub const MAX_CHUNK_LEN: usize = 1024;
 

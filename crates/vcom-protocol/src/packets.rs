@@ -9,8 +9,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::wire::{self, ReadError, ReadResult, Reader};
 use crate::{
-    AbortReason, DecodeError, Decoded, DenyCode, DeviceId, FileSize, GroupId, Limits, MessageKind,
-    SendOutcome, Timestamp, TransferId, UserId, id,
+    AbortReason, DecodeError, Decoded, DenyCode, DeviceId, FileSize, GroupExit, GroupId,
+    GroupOutcome, Limits, MessageKind, SendOutcome, Timestamp, TransferId, UserId, id,
 };
 
 /// One packet body: its identifier, name and field layout.
@@ -102,6 +102,16 @@ fn skip_user_list(r: &mut Reader<'_>, limits: &Limits, field: &'static str) -> R
         }
     }
     Ok(())
+}
+
+fn read_group_name(r: &mut Reader<'_>) -> ReadResult<String> {
+    r.string("name", 0, Limits::GROUP_NAME_CAP)
+}
+
+/// A group's member list, walked whole before it is parsed (see [`skip_user_list`]).
+fn read_members(r: &mut Reader<'_>, limits: &Limits) -> ReadResult<Vec<UserId>> {
+    r.wait_for(|r| skip_user_list(r, limits, "members"))?;
+    read_user_list(r, limits, "members")
 }
 
 fn read_kind(r: &mut Reader<'_>) -> ReadResult<MessageKind> {
@@ -593,6 +603,228 @@ packet! {
     }
 }
 
+packet! {
+    /// 518, C→S (extension, `vcom/1+ext` only): creates a group owned by the sender, who
+    /// is its first member; answered by [`GroupResult`] with the new group's identifier.
+    GroupCreate = id::GROUP_CREATE, "GroupCreate" {
+        /// Chosen by the client; the [`GroupResult`] that answers carries it back.
+        request: i64,
+        /// The group's name (the server checks it: see [`crate::GroupName`]).
+        name: String,
+        /// The other members, each a known user (the sender is added in any case).
+        members: Vec<UserId>,
+    }
+    encode(self, dst) {
+        dst.put_i64(self.request);
+        wire::put_str(dst, &self.name);
+        wire::put_user_list(dst, &self.members);
+    }
+    decode(r, limits) {
+        Ok(GroupCreate {
+            request: r.i64()?,
+            name: read_group_name(r)?,
+            members: read_members(r, limits)?,
+        })
+    }
+}
+
+packet! {
+    /// 519, C→S (extension, `vcom/1+ext` only): the owner renames a group.
+    GroupRename = id::GROUP_RENAME, "GroupRename" {
+        /// Chosen by the client, carried back by the [`GroupResult`].
+        request: i64,
+        /// The group.
+        group: GroupId,
+        /// Its new name.
+        name: String,
+    }
+    encode(self, dst) {
+        dst.put_i64(self.request);
+        dst.put_i32(self.group.0);
+        wire::put_str(dst, &self.name);
+    }
+    decode(r, limits) {
+        Ok(GroupRename {
+            request: r.i64()?,
+            group: GroupId(r.i32()?),
+            name: read_group_name(r)?,
+        })
+    }
+}
+
+packet! {
+    /// 520, C→S (extension, `vcom/1+ext` only): the owner adds a member to a group.
+    GroupAddMember = id::GROUP_ADD_MEMBER, "GroupAddMember" {
+        /// Chosen by the client, carried back by the [`GroupResult`].
+        request: i64,
+        /// The group.
+        group: GroupId,
+        /// The user to add.
+        user: UserId,
+    }
+    encode(self, dst) {
+        dst.put_i64(self.request);
+        dst.put_i32(self.group.0);
+        wire::put_str(dst, self.user.as_str());
+    }
+    decode(r, limits) {
+        Ok(GroupAddMember {
+            request: r.i64()?,
+            group: GroupId(r.i32()?),
+            user: r.user_id("user", limits.max_user_id_len)?,
+        })
+    }
+}
+
+packet! {
+    /// 521, C→S (extension, `vcom/1+ext` only): the owner removes a member from a group.
+    GroupRemoveMember = id::GROUP_REMOVE_MEMBER, "GroupRemoveMember" {
+        /// Chosen by the client, carried back by the [`GroupResult`].
+        request: i64,
+        /// The group.
+        group: GroupId,
+        /// The member to remove.
+        user: UserId,
+    }
+    encode(self, dst) {
+        dst.put_i64(self.request);
+        dst.put_i32(self.group.0);
+        wire::put_str(dst, self.user.as_str());
+    }
+    decode(r, limits) {
+        Ok(GroupRemoveMember {
+            request: r.i64()?,
+            group: GroupId(r.i32()?),
+            user: r.user_id("user", limits.max_user_id_len)?,
+        })
+    }
+}
+
+packet! {
+    /// 522, C→S (extension, `vcom/1+ext` only): the sender leaves a group.
+    GroupLeave = id::GROUP_LEAVE, "GroupLeave" {
+        /// Chosen by the client, carried back by the [`GroupResult`].
+        request: i64,
+        /// The group.
+        group: GroupId,
+    }
+    encode(self, dst) {
+        dst.put_i64(self.request);
+        dst.put_i32(self.group.0);
+    }
+    decode(r, limits) {
+        Ok(GroupLeave { request: r.i64()?, group: GroupId(r.i32()?) })
+    }
+}
+
+packet! {
+    /// 523, S→C (extension, `vcom/1+ext` only): the answer to a group request (518-522).
+    GroupResult = id::GROUP_RESULT, "GroupResult" {
+        /// The `request` of the packet it answers.
+        request: i64,
+        /// Done, or why not.
+        outcome: GroupOutcome,
+        /// The group (for a GroupCreate that was done, the new one); 0 when none.
+        group: GroupId,
+    }
+    encode(self, dst) {
+        dst.put_i64(self.request);
+        dst.put_i8(self.outcome.code());
+        dst.put_i32(self.group.0);
+    }
+    decode(r, limits) {
+        Ok(GroupResult {
+            request: r.i64()?,
+            outcome: GroupOutcome::from_code(r.i8()?),
+            group: GroupId(r.i32()?),
+        })
+    }
+}
+
+packet! {
+    /// 524, S→C (extension, `vcom/1+ext` only): sent once after login, the identifiers of
+    /// every group the user is a member of; a [`GroupInfo`] for each follows. A group a
+    /// client knew that is not listed is one the user no longer belongs to.
+    GroupList = id::GROUP_LIST, "GroupList" {
+        /// The groups, ordered by identifier.
+        groups: Vec<GroupId>,
+    }
+    encode(self, dst) {
+        wire::put_len(dst, self.groups.len());
+        for group in &self.groups {
+            dst.put_i32(group.0);
+        }
+    }
+    decode(r, limits) {
+        // The whole list is here before it is parsed: see `skip_user_list`.
+        r.wait_for(|r| {
+            let count = r.len("groups", 0, limits.max_list_len)?;
+            let start = r.position();
+            for _ in 0..count {
+                if let Err(ReadError::Incomplete { .. }) = r.i32() {
+                    return Err(ReadError::Incomplete {
+                        needed: start.saturating_add(count.saturating_mul(4)),
+                    });
+                }
+            }
+            Ok(())
+        })?;
+        Ok(GroupList { groups: r.list("groups", limits.max_list_len, |r| Ok(GroupId(r.i32()?)))? })
+    }
+}
+
+packet! {
+    /// 525, S→C (extension, `vcom/1+ext` only): a group as it is now, sent to each of its
+    /// members' devices after login and whenever it changes.
+    GroupInfo = id::GROUP_INFO, "GroupInfo" {
+        /// The group.
+        group: GroupId,
+        /// Its name.
+        name: String,
+        /// Its owner; `None` (an empty string on the wire) for a group the server's
+        /// administrator made.
+        owner: Option<UserId>,
+        /// Its members, ordered by identifier.
+        members: Vec<UserId>,
+    }
+    encode(self, dst) {
+        dst.put_i32(self.group.0);
+        wire::put_str(dst, &self.name);
+        wire::put_str(dst, self.owner.as_ref().map_or("", UserId::as_str));
+        wire::put_user_list(dst, &self.members);
+    }
+    decode(r, limits) {
+        let group = GroupId(r.i32()?);
+        let name = read_group_name(r)?;
+        let owner = r.string("owner", 0, limits.max_user_id_len)?;
+        let owner = if owner.is_empty() {
+            None
+        } else {
+            Some(UserId::with_max_len(owner, limits.max_user_id_len)
+                .map_err(|e| r.invalid("owner", e.to_string()))?)
+        };
+        Ok(GroupInfo { group, name, owner, members: read_members(r, limits)? })
+    }
+}
+
+packet! {
+    /// 526, S→C (extension, `vcom/1+ext` only): the user is no longer a member of a
+    /// group; sent to each of the user's devices online at the time.
+    GroupRemoved = id::GROUP_REMOVED, "GroupRemoved" {
+        /// The group.
+        group: GroupId,
+        /// Left, or removed by the owner or the administrator.
+        reason: GroupExit,
+    }
+    encode(self, dst) {
+        dst.put_i32(self.group.0);
+        dst.put_i8(self.reason.code());
+    }
+    decode(r, limits) {
+        Ok(GroupRemoved { group: GroupId(r.i32()?), reason: GroupExit::from_code(r.i8()?) })
+    }
+}
+
 /// Decodes one packet of the given body type after its identifier has been read.
 fn body<B: Body>(r: &mut Reader<'_>, limits: &Limits) -> ReadResult<B> {
     r.set_packet(B::NAME);
@@ -705,6 +937,11 @@ direction! {
         Pong,
         Receipt,
         MessageTag,
+        GroupCreate,
+        GroupRename,
+        GroupAddMember,
+        GroupRemoveMember,
+        GroupLeave,
     }
 }
 
@@ -729,6 +966,10 @@ direction! {
         Pong,
         Sequence,
         SendAck,
+        GroupResult,
+        GroupList,
+        GroupInfo,
+        GroupRemoved,
     }
 }
 

@@ -119,6 +119,73 @@ i32_id!(
     TransferId
 );
 
+/// A group's name: 1 to [`GroupName::MAX_LEN`] bytes of UTF-8, not blank, without control
+/// characters.
+///
+/// Packets carry names as plain strings (up to [`crate::Limits::GROUP_NAME_CAP`] bytes)
+/// so that a server can answer a bad one with GroupResult outcome 6 rather than close
+/// the connection; this type is the rule the server applies and the SDK checks first.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct GroupName(String);
+
+/// Why a string is not a [`GroupName`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidGroupName {
+    /// The name is empty or only white space.
+    #[error("a group name must not be blank")]
+    Blank,
+    /// The name is longer than [`GroupName::MAX_LEN`] bytes.
+    #[error("a group name must be at most {max} bytes, this one is {len}")]
+    TooLong {
+        /// Its length in bytes.
+        len: usize,
+        /// The most allowed.
+        max: usize,
+    },
+    /// The name contains a control character (such as NUL or a newline).
+    #[error("a group name must not contain control characters")]
+    ControlCharacter,
+}
+
+impl GroupName {
+    /// The longest name, in bytes.
+    pub const MAX_LEN: usize = 64;
+
+    /// Validates `name` as a group name.
+    pub fn new(name: impl Into<String>) -> Result<Self, InvalidGroupName> {
+        let name = name.into();
+        if name.trim().is_empty() {
+            return Err(InvalidGroupName::Blank);
+        }
+        if name.len() > Self::MAX_LEN {
+            return Err(InvalidGroupName::TooLong {
+                len: name.len(),
+                max: Self::MAX_LEN,
+            });
+        }
+        if name.chars().any(char::is_control) {
+            return Err(InvalidGroupName::ControlCharacter);
+        }
+        Ok(GroupName(name))
+    }
+
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The name as text, consuming it.
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+impl fmt::Display for GroupName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 impl DeviceId {
     /// Sent in a ConnectionRequest by a device that has no identifier yet.
     pub const NEW: DeviceId = DeviceId(-1);

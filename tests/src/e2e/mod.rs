@@ -8,7 +8,7 @@
 //! - [`server`]: `vcom-server serve` as a child process, always stopped; `admin`.
 //! - [`coverage`]: tap files summed, the coverage table, what is missing.
 //! - [`sdk`]: SDK clients with bounded event waits, for the ordinary flows.
-//! - [`login`], [`chat`], [`transfers`], [`robustness`], [`cli`]: the scenarios, by
+//! - [`login`], [`chat`], [`groups`], [`transfers`], [`robustness`], [`cli`]: the scenarios, by
 //!   domain. Where exact packets matter they use the raw clients of [`crate::harness`],
 //!   the one place raw-client code lives.
 //!
@@ -20,6 +20,7 @@
 pub mod chat;
 pub mod cli;
 pub mod coverage;
+pub mod groups;
 pub mod login;
 pub mod robustness;
 pub mod sdk;
@@ -276,6 +277,10 @@ pub const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "group-chat",
         run: |c| Box::pin(chat::group_chat(c)),
+    },
+    Scenario {
+        name: "client-side-groups",
+        run: |c| Box::pin(groups::client_groups(c)),
     },
     Scenario {
         name: "broadcast",
