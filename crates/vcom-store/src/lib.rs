@@ -1,8 +1,9 @@
 //! Persistence for the vCom server: the [`Store`] trait and its SQLite backend.
 //!
 //! The server talks only to [`Store`]; [`SqliteStore`] is the embedded default (rusqlite,
-//! bundled SQLite, so a fresh machine needs nothing installed). A second backend
-//! implements the same trait and the server does not change.
+//! bundled SQLite, so a fresh machine needs nothing installed). [`PostgresStore`]
+//! implements the same trait on a PostgreSQL database shared by several nodes, and the
+//! server does not change.
 //!
 //! **Architecture invariant:** this is the only crate that speaks SQL for the server.
 //! It never sees a socket and never decides policy: the server computes who receives a
@@ -11,6 +12,9 @@
 //! # Layout
 //! - `lib.rs`: the [`Store`] trait and the records it takes and returns.
 //! - `sqlite`: [`SqliteStore`], schema migrations, the writer thread with group commit.
+//! - `postgres`: [`PostgresStore`], the same trait on a PostgreSQL database that several
+//!   server nodes share: versioned migrations, a connection pool, a message writer task
+//!   with group commit.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -18,8 +22,10 @@ use std::path::PathBuf;
 use bytes::Bytes;
 use vcom_protocol::{DeviceId, GroupId, MessageKind, Timestamp, TransferId, UserId};
 
+mod postgres;
 mod sqlite;
 
+pub use postgres::PostgresStore;
 pub use sqlite::{
     BackupReport, SqliteStore, StoreConfig, Synchronous, WriteStats, check_backup, restore,
 };
@@ -30,6 +36,14 @@ pub enum StoreError {
     /// The database reported an error.
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// The PostgreSQL server reported an error, or the connection to it failed. The
+    /// message holds the whole cause (one line, so it is not a `source`).
+    #[error("PostgreSQL: {}", postgres::describe(.0))]
+    Postgres(tokio_postgres::Error),
+    /// No connection to the PostgreSQL server could be had (the pool timed out, or a
+    /// new connection could not be made).
+    #[error("PostgreSQL connection: {0}")]
+    Connection(String),
     /// The database was written by a newer version of vCom than this one.
     #[error("the database schema is version {found}, newer than this program's {supported}")]
     NewerSchema {
@@ -57,6 +71,12 @@ pub enum StoreError {
     /// A backup or restore could not be made (the message names the file and why).
     #[error("backup: {0}")]
     Backup(String),
+}
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(error: tokio_postgres::Error) -> Self {
+        StoreError::Postgres(error)
+    }
 }
 
 /// Shorthand for store results.
@@ -131,6 +151,9 @@ pub struct Group {
     pub id: GroupId,
     /// Its name.
     pub name: String,
+    /// The user who created it and alone may change it; `None` for a group the
+    /// administrator made (and alone changes).
+    pub owner: Option<UserId>,
     /// Its members, ordered by identifier.
     pub members: Vec<UserId>,
 }
@@ -448,13 +471,40 @@ pub trait Store: Clone + Send + Sync + 'static {
 
     // ---- groups ---------------------------------------------------------------------
 
-    /// Creates a group and returns its new identifier (positive).
+    /// Creates a group of the administrator's (no owner) and returns its new identifier
+    /// (positive).
     fn create_group(
         &self,
         name: &str,
         members: &[UserId],
         now: Timestamp,
     ) -> impl Future<Output = StoreResult<GroupId>> + Send;
+    /// Creates a group owned by `owner` (a client-side group) and returns its new
+    /// identifier (positive). `members` are all its members, the owner included: the
+    /// store adds no one itself. The server checks its limits before.
+    fn create_owned_group(
+        &self,
+        owner: &UserId,
+        name: &str,
+        members: &[UserId],
+        now: Timestamp,
+    ) -> impl Future<Output = StoreResult<GroupId>> + Send;
+    /// Renames a group. `NotFound` for an unknown group.
+    fn rename_group(
+        &self,
+        group: GroupId,
+        name: &str,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Makes `owner` the group's owner (when its owner left, the server hands it on).
+    /// `NotFound` for an unknown group.
+    fn set_group_owner(
+        &self,
+        group: GroupId,
+        owner: &UserId,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Deletes a group with its members (the last member of a user's group left); its
+    /// messages go with retention. False for an unknown group.
+    fn delete_group(&self, group: GroupId) -> impl Future<Output = StoreResult<bool>> + Send;
     /// Adds a member; false if already one. `NotFound` for an unknown group.
     fn add_group_member(
         &self,

@@ -28,7 +28,13 @@ impl Synchronous {
     }
 }
 
-/// How a [`super::SqliteStore`] keeps and writes data.
+/// How a [`super::SqliteStore`] (or a [`crate::PostgresStore`]) keeps and writes data.
+///
+/// The retention rules, quotas, the device cap and `max_batch` mean the same on both
+/// backends. On PostgreSQL, `synchronous` sets `synchronous_commit` (on for `Full`, off
+/// for `Normal`), `readers + 1` is the size of the connection pool, and `busy_timeout`
+/// is how long a call waits for a pooled connection (and a new one to connect);
+/// `cache_bytes` is SQLite's alone.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreConfig {
     /// `prune` deletes delivered messages received longer ago than this. `None` keeps

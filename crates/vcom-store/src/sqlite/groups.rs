@@ -12,14 +12,16 @@ const ADD_MEMBER: &str = "INSERT INTO group_members (group_id, user, since)
      VALUES (?1, ?2, COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'messages'), 0))
      ON CONFLICT DO NOTHING";
 
+/// Creates a group, the administrator's (`owner` none) or a user's.
 pub(crate) fn create(
     conn: &Connection,
+    owner: Option<&UserId>,
     name: &str,
     members: &[UserId],
     now: Timestamp,
 ) -> StoreResult<GroupId> {
-    conn.prepare_cached("INSERT INTO chat_groups (name, created_at) VALUES (?1, ?2)")?
-        .execute(params![name, now.0])?;
+    conn.prepare_cached("INSERT INTO chat_groups (name, created_at, owner) VALUES (?1, ?2, ?3)")?
+        .execute(params![name, now.0, owner.map(UserId::as_str)])?;
     let id = records::i32_id(conn.last_insert_rowid(), "group id")?;
     let mut add = conn.prepare_cached(ADD_MEMBER)?;
     for member in members {
@@ -43,6 +45,28 @@ pub(crate) fn add_member(conn: &Connection, group: GroupId, user: &UserId) -> St
     Ok(added == 1)
 }
 
+pub(crate) fn rename(conn: &Connection, group: GroupId, name: &str) -> StoreResult<()> {
+    require(conn, group)?;
+    conn.prepare_cached("UPDATE chat_groups SET name = ?2 WHERE id = ?1")?
+        .execute(params![group.0, name])?;
+    Ok(())
+}
+
+pub(crate) fn set_owner(conn: &Connection, group: GroupId, owner: &UserId) -> StoreResult<()> {
+    require(conn, group)?;
+    conn.prepare_cached("UPDATE chat_groups SET owner = ?2 WHERE id = ?1")?
+        .execute(params![group.0, owner.as_str()])?;
+    Ok(())
+}
+
+/// Deletes a group and its members (its messages go with retention, as any other).
+pub(crate) fn delete(conn: &Connection, group: GroupId) -> StoreResult<bool> {
+    let deleted = conn
+        .prepare_cached("DELETE FROM chat_groups WHERE id = ?1")?
+        .execute([group.0])?;
+    Ok(deleted == 1)
+}
+
 pub(crate) fn remove_member(conn: &Connection, group: GroupId, user: &UserId) -> StoreResult<bool> {
     require(conn, group)?;
     let removed = conn
@@ -51,13 +75,14 @@ pub(crate) fn remove_member(conn: &Connection, group: GroupId, user: &UserId) ->
     Ok(removed == 1)
 }
 
-/// Folds `(group id, name, member or NULL)` rows, ordered by group then member.
-fn fold(
-    rows: impl Iterator<Item = rusqlite::Result<(i64, String, Option<String>)>>,
-) -> StoreResult<Vec<Group>> {
+/// One row of a group query: group id, name, owner or NULL, member or NULL.
+type Row = (i64, String, Option<String>, Option<String>);
+
+/// Folds [`Row`]s, ordered by group then member.
+fn fold(rows: impl Iterator<Item = rusqlite::Result<Row>>) -> StoreResult<Vec<Group>> {
     let mut groups: Vec<Group> = Vec::new();
     for row in rows {
-        let (id, name, member) = row?;
+        let (id, name, owner, member) = row?;
         let id = GroupId(records::i32_id(id, "group id")?);
         let group = match groups.last_mut() {
             Some(last) if last.id == id => last,
@@ -65,6 +90,7 @@ fn fold(
                 groups.push(Group {
                     id,
                     name,
+                    owner: owner.map(records::user_id).transpose()?,
                     members: Vec::new(),
                 });
                 let last = groups.len() - 1;
@@ -80,20 +106,22 @@ fn fold(
 
 pub(crate) fn get(conn: &Connection, group: GroupId) -> StoreResult<Option<Group>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT g.id, g.name, m.user FROM chat_groups AS g
+        "SELECT g.id, g.name, g.owner, m.user FROM chat_groups AS g
          LEFT JOIN group_members AS m ON m.group_id = g.id
          WHERE g.id = ?1 ORDER BY m.user",
     )?;
-    let rows = stmt.query_map([group.0], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+    let rows = stmt.query_map([group.0], |r| {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+    })?;
     Ok(fold(rows)?.pop())
 }
 
 pub(crate) fn all(conn: &Connection) -> StoreResult<Vec<Group>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT g.id, g.name, m.user FROM chat_groups AS g
+        "SELECT g.id, g.name, g.owner, m.user FROM chat_groups AS g
          LEFT JOIN group_members AS m ON m.group_id = g.id
          ORDER BY g.id, m.user",
     )?;
-    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
     fold(rows)
 }

@@ -27,7 +27,7 @@ mod lists;
 mod messages;
 mod policy;
 mod readers;
-mod records;
+pub(crate) mod records;
 mod retention;
 mod schema;
 mod transfers;
@@ -44,6 +44,7 @@ use vcom_protocol::{DeviceId, GroupId, Timestamp, UserId};
 pub use backup::{BackupReport, check as check_backup, restore};
 pub use config::{StoreConfig, Synchronous};
 use readers::Readers;
+pub(crate) use schema::TAG_MAX_AGE;
 pub use writer::WriteStats;
 use writer::Writer;
 
@@ -325,7 +326,40 @@ impl Store for SqliteStore {
         now: Timestamp,
     ) -> impl Future<Output = StoreResult<GroupId>> + Send {
         let (name, members) = (name.to_owned(), members.to_vec());
-        self.write(move |c, _| groups::create(c, &name, &members, now))
+        self.write(move |c, _| groups::create(c, None, &name, &members, now))
+    }
+
+    fn create_owned_group(
+        &self,
+        owner: &UserId,
+        name: &str,
+        members: &[UserId],
+        now: Timestamp,
+    ) -> impl Future<Output = StoreResult<GroupId>> + Send {
+        let (owner, name, members) = (owner.clone(), name.to_owned(), members.to_vec());
+        self.write(move |c, _| groups::create(c, Some(&owner), &name, &members, now))
+    }
+
+    fn rename_group(
+        &self,
+        group: GroupId,
+        name: &str,
+    ) -> impl Future<Output = StoreResult<()>> + Send {
+        let name = name.to_owned();
+        self.write(move |c, _| groups::rename(c, group, &name))
+    }
+
+    fn set_group_owner(
+        &self,
+        group: GroupId,
+        owner: &UserId,
+    ) -> impl Future<Output = StoreResult<()>> + Send {
+        let owner = owner.clone();
+        self.write(move |c, _| groups::set_owner(c, group, &owner))
+    }
+
+    fn delete_group(&self, group: GroupId) -> impl Future<Output = StoreResult<bool>> + Send {
+        self.write(move |c, _| groups::delete(c, group))
     }
 
     fn add_group_member(

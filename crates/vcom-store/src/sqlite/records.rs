@@ -29,3 +29,8 @@ pub(crate) fn key(bytes: Option<Vec<u8>>) -> StoreResult<Option<KeyFingerprint>>
 pub(crate) fn limit(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
+
+/// Stored UTF-8 bytes (PostgreSQL keeps free-form names as bytes).
+pub(crate) fn text(bytes: Vec<u8>, what: &str) -> StoreResult<String> {
+    String::from_utf8(bytes).map_err(|_| StoreError::Corrupt(format!("{what} is not UTF-8")))
+}

@@ -292,6 +292,13 @@ ALTER TABLE message_tags_v6 RENAME TO message_tags;
 CREATE INDEX message_tags_by_age ON message_tags (created_at);
 "#;
 
+/// Version 7: client-side groups. A group made by a user (GroupCreate, 518) records its
+/// owner, who alone changes it; groups made before, all by the administrator, keep no
+/// owner and stay the administrator's.
+const V7: &str = r#"
+ALTER TABLE chat_groups ADD COLUMN owner TEXT;
+"#;
+
 /// How long a client message id (516) is remembered, from when its message was stored:
 /// a resend of the same id within it is stored once, even after its message was
 /// delivered and deleted.
@@ -305,6 +312,7 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up(V4),
     M::up(V5),
     M::up(V6),
+    M::up(V7),
 ];
 
 /// The schema version this program writes (SQLite's `user_version` after migrating).
@@ -477,6 +485,26 @@ mod tests {
             let backup = Connection::open(&copy).unwrap();
             assert_eq!(version_of(&backup), version as i64, "the copy is as it was");
         }
+    }
+
+    /// Groups made before version 7 were all the administrator's, and stay so.
+    #[test]
+    fn the_upgrade_to_version_7_keeps_earlier_groups_the_administrators() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        let migrations = Migrations::from_slice(MIGRATIONS);
+        migrations.to_version(&mut conn, 6).unwrap();
+        conn.execute_batch(
+            "INSERT INTO chat_groups (name, created_at) VALUES ('staff', 1);
+             INSERT INTO group_members (group_id, user, since) VALUES (1, 'alice', 0);",
+        )
+        .unwrap();
+        migrations.to_latest(&mut conn).unwrap();
+        let group = super::super::groups::get(&conn, vcom_protocol::GroupId(1))
+            .unwrap()
+            .unwrap();
+        assert_eq!(group.name, "staff");
+        assert_eq!(group.owner, None);
+        assert_eq!(group.members.len(), 1);
     }
 
     /// A database already at the latest version is opened without a copy.

@@ -2,7 +2,7 @@
 //! data directory.
 
 use vcom_protocol::DeviceId;
-use vcom_store::{ListKind, Store, StoreConfig, StoreError, check_backup, restore};
+use vcom_store::{ListKind, SqliteStore, Store, StoreConfig, StoreError, check_backup, restore};
 
 use crate::support::{
     db_path, no_hook, open_at, pending_bodies, store, store_with, text, ts, uid, user_with_device,
@@ -14,10 +14,11 @@ use crate::support::{
 /// holding just that.
 #[tokio::test]
 async fn a_backup_under_write_load_restores_to_a_consistent_snapshot() {
-    let t = store_with(StoreConfig {
+    let t = store_with::<SqliteStore>(StoreConfig {
         pending_per_sender: None,
         ..StoreConfig::default()
-    });
+    })
+    .await;
     let alice = user_with_device(&t.store, "alice").await;
     let bob = user_with_device(&t.store, "bob").await;
     t.store
@@ -49,7 +50,7 @@ async fn a_backup_under_write_load_restores_to_a_consistent_snapshot() {
     while t.store.stats().await.unwrap().messages < 300 {
         tokio::task::yield_now().await;
     }
-    let copy = t.dir.path().join("backup.sqlite3");
+    let copy = t.dir().join("backup.sqlite3");
     let report = t.store.backup(copy.clone()).await.unwrap();
     writer.await.unwrap();
     assert_eq!(report.users, 2);
@@ -100,9 +101,9 @@ async fn a_backup_under_write_load_restores_to_a_consistent_snapshot() {
 /// Restoring over a database keeps the one it replaces, renamed beside it.
 #[tokio::test]
 async fn a_restore_keeps_the_database_it_replaces() {
-    let t = store();
+    let t = store::<SqliteStore>().await;
     user_with_device(&t.store, "alice").await;
-    let copy = t.dir.path().join("backup.sqlite3");
+    let copy = t.dir().join("backup.sqlite3");
     t.store.backup(copy.clone()).await.unwrap();
     user_with_device(&t.store, "bob").await;
     let path = t.path();
@@ -123,7 +124,7 @@ async fn a_restore_keeps_the_database_it_replaces() {
 /// A file that is not a whole vCom database is refused, and nothing is replaced.
 #[tokio::test]
 async fn a_restore_refuses_what_is_not_a_vcom_database_and_changes_nothing() {
-    let t = store();
+    let t = store::<SqliteStore>().await;
     user_with_device(&t.store, "alice").await;
     let path = t.path();
     t.store.close().await;

@@ -5,11 +5,10 @@ use std::collections::HashSet;
 use vcom_protocol::DeviceId;
 use vcom_store::{LoginRecord, Store, StoreConfig, StoreError};
 
-use crate::support::{pending_bodies, store, store_with, text, ts, uid, user_with_device};
+use crate::support::{Backend, pending_bodies, store, store_with, text, ts, uid, user_with_device};
 
-#[tokio::test]
-async fn issued_device_ids_are_positive_unique_and_owned_by_their_user() {
-    let t = store();
+async fn issued_device_ids_are_positive_unique_and_owned_by_their_user<S: Backend>() {
+    let t = store::<S>().await;
     t.store
         .register_user(&uid("alice"), None, ts(1))
         .await
@@ -28,9 +27,8 @@ async fn issued_device_ids_are_positive_unique_and_owned_by_their_user() {
     }
 }
 
-#[tokio::test]
-async fn issuing_a_device_to_an_unknown_user_is_not_found() {
-    let t = store();
+async fn issuing_a_device_to_an_unknown_user_is_not_found<S: Backend>() {
+    let t = store::<S>().await;
     let err = t
         .store
         .issue_device(&uid("nobody"), ts(1))
@@ -39,15 +37,13 @@ async fn issuing_a_device_to_an_unknown_user_is_not_found() {
     assert!(matches!(err, StoreError::NotFound(_)), "{err}");
 }
 
-#[tokio::test]
-async fn an_unknown_device_has_no_owner() {
-    let t = store();
+async fn an_unknown_device_has_no_owner<S: Backend>() {
+    let t = store::<S>().await;
     assert_eq!(t.store.device_owner(DeviceId(12345)).await.unwrap(), None);
 }
 
-#[tokio::test]
-async fn touching_a_device_records_its_last_login() {
-    let t = store();
+async fn touching_a_device_records_its_last_login<S: Backend>() {
+    let t = store::<S>().await;
     t.store
         .register_user(&uid("alice"), None, ts(1))
         .await
@@ -60,16 +56,14 @@ async fn touching_a_device_records_its_last_login() {
     assert_eq!(devices[0].last_seen, ts(99));
 }
 
-#[tokio::test]
-async fn touching_an_unknown_device_is_not_found() {
-    let t = store();
+async fn touching_an_unknown_device_is_not_found<S: Backend>() {
+    let t = store::<S>().await;
     let err = t.store.touch_device(DeviceId(7), ts(1)).await.unwrap_err();
     assert!(matches!(err, StoreError::NotFound(_)), "{err}");
 }
 
-#[tokio::test]
-async fn devices_of_a_user_are_listed_by_identifier() {
-    let t = store();
+async fn devices_of_a_user_are_listed_by_identifier<S: Backend>() {
+    let t = store::<S>().await;
     t.store
         .register_user(&uid("alice"), None, ts(1))
         .await
@@ -110,12 +104,12 @@ async fn new_device(store: &impl Store, user: &str, at: i64) -> (DeviceId, Vec<D
 /// Logins that each ask for a new device (a client that forgets its identifier) keep
 /// at most `devices_per_user` rows: each one past it retires the least recently seen
 /// device, never another user's.
-#[tokio::test]
-async fn new_devices_past_the_cap_retire_the_least_recently_seen_ones() {
-    let t = store_with(StoreConfig {
+async fn new_devices_past_the_cap_retire_the_least_recently_seen_ones<S: Backend>() {
+    let t = store_with::<S>(StoreConfig {
         devices_per_user: Some(3),
         ..StoreConfig::default()
-    });
+    })
+    .await;
     let (bob, _) = new_device(&t.store, "bob", 1).await;
     let (first, _) = new_device(&t.store, "alice", 1).await;
     let (second, _) = new_device(&t.store, "alice", 2).await;
@@ -147,12 +141,12 @@ async fn new_devices_past_the_cap_retire_the_least_recently_seen_ones() {
 
 /// Retiring a device loses the user nothing: a message no device has received yet
 /// still waits for the new device and the ones that remain.
-#[tokio::test]
-async fn a_retired_device_takes_no_waiting_message_with_it() {
-    let t = store_with(StoreConfig {
+async fn a_retired_device_takes_no_waiting_message_with_it<S: Backend>() {
+    let t = store_with::<S>(StoreConfig {
         devices_per_user: Some(1),
         ..StoreConfig::default()
-    });
+    })
+    .await;
     let bob = user_with_device(&t.store, "bob").await;
     new_device(&t.store, "alice", 1).await;
     t.store
@@ -169,3 +163,17 @@ async fn a_retired_device_takes_no_waiting_message_with_it() {
         vec!["hello".to_string()]
     );
 }
+
+// Each test above, once per backend.
+crate::on_both_backends!(
+    tests: [
+        issued_device_ids_are_positive_unique_and_owned_by_their_user,
+        issuing_a_device_to_an_unknown_user_is_not_found,
+        an_unknown_device_has_no_owner,
+        touching_a_device_records_its_last_login,
+        touching_an_unknown_device_is_not_found,
+        devices_of_a_user_are_listed_by_identifier,
+        new_devices_past_the_cap_retire_the_least_recently_seen_ones,
+        a_retired_device_takes_no_waiting_message_with_it,
+    ],
+);

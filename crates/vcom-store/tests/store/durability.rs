@@ -8,12 +8,12 @@ use vcom_store::{
 };
 
 use crate::support::{
-    db_path, no_hook, open_at, pending_bodies, store, store_with, text, ts, uid, user_with_device,
+    Backend, db_path, no_hook, open_at, pending_bodies, store, store_with, text, ts, uid,
+    user_with_device,
 };
 
-#[tokio::test]
-async fn everything_survives_close_and_reopen() {
-    let t = store();
+async fn everything_survives_close_and_reopen<S: Backend>() {
+    let t = store::<S>().await;
     let s = &t.store;
     s.register_user(&uid("alice"), Some(KeyFingerprint([1; 32])), ts(1))
         .await
@@ -85,7 +85,9 @@ async fn everything_survives_close_and_reopen() {
     // Identifiers keep counting after a restart.
     let next = s.issue_device(&uid("alice"), ts(8)).await.unwrap();
     assert!(next.0 > bob.0);
-    assert_eq!(s.integrity_check().await.unwrap(), "ok");
+    if let Some(check) = s.integrity_check().await {
+        assert_eq!(check, "ok");
+    }
 }
 
 #[tokio::test]
@@ -122,7 +124,7 @@ async fn a_database_from_a_newer_version_is_refused_untouched() {
 
 #[tokio::test]
 async fn reopening_a_current_database_migrates_nothing() {
-    let t = store();
+    let t = store::<SqliteStore>().await;
     user_with_device(&t.store, "alice").await;
     let t = t.reopen(StoreConfig::default()).await;
     t.store.close().await;
@@ -133,9 +135,8 @@ async fn reopening_a_current_database_migrates_nothing() {
     assert_eq!(version, SqliteStore::SCHEMA_VERSION as i64);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_writers_all_land_with_unique_ids() {
-    let t = store();
+async fn concurrent_writers_all_land_with_unique_ids<S: Backend>() {
+    let t = store::<S>().await;
     let alice = user_with_device(&t.store, "alice").await;
     let bob = user_with_device(&t.store, "bob").await;
     let tasks: Vec<_> = (0..32)
@@ -179,9 +180,8 @@ async fn concurrent_writers_all_land_with_unique_ids() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_failing_request_does_not_fail_the_others_in_its_batch() {
-    let t = store();
+async fn a_failing_request_does_not_fail_the_others_in_its_batch<S: Backend>() {
+    let t = store::<S>().await;
     let alice = user_with_device(&t.store, "alice").await;
     let tasks: Vec<_> = (0..64)
         .map(|i| {
@@ -209,13 +209,14 @@ async fn a_failing_request_does_not_fail_the_others_in_its_batch() {
         }
     }
     assert_eq!(t.store.stats().await.unwrap().messages, 32);
-    // Every batch holding a failing request was rolled back and replayed carefully.
-    assert!(t.store.write_stats().replayed >= 1);
+    if S::EVERY_WRITE_BATCHED {
+        // Every batch holding a failing request was rolled back and replayed carefully.
+        assert!(t.store.write_stats().replayed >= 1);
+    }
 }
 
-#[tokio::test]
-async fn a_closed_store_refuses_reads_and_writes() {
-    let t = store();
+async fn a_closed_store_refuses_reads_and_writes<S: Backend>() {
+    let t = store::<S>().await;
     t.store.close().await;
     t.store.close().await;
     assert!(matches!(t.store.users().await, Err(StoreError::Closed)));
@@ -225,13 +226,12 @@ async fn a_closed_store_refuses_reads_and_writes() {
     ));
 }
 
-#[tokio::test]
-async fn writes_without_batching_still_land() {
+async fn writes_without_batching_still_land<S: Backend>() {
     let config = StoreConfig {
         max_batch: 1,
         ..StoreConfig::default()
     };
-    let t = store_with(config);
+    let t = store_with::<S>(config).await;
     let alice = user_with_device(&t.store, "alice").await;
     let bob = user_with_device(&t.store, "bob").await;
     let writes: Vec<_> = (0..10)
@@ -250,6 +250,49 @@ async fn writes_without_batching_still_land() {
     assert_eq!(pending_bodies(&t.store, "bob", bob).await.len(), 10);
     let stats = t.store.write_stats();
     assert_eq!(stats.batches, stats.requests);
+}
+
+/// A store dropped without `close` (a node killed between requests) loses nothing it
+/// acknowledged: opened again on the same place, everything is there and identifiers
+/// go on counting.
+async fn a_store_dropped_and_opened_again_has_everything<S: Backend>() {
+    let t = store::<S>().await;
+    let alice = user_with_device(&t.store, "alice").await;
+    let bob = user_with_device(&t.store, "bob").await;
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        let stored = t
+            .store
+            .store_message(text("alice", alice, &["bob"], &format!("m{i}")), no_hook())
+            .await
+            .unwrap();
+        ids.push(stored.id.expect("stored"));
+    }
+    t.store.advance_cursor(bob, ids[9]).await.unwrap();
+    let before = (
+        t.store.users().await.unwrap(),
+        t.store.stats().await.unwrap(),
+    );
+
+    let super::support::TestStore { store, place } = t;
+    drop(store);
+    let store = S::open(&place, StoreConfig::default()).await;
+
+    assert_eq!(
+        (store.users().await.unwrap(), store.stats().await.unwrap()),
+        before
+    );
+    let waiting: Vec<String> = (10..20).map(|i| format!("m{i}")).collect();
+    assert_eq!(pending_bodies(&store, "bob", bob).await, waiting);
+    let next = store
+        .store_message(text("alice", alice, &["bob"], "after"), no_hook())
+        .await
+        .unwrap()
+        .id
+        .expect("stored");
+    assert!(next > ids[19], "ids keep growing after a restart");
+    let device = store.issue_device(&uid("alice"), ts(9)).await.unwrap();
+    assert!(device.0 > bob.0, "device ids are never reused");
 }
 
 #[tokio::test]
@@ -272,12 +315,13 @@ async fn two_handles_of_one_file_in_sequence_see_the_same_data() {
 /// checkpoints the rest itself, so the log stays bounded.
 #[tokio::test]
 async fn the_log_stays_bounded_under_a_steady_stream_of_commits() {
-    let t = store_with(StoreConfig {
+    let t = store_with::<SqliteStore>(StoreConfig {
         synchronous: Synchronous::Normal,
         pending_cap_per_user: None,
         pending_per_sender: None,
         ..StoreConfig::default()
-    });
+    })
+    .await;
     let alice = user_with_device(&t.store, "alice").await;
     user_with_device(&t.store, "bob").await;
     let wal = t.path().with_extension("sqlite3-wal");
@@ -301,3 +345,17 @@ async fn the_log_stays_bounded_under_a_steady_stream_of_commits() {
         "the log reached {largest} bytes: it does not restart"
     );
 }
+
+// Each test above, once per backend.
+crate::on_both_backends!(
+    tests: [
+        a_store_dropped_and_opened_again_has_everything,
+        everything_survives_close_and_reopen,
+        a_closed_store_refuses_reads_and_writes,
+        writes_without_batching_still_land,
+    ],
+    multi_thread: [
+        concurrent_writers_all_land_with_unique_ids,
+        a_failing_request_does_not_fail_the_others_in_its_batch,
+    ],
+);

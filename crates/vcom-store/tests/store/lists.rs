@@ -1,12 +1,11 @@
 //! Friend and block lists.
 
-use vcom_store::{ListKind, Store, StoreError, UserLists};
+use vcom_store::{ListKind, StoreError, UserLists};
 
-use crate::support::{store, ts, uid};
+use crate::support::{Backend, store, ts, uid};
 
-#[tokio::test]
-async fn lists_never_set_are_empty_with_timestamp_zero() {
-    let t = store();
+async fn lists_never_set_are_empty_with_timestamp_zero<S: Backend>() {
+    let t = store::<S>().await;
     t.store
         .register_user(&uid("alice"), None, ts(1))
         .await
@@ -17,9 +16,8 @@ async fn lists_never_set_are_empty_with_timestamp_zero() {
     );
 }
 
-#[tokio::test]
-async fn a_replaced_list_keeps_its_entry_order_and_gets_the_current_time() {
-    let t = store();
+async fn a_replaced_list_keeps_its_entry_order_and_gets_the_current_time<S: Backend>() {
+    let t = store::<S>().await;
     t.store
         .register_user(&uid("alice"), None, ts(1))
         .await
@@ -37,9 +35,8 @@ async fn a_replaced_list_keeps_its_entry_order_and_gets_the_current_time() {
     assert_eq!(lists.blocks.timestamp, ts(0));
 }
 
-#[tokio::test]
-async fn a_list_timestamp_is_previous_plus_one_when_the_clock_lags() {
-    let t = store();
+async fn a_list_timestamp_is_previous_plus_one_when_the_clock_lags<S: Backend>() {
+    let t = store::<S>().await;
     t.store
         .register_user(&uid("alice"), None, ts(1))
         .await
@@ -62,9 +59,8 @@ async fn a_list_timestamp_is_previous_plus_one_when_the_clock_lags() {
     assert_eq!((first, second, third), (ts(1_000), ts(1_001), ts(1_002)));
 }
 
-#[tokio::test]
-async fn replacing_a_list_drops_the_old_entries() {
-    let t = store();
+async fn replacing_a_list_drops_the_old_entries<S: Backend>() {
+    let t = store::<S>().await;
     t.store
         .register_user(&uid("alice"), None, ts(1))
         .await
@@ -88,9 +84,8 @@ async fn replacing_a_list_drops_the_old_entries() {
     );
 }
 
-#[tokio::test]
-async fn blocked_user_is_reported_blocked() {
-    let t = store();
+async fn blocked_user_is_reported_blocked<S: Backend>() {
+    let t = store::<S>().await;
     t.store
         .register_user(&uid("alice"), None, ts(1))
         .await
@@ -123,9 +118,8 @@ async fn blocked_user_is_reported_blocked() {
     );
 }
 
-#[tokio::test]
-async fn replacing_a_list_of_an_unknown_user_is_not_found() {
-    let t = store();
+async fn replacing_a_list_of_an_unknown_user_is_not_found<S: Backend>() {
+    let t = store::<S>().await;
     let err = t
         .store
         .replace_list(&uid("nobody"), ListKind::Friends, vec![], ts(1))
@@ -133,3 +127,15 @@ async fn replacing_a_list_of_an_unknown_user_is_not_found() {
         .unwrap_err();
     assert!(matches!(err, StoreError::NotFound(_)), "{err}");
 }
+
+// Each test above, once per backend.
+crate::on_both_backends!(
+    tests: [
+        lists_never_set_are_empty_with_timestamp_zero,
+        a_replaced_list_keeps_its_entry_order_and_gets_the_current_time,
+        a_list_timestamp_is_previous_plus_one_when_the_clock_lags,
+        replacing_a_list_drops_the_old_entries,
+        blocked_user_is_reported_blocked,
+        replacing_a_list_of_an_unknown_user_is_not_found,
+    ],
+);

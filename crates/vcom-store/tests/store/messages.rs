@@ -2,15 +2,15 @@
 
 use bytes::Bytes;
 use vcom_protocol::{DeviceId, MessageKind};
-use vcom_store::{ListKind, MessageId, NewMessage, Store, StoreConfig, StoreError};
+use vcom_store::{ListKind, MessageId, NewMessage, StoreConfig, StoreError};
 
 use crate::support::{
-    message_at, no_hook, pending_bodies, store, store_with, text, ts, uid, user_with_device,
+    Backend, message_at, no_hook, pending_bodies, store, store_with, text, ts, uid,
+    user_with_device,
 };
 
-#[tokio::test]
-async fn message_data_is_stored_byte_exact() {
-    let t = store();
+async fn message_data_is_stored_byte_exact<S: Backend>() {
+    let t = store::<S>().await;
     let alice = user_with_device(&t.store, "alice").await;
     let bob = user_with_device(&t.store, "bob").await;
     let data: Vec<u8> = (0..=255u8).chain([0, 0, 0xff]).collect();
@@ -51,9 +51,8 @@ async fn message_data_is_stored_byte_exact() {
 /// A connection's reader keeps many messages in flight and cannot control the order in
 /// which their futures are first polled (a set of futures polls one that yielded after
 /// newer ones): the order is the order of the calls.
-#[tokio::test]
-async fn messages_commit_in_the_order_of_the_calls_whatever_order_their_futures_run() {
-    let t = store();
+async fn messages_commit_in_the_order_of_the_calls_whatever_order_their_futures_run<S: Backend>() {
+    let t = store::<S>().await;
     let alice = user_with_device(&t.store, "alice").await;
     user_with_device(&t.store, "bob").await;
     let calls: Vec<_> = (0..50)
@@ -74,9 +73,8 @@ async fn messages_commit_in_the_order_of_the_calls_whatever_order_their_futures_
     );
 }
 
-#[tokio::test]
-async fn message_ids_increase_in_store_order() {
-    let t = store();
+async fn message_ids_increase_in_store_order<S: Backend>() {
+    let t = store::<S>().await;
     let alice = user_with_device(&t.store, "alice").await;
     let mut last = MessageId(0);
     for i in 0..20 {
@@ -92,9 +90,8 @@ async fn message_ids_increase_in_store_order() {
     }
 }
 
-#[tokio::test]
-async fn pending_messages_come_oldest_first_and_page_with_after_and_limit() {
-    let t = store();
+async fn pending_messages_come_oldest_first_and_page_with_after_and_limit<S: Backend>() {
+    let t = store::<S>().await;
     let alice = user_with_device(&t.store, "alice").await;
     let bob = user_with_device(&t.store, "bob").await;
     for i in 0..5 {
@@ -131,9 +128,10 @@ async fn pending_messages_come_oldest_first_and_page_with_after_and_limit() {
     );
 }
 
-#[tokio::test]
-async fn a_page_of_pending_messages_stops_at_its_byte_budget_but_never_comes_back_empty() {
-    let t = store();
+async fn a_page_of_pending_messages_stops_at_its_byte_budget_but_never_comes_back_empty<
+    S: Backend,
+>() {
+    let t = store::<S>().await;
     let alice = user_with_device(&t.store, "alice").await;
     let bob = user_with_device(&t.store, "bob").await;
     for body in ["aaaa", "bbbb", "cccccccc", "dd"] {
@@ -161,9 +159,8 @@ async fn a_page_of_pending_messages_stops_at_its_byte_budget_but_never_comes_bac
     assert_eq!(&rest[0].data[..], b"dd");
 }
 
-#[tokio::test]
-async fn a_message_is_pending_only_for_its_recipients() {
-    let t = store();
+async fn a_message_is_pending_only_for_its_recipients<S: Backend>() {
+    let t = store::<S>().await;
     let alice = user_with_device(&t.store, "alice").await;
     let bob = user_with_device(&t.store, "bob").await;
     let carol = user_with_device(&t.store, "carol").await;
@@ -178,9 +175,8 @@ async fn a_message_is_pending_only_for_its_recipients() {
     assert!(pending_bodies(&t.store, "alice", alice).await.is_empty());
 }
 
-#[tokio::test]
-async fn a_message_never_returns_to_its_origin_device() {
-    let t = store();
+async fn a_message_never_returns_to_its_origin_device<S: Backend>() {
+    let t = store::<S>().await;
     let a1 = user_with_device(&t.store, "alice").await;
     let a2 = t.store.issue_device(&uid("alice"), ts(1)).await.unwrap();
     // A message to oneself reaches one's other devices.
@@ -194,9 +190,8 @@ async fn a_message_never_returns_to_its_origin_device() {
     assert_eq!(pending_bodies(&t.store, "alice", a2).await, ["hi group"]);
 }
 
-#[tokio::test]
-async fn a_delivered_message_leaves_that_device_and_is_read_on_the_others() {
-    let t = store();
+async fn a_delivered_message_leaves_that_device_and_is_read_on_the_others<S: Backend>() {
+    let t = store::<S>().await;
     let alice = user_with_device(&t.store, "alice").await;
     let phone = user_with_device(&t.store, "bob").await;
     let laptop = t.store.issue_device(&uid("bob"), ts(1)).await.unwrap();
@@ -242,9 +237,8 @@ async fn a_delivered_message_leaves_that_device_and_is_read_on_the_others() {
     );
 }
 
-#[tokio::test]
-async fn advancing_twice_is_harmless() {
-    let t = store();
+async fn advancing_twice_is_harmless<S: Backend>() {
+    let t = store::<S>().await;
     let alice = user_with_device(&t.store, "alice").await;
     let bob = user_with_device(&t.store, "bob").await;
     let id = t
@@ -259,9 +253,8 @@ async fn advancing_twice_is_harmless() {
     assert_eq!(t.store.stats().await.unwrap().pending_deliveries, 0);
 }
 
-#[tokio::test]
-async fn a_recipient_listed_twice_waits_once_and_is_counted_once() {
-    let t = store();
+async fn a_recipient_listed_twice_waits_once_and_is_counted_once<S: Backend>() {
+    let t = store::<S>().await;
     let alice = user_with_device(&t.store, "alice").await;
     let bob = user_with_device(&t.store, "bob").await;
     let id = t
@@ -277,9 +270,8 @@ async fn a_recipient_listed_twice_waits_once_and_is_counted_once() {
     assert_eq!(t.store.stats().await.unwrap().pending_deliveries, 0);
 }
 
-#[tokio::test]
-async fn a_new_device_starts_at_the_most_advanced_device_of_its_user() {
-    let t = store();
+async fn a_new_device_starts_at_the_most_advanced_device_of_its_user<S: Backend>() {
+    let t = store::<S>().await;
     let alice = user_with_device(&t.store, "alice").await;
     let phone = user_with_device(&t.store, "bob").await;
     let seen = t
@@ -341,9 +333,8 @@ async fn a_new_device_starts_at_the_most_advanced_device_of_its_user() {
     );
 }
 
-#[tokio::test]
-async fn a_device_behind_another_gets_what_it_lacks_as_read() {
-    let t = store();
+async fn a_device_behind_another_gets_what_it_lacks_as_read<S: Backend>() {
+    let t = store::<S>().await;
     let alice = user_with_device(&t.store, "alice").await;
     let phone = user_with_device(&t.store, "bob").await;
     let id = t
@@ -366,9 +357,8 @@ async fn a_device_behind_another_gets_what_it_lacks_as_read() {
     assert!(pending_bodies(&t.store, "bob", phone).await.is_empty());
 }
 
-#[tokio::test]
-async fn a_cursor_never_moves_back() {
-    let t = store();
+async fn a_cursor_never_moves_back<S: Backend>() {
+    let t = store::<S>().await;
     let alice = user_with_device(&t.store, "alice").await;
     let bob = user_with_device(&t.store, "bob").await;
     let first = message_at(&t.store, alice, &["bob"], "1", 0).await;
@@ -379,9 +369,8 @@ async fn a_cursor_never_moves_back() {
     assert_eq!(t.store.stats().await.unwrap().pending_deliveries, 0);
 }
 
-#[tokio::test]
-async fn a_group_message_is_stored_once_and_read_by_members_since_they_joined() {
-    let t = store();
+async fn a_group_message_is_stored_once_and_read_by_members_since_they_joined<S: Backend>() {
+    let t = store::<S>().await;
     let alice = user_with_device(&t.store, "alice").await;
     let alice_laptop = t.store.issue_device(&uid("alice"), ts(1)).await.unwrap();
     let bob = user_with_device(&t.store, "bob").await;
@@ -450,9 +439,8 @@ async fn a_group_message_is_stored_once_and_read_by_members_since_they_joined() 
     assert_eq!(first[0].group, Some(group));
 }
 
-#[tokio::test]
-async fn inbox_and_groups_merge_into_one_backlog_in_id_order_page_by_page() {
-    let t = store();
+async fn inbox_and_groups_merge_into_one_backlog_in_id_order_page_by_page<S: Backend>() {
+    let t = store::<S>().await;
     let alice = user_with_device(&t.store, "alice").await;
     let bob = user_with_device(&t.store, "bob").await;
     let mut groups = Vec::new();
@@ -493,9 +481,8 @@ async fn inbox_and_groups_merge_into_one_backlog_in_id_order_page_by_page() {
     assert_eq!(got, sent);
 }
 
-#[tokio::test]
-async fn a_tagged_message_is_stored_once_per_device_and_tag() {
-    let t = store();
+async fn a_tagged_message_is_stored_once_per_device_and_tag<S: Backend>() {
+    let t = store::<S>().await;
     let alice = user_with_device(&t.store, "alice").await;
     let bob = user_with_device(&t.store, "bob").await;
     let tagged = |tag| {
@@ -513,10 +500,9 @@ async fn a_tagged_message_is_stored_once_per_device_and_tag() {
     assert_eq!(pending_bodies(&t.store, "bob", bob).await, ["once", "once"]);
 }
 
-#[tokio::test]
-async fn commit_hooks_run_once_each_in_commit_order_before_the_answer() {
+async fn commit_hooks_run_once_each_in_commit_order_before_the_answer<S: Backend>() {
     use std::sync::{Arc, Mutex};
-    let t = store();
+    let t = store::<S>().await;
     let alice = user_with_device(&t.store, "alice").await;
     let seen = Arc::new(Mutex::new(Vec::new()));
     let calls: Vec<_> = (0..50)
@@ -555,9 +541,8 @@ async fn commit_hooks_run_once_each_in_commit_order_before_the_answer() {
     );
 }
 
-#[tokio::test]
-async fn pending_for_a_device_of_another_user_is_not_found() {
-    let t = store();
+async fn pending_for_a_device_of_another_user_is_not_found<S: Backend>() {
+    let t = store::<S>().await;
     let _alice = user_with_device(&t.store, "alice").await;
     let bob = user_with_device(&t.store, "bob").await;
     let err = t
@@ -574,9 +559,8 @@ async fn pending_for_a_device_of_another_user_is_not_found() {
     assert!(matches!(err, StoreError::NotFound(_)), "{err}");
 }
 
-#[tokio::test]
-async fn advancing_an_unknown_device_is_not_found_and_past_unknown_messages_is_fine() {
-    let t = store();
+async fn advancing_an_unknown_device_is_not_found_and_past_unknown_messages_is_fine<S: Backend>() {
+    let t = store::<S>().await;
     let bob = user_with_device(&t.store, "bob").await;
     let err = t
         .store
@@ -590,13 +574,12 @@ async fn advancing_an_unknown_device_is_not_found_and_past_unknown_messages_is_f
         .unwrap();
 }
 
-#[tokio::test]
-async fn a_full_inbox_refuses_new_messages_and_keeps_every_one_it_holds() {
+async fn a_full_inbox_refuses_new_messages_and_keeps_every_one_it_holds<S: Backend>() {
     let config = StoreConfig {
         pending_cap_per_user: Some(3),
         ..StoreConfig::default()
     };
-    let t = store_with(config);
+    let t = store_with::<S>(config).await;
     let alice = user_with_device(&t.store, "alice").await;
     let bob = user_with_device(&t.store, "bob").await;
     let delivered = t
@@ -653,13 +636,12 @@ async fn a_full_inbox_refuses_new_messages_and_keeps_every_one_it_holds() {
     assert!(again.id.is_some() && again.refused.is_empty());
 }
 
-#[tokio::test]
-async fn a_full_inbox_refuses_only_its_own_copy_of_a_message_for_several() {
+async fn a_full_inbox_refuses_only_its_own_copy_of_a_message_for_several<S: Backend>() {
     let config = StoreConfig {
         pending_cap_per_user: Some(1),
         ..StoreConfig::default()
     };
-    let t = store_with(config);
+    let t = store_with::<S>(config).await;
     let alice = user_with_device(&t.store, "alice").await;
     let bob = user_with_device(&t.store, "bob").await;
     let carol = user_with_device(&t.store, "carol").await;
@@ -678,9 +660,8 @@ async fn a_full_inbox_refuses_only_its_own_copy_of_a_message_for_several() {
     assert_eq!(pending_bodies(&t.store, "carol", carol).await, ["both"]);
 }
 
-#[tokio::test]
-async fn stats_count_every_kind_of_row() {
-    let t = store();
+async fn stats_count_every_kind_of_row<S: Backend>() {
+    let t = store::<S>().await;
     let alice = user_with_device(&t.store, "alice").await;
     let bob = user_with_device(&t.store, "bob").await;
     t.store
@@ -714,13 +695,13 @@ async fn stats_count_every_kind_of_row() {
 /// One sender cannot fill another user's inbox alone: past its share
 /// (`pending_per_sender`) its messages to that user are refused, while other senders
 /// still get through, and the share frees as the user receives what waits.
-#[tokio::test]
-async fn a_sender_past_its_share_of_an_inbox_is_refused_and_others_still_get_through() {
-    let t = store_with(StoreConfig {
+async fn a_sender_past_its_share_of_an_inbox_is_refused_and_others_still_get_through<S: Backend>() {
+    let t = store_with::<S>(StoreConfig {
         pending_cap_per_user: None,
         pending_per_sender: Some(4),
         ..StoreConfig::default()
-    });
+    })
+    .await;
     let mallory = user_with_device(&t.store, "mallory").await;
     let alice = user_with_device(&t.store, "alice").await;
     let bob = user_with_device(&t.store, "bob").await;
@@ -762,15 +743,15 @@ async fn a_sender_past_its_share_of_an_inbox_is_refused_and_others_still_get_thr
 /// senders and receipts by the recipient: every message is refused exactly when its
 /// sender already has `quota` messages waiting, whether the inbox is counted by sender
 /// at that moment or not (counting starts at the quota and stops below half of it).
-#[tokio::test]
-async fn per_sender_shares_match_a_model_over_random_runs() {
+async fn per_sender_shares_match_a_model_over_random_runs<S: Backend>() {
     const QUOTA: usize = 6;
     for seed in 1..=4_u64 {
-        let t = store_with(StoreConfig {
+        let t = store_with::<S>(StoreConfig {
             pending_cap_per_user: None,
             pending_per_sender: Some(QUOTA as u64),
             ..StoreConfig::default()
-        });
+        })
+        .await;
         let senders = [
             ("s0", user_with_device(&t.store, "s0").await),
             ("s1", user_with_device(&t.store, "s1").await),
@@ -814,3 +795,33 @@ async fn per_sender_shares_match_a_model_over_random_runs() {
         }
     }
 }
+
+// Each test above, once per backend.
+crate::on_both_backends!(
+    tests: [
+        message_data_is_stored_byte_exact,
+        messages_commit_in_the_order_of_the_calls_whatever_order_their_futures_run,
+        message_ids_increase_in_store_order,
+        pending_messages_come_oldest_first_and_page_with_after_and_limit,
+        a_page_of_pending_messages_stops_at_its_byte_budget_but_never_comes_back_empty,
+        a_message_is_pending_only_for_its_recipients,
+        a_message_never_returns_to_its_origin_device,
+        a_delivered_message_leaves_that_device_and_is_read_on_the_others,
+        advancing_twice_is_harmless,
+        a_recipient_listed_twice_waits_once_and_is_counted_once,
+        a_new_device_starts_at_the_most_advanced_device_of_its_user,
+        a_device_behind_another_gets_what_it_lacks_as_read,
+        a_cursor_never_moves_back,
+        a_group_message_is_stored_once_and_read_by_members_since_they_joined,
+        inbox_and_groups_merge_into_one_backlog_in_id_order_page_by_page,
+        a_tagged_message_is_stored_once_per_device_and_tag,
+        commit_hooks_run_once_each_in_commit_order_before_the_answer,
+        pending_for_a_device_of_another_user_is_not_found,
+        advancing_an_unknown_device_is_not_found_and_past_unknown_messages_is_fine,
+        a_full_inbox_refuses_new_messages_and_keeps_every_one_it_holds,
+        a_full_inbox_refuses_only_its_own_copy_of_a_message_for_several,
+        stats_count_every_kind_of_row,
+        a_sender_past_its_share_of_an_inbox_is_refused_and_others_still_get_through,
+        per_sender_shares_match_a_model_over_random_runs,
+    ],
+);

@@ -1,12 +1,11 @@
 //! Blacklist and whitelist.
 
-use vcom_store::{Policy, PolicyEntry, PolicyList, Store};
+use vcom_store::{Policy, PolicyEntry, PolicyList};
 
-use crate::support::store;
+use crate::support::{Backend, store};
 
-#[tokio::test]
-async fn policy_entries_are_added_once_and_removed_once() {
-    let t = store();
+async fn policy_entries_are_added_once_and_removed_once<S: Backend>() {
+    let t = store::<S>().await;
     let user = PolicyEntry::User("mallory".into());
     assert!(
         t.store
@@ -35,9 +34,8 @@ async fn policy_entries_are_added_once_and_removed_once() {
     assert_eq!(t.store.policy().await.unwrap(), Policy::default());
 }
 
-#[tokio::test]
-async fn policy_lists_keep_users_and_addresses_apart() {
-    let t = store();
+async fn policy_lists_keep_users_and_addresses_apart<S: Backend>() {
+    let t = store::<S>().await;
     t.store
         .add_policy(PolicyList::Whitelist, PolicyEntry::Ip("10.0.0.0/8".into()))
         .await
@@ -71,3 +69,11 @@ async fn policy_lists_keep_users_and_addresses_apart() {
         ]
     );
 }
+
+// Each test above, once per backend.
+crate::on_both_backends!(
+    tests: [
+        policy_entries_are_added_once_and_removed_once,
+        policy_lists_keep_users_and_addresses_apart,
+    ],
+);

@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
-use vcom_store::{PruneReport, Store, StoreConfig};
+use vcom_store::{PruneReport, StoreConfig};
 
 use crate::support::{
-    another_device, message_at, no_hook, pending_bodies, store_with, text, ts, uid,
+    Backend, another_device, message_at, no_hook, pending_bodies, store_with, text, ts, uid,
     user_with_device,
 };
 
@@ -18,9 +18,8 @@ fn retention(max_age_ms: Option<u64>, max_count: Option<u64>) -> StoreConfig {
     }
 }
 
-#[tokio::test]
-async fn prune_deletes_at_once_what_every_device_of_every_recipient_holds() {
-    let t = store_with(retention(None, None));
+async fn prune_deletes_at_once_what_every_device_of_every_recipient_holds<S: Backend>() {
+    let t = store_with::<S>(retention(None, None)).await;
     let alice = user_with_device(&t.store, "alice").await;
     let bob = user_with_device(&t.store, "bob").await;
     let carol = user_with_device(&t.store, "carol").await;
@@ -51,9 +50,8 @@ async fn prune_deletes_at_once_what_every_device_of_every_recipient_holds() {
     assert_eq!(t.store.stats().await.unwrap().messages, 0);
 }
 
-#[tokio::test]
-async fn prune_deletes_delivered_messages_older_than_the_max_age() {
-    let t = store_with(retention(Some(1_000), None));
+async fn prune_deletes_delivered_messages_older_than_the_max_age<S: Backend>() {
+    let t = store_with::<S>(retention(Some(1_000), None)).await;
     let alice = user_with_device(&t.store, "alice").await;
     let bob = user_with_device(&t.store, "bob").await;
     // A second device that never comes back keeps both from being held everywhere.
@@ -74,9 +72,8 @@ async fn prune_deletes_delivered_messages_older_than_the_max_age() {
     assert_eq!(t.store.stats().await.unwrap().messages, 1);
 }
 
-#[tokio::test]
-async fn prune_never_deletes_a_message_some_recipient_still_waits_for() {
-    let t = store_with(retention(Some(1), Some(0)));
+async fn prune_never_deletes_a_message_some_recipient_still_waits_for<S: Backend>() {
+    let t = store_with::<S>(retention(Some(1), Some(0))).await;
     let alice = user_with_device(&t.store, "alice").await;
     let bob = user_with_device(&t.store, "bob").await;
     let carol = user_with_device(&t.store, "carol").await;
@@ -94,9 +91,8 @@ async fn prune_never_deletes_a_message_some_recipient_still_waits_for() {
     );
 }
 
-#[tokio::test]
-async fn prune_keeps_at_most_max_count_delivered_messages_newest_first() {
-    let t = store_with(retention(None, Some(2)));
+async fn prune_keeps_at_most_max_count_delivered_messages_newest_first<S: Backend>() {
+    let t = store_with::<S>(retention(None, Some(2))).await;
     let alice = user_with_device(&t.store, "alice").await;
     let bob = user_with_device(&t.store, "bob").await;
     another_device(&t.store, "bob").await;
@@ -119,9 +115,8 @@ async fn prune_keeps_at_most_max_count_delivered_messages_newest_first() {
     assert_eq!(pending_bodies(&t.store, "bob", tablet).await, ["waiting"]);
 }
 
-#[tokio::test]
-async fn prune_without_retention_rules_deletes_nothing() {
-    let t = store_with(retention(None, None));
+async fn prune_without_retention_rules_deletes_nothing<S: Backend>() {
+    let t = store_with::<S>(retention(None, None)).await;
     let alice = user_with_device(&t.store, "alice").await;
     let bob = user_with_device(&t.store, "bob").await;
     another_device(&t.store, "bob").await;
@@ -133,12 +128,12 @@ async fn prune_without_retention_rules_deletes_nothing() {
     );
 }
 
-#[tokio::test]
-async fn prune_keeps_only_the_newest_transfer_log_rows_and_the_highest_id() {
-    let t = store_with(StoreConfig {
+async fn prune_keeps_only_the_newest_transfer_log_rows_and_the_highest_id<S: Backend>() {
+    let t = store_with::<S>(StoreConfig {
         transfer_log_max: Some(3),
         ..StoreConfig::default()
-    });
+    })
+    .await;
     for id in 1..=10 {
         t.store
             .log_transfer(crate::transfers::record(id, Some(2)))
@@ -162,12 +157,11 @@ async fn prune_keeps_only_the_newest_transfer_log_rows_and_the_highest_id() {
 /// A client message id outlives its message: after the message was delivered and
 /// pruned, a resend of the same id (its acknowledgement lost to a crash) is still
 /// recognised and stored nowhere; 30 days after, the id is forgotten too.
-#[tokio::test]
-async fn a_client_message_id_outlives_its_delivered_message_for_thirty_days() {
+async fn a_client_message_id_outlives_its_delivered_message_for_thirty_days<S: Backend>() {
     use crate::support::{no_hook, text, user_with_device};
     use vcom_store::NewMessage;
 
-    let t = crate::support::store();
+    let t = crate::support::store::<S>().await;
     let alice = user_with_device(&t.store, "alice").await;
     let bob = user_with_device(&t.store, "bob").await;
     let tagged = || NewMessage {
@@ -192,3 +186,16 @@ async fn a_client_message_id_outlives_its_delivered_message_for_thirty_days() {
         "{late:?}"
     );
 }
+
+// Each test above, once per backend.
+crate::on_both_backends!(
+    tests: [
+        prune_deletes_at_once_what_every_device_of_every_recipient_holds,
+        prune_deletes_delivered_messages_older_than_the_max_age,
+        prune_never_deletes_a_message_some_recipient_still_waits_for,
+        prune_keeps_at_most_max_count_delivered_messages_newest_first,
+        prune_without_retention_rules_deletes_nothing,
+        prune_keeps_only_the_newest_transfer_log_rows_and_the_highest_id,
+        a_client_message_id_outlives_its_delivered_message_for_thirty_days,
+    ],
+);

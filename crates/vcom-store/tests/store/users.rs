@@ -1,16 +1,15 @@
 //! Users and key binding.
 
 use vcom_protocol::DeviceId;
-use vcom_store::{KeyFingerprint, LoginRecord, Store, StoreError};
+use vcom_store::{KeyFingerprint, LoginRecord, StoreError};
 
-use crate::support::{store, ts, uid};
+use crate::support::{Backend, store, ts, uid};
 
 const KEY_A: KeyFingerprint = KeyFingerprint([0xaa; 32]);
 const KEY_B: KeyFingerprint = KeyFingerprint([0xbb; 32]);
 
-#[tokio::test]
-async fn registering_a_new_user_creates_it_with_its_key() {
-    let t = store();
+async fn registering_a_new_user_creates_it_with_its_key<S: Backend>() {
+    let t = store::<S>().await;
     let record = t
         .store
         .register_user(&uid("alice"), Some(KEY_A), ts(10))
@@ -22,9 +21,8 @@ async fn registering_a_new_user_creates_it_with_its_key() {
     assert_eq!(t.store.user(&uid("alice")).await.unwrap(), Some(record));
 }
 
-#[tokio::test]
-async fn registering_a_known_user_returns_it_unchanged() {
-    let t = store();
+async fn registering_a_known_user_returns_it_unchanged<S: Backend>() {
+    let t = store::<S>().await;
     let first = t
         .store
         .register_user(&uid("alice"), Some(KEY_A), ts(10))
@@ -38,15 +36,13 @@ async fn registering_a_known_user_returns_it_unchanged() {
     assert_eq!(again, first);
 }
 
-#[tokio::test]
-async fn an_unknown_user_is_none() {
-    let t = store();
+async fn an_unknown_user_is_none<S: Backend>() {
+    let t = store::<S>().await;
     assert_eq!(t.store.user(&uid("nobody")).await.unwrap(), None);
 }
 
-#[tokio::test]
-async fn binding_a_key_to_an_unbound_user_sets_it() {
-    let t = store();
+async fn binding_a_key_to_an_unbound_user_sets_it<S: Backend>() {
+    let t = store::<S>().await;
     t.store
         .register_user(&uid("alice"), None, ts(1))
         .await
@@ -58,16 +54,14 @@ async fn binding_a_key_to_an_unbound_user_sets_it() {
     t.store.bind_key(&uid("alice"), KEY_A).await.unwrap();
 }
 
-#[tokio::test]
-async fn binding_a_key_to_an_unknown_user_is_not_found() {
-    let t = store();
+async fn binding_a_key_to_an_unknown_user_is_not_found<S: Backend>() {
+    let t = store::<S>().await;
     let err = t.store.bind_key(&uid("nobody"), KEY_A).await.unwrap_err();
     assert!(matches!(err, StoreError::NotFound(_)), "{err}");
 }
 
-#[tokio::test]
-async fn binding_a_different_key_to_a_bound_user_is_a_conflict() {
-    let t = store();
+async fn binding_a_different_key_to_a_bound_user_is_a_conflict<S: Backend>() {
+    let t = store::<S>().await;
     t.store
         .register_user(&uid("alice"), Some(KEY_A), ts(1))
         .await
@@ -80,9 +74,8 @@ async fn binding_a_different_key_to_a_bound_user_is_a_conflict() {
     );
 }
 
-#[tokio::test]
-async fn resetting_a_key_unbinds_it_so_a_new_key_can_bind() {
-    let t = store();
+async fn resetting_a_key_unbinds_it_so_a_new_key_can_bind<S: Backend>() {
+    let t = store::<S>().await;
     t.store
         .register_user(&uid("alice"), Some(KEY_A), ts(1))
         .await
@@ -99,9 +92,8 @@ async fn resetting_a_key_unbinds_it_so_a_new_key_can_bind() {
     );
 }
 
-#[tokio::test]
-async fn resetting_a_key_to_a_given_key_binds_that_key_so_only_it_logs_in() {
-    let t = store();
+async fn resetting_a_key_to_a_given_key_binds_that_key_so_only_it_logs_in<S: Backend>() {
+    let t = store::<S>().await;
     t.store
         .register_user(&uid("alice"), Some(KEY_A), ts(1))
         .await
@@ -129,9 +121,8 @@ async fn resetting_a_key_to_a_given_key_binds_that_key_so_only_it_logs_in() {
     assert!(matches!(new, LoginRecord::Recorded { .. }), "{new:?}");
 }
 
-#[tokio::test]
-async fn resetting_the_key_of_an_unknown_user_is_false_and_registers_nobody() {
-    let t = store();
+async fn resetting_the_key_of_an_unknown_user_is_false_and_registers_nobody<S: Backend>() {
+    let t = store::<S>().await;
     assert!(!t.store.reset_key(&uid("nobody"), None).await.unwrap());
     assert!(
         !t.store
@@ -142,9 +133,8 @@ async fn resetting_the_key_of_an_unknown_user_is_false_and_registers_nobody() {
     assert_eq!(t.store.user(&uid("nobody")).await.unwrap(), None);
 }
 
-#[tokio::test]
-async fn users_are_listed_by_identifier() {
-    let t = store();
+async fn users_are_listed_by_identifier<S: Backend>() {
+    let t = store::<S>().await;
     for name in ["carol", "alice", "bob"] {
         t.store
             .register_user(&uid(name), None, ts(1))
@@ -167,9 +157,8 @@ fn key_fingerprint_hex_is_64_lower_case_characters() {
     assert_eq!(KEY_A.to_hex(), "aa".repeat(32));
 }
 
-#[tokio::test]
-async fn a_first_login_registers_binds_and_issues_a_device_in_one_call() {
-    let t = store();
+async fn a_first_login_registers_binds_and_issues_a_device_in_one_call<S: Backend>() {
+    let t = store::<S>().await;
     let LoginRecord::Recorded {
         device,
         new_device,
@@ -209,9 +198,8 @@ async fn a_first_login_registers_binds_and_issues_a_device_in_one_call() {
     );
 }
 
-#[tokio::test]
-async fn a_login_with_another_key_is_a_conflict_and_changes_nothing() {
-    let t = store();
+async fn a_login_with_another_key_is_a_conflict_and_changes_nothing<S: Backend>() {
+    let t = store::<S>().await;
     t.store
         .record_login(&uid("alice"), Some(KEY_A), DeviceId::NEW, ts(10), None)
         .await
@@ -232,12 +220,11 @@ async fn a_login_with_another_key_is_a_conflict_and_changes_nothing() {
 /// Removing a user deletes everything of theirs and nothing of anyone else's: their
 /// devices, lists, memberships and waiting messages go; a message they sent still waits
 /// for its recipient; the identifier can register again, as new.
-#[tokio::test]
-async fn removing_a_user_deletes_everything_of_theirs_and_nothing_else() {
+async fn removing_a_user_deletes_everything_of_theirs_and_nothing_else<S: Backend>() {
     use crate::support::{no_hook, pending_bodies, text, user_with_device};
     use vcom_store::ListKind;
 
-    let t = crate::support::store();
+    let t = crate::support::store::<S>().await;
     let alice = user_with_device(&t.store, "alice").await;
     let bob = user_with_device(&t.store, "bob").await;
     t.store
@@ -296,10 +283,9 @@ async fn removing_a_user_deletes_everything_of_theirs_and_nothing_else() {
 /// An invitation admits as many new users as it has uses, until it expires, each use
 /// spent in the login's own transaction; a refused one writes nothing, and an
 /// invitation never admits a user that exists already.
-#[tokio::test]
-async fn an_invitation_admits_new_users_while_it_has_uses_and_time() {
+async fn an_invitation_admits_new_users_while_it_has_uses_and_time<S: Backend>() {
     use vcom_store::InviteHash;
-    let t = crate::support::store();
+    let t = crate::support::store::<S>().await;
     let two_uses = InviteHash([7; 32]);
     let expired = InviteHash([8; 32]);
     t.store
@@ -357,3 +343,23 @@ async fn an_invitation_admits_new_users_while_it_has_uses_and_time() {
     );
     assert!(t.store.invites(ts(60)).await.unwrap().is_empty());
 }
+
+// Each test above, once per backend.
+crate::on_both_backends!(
+    tests: [
+        registering_a_new_user_creates_it_with_its_key,
+        registering_a_known_user_returns_it_unchanged,
+        an_unknown_user_is_none,
+        binding_a_key_to_an_unbound_user_sets_it,
+        binding_a_key_to_an_unknown_user_is_not_found,
+        binding_a_different_key_to_a_bound_user_is_a_conflict,
+        resetting_a_key_unbinds_it_so_a_new_key_can_bind,
+        resetting_a_key_to_a_given_key_binds_that_key_so_only_it_logs_in,
+        resetting_the_key_of_an_unknown_user_is_false_and_registers_nobody,
+        users_are_listed_by_identifier,
+        a_first_login_registers_binds_and_issues_a_device_in_one_call,
+        a_login_with_another_key_is_a_conflict_and_changes_nothing,
+        removing_a_user_deletes_everything_of_theirs_and_nothing_else,
+        an_invitation_admits_new_users_while_it_has_uses_and_time,
+    ],
+);
