@@ -544,6 +544,19 @@ async fn login_on(
         ServerPacket::RequestUserListsSync(_) => {}
         other => panic!("expected 259 after 257, got {other:?}"),
     }
+    // With the extension set, the user's groups come next: 524, then a 525 for each.
+    if client.negotiated().as_deref() == Some(vcom_protocol::alpn::EXT) {
+        let groups = match client.recv().await {
+            ServerPacket::GroupList(list) => list.groups,
+            other => panic!("expected 524 after 259 with the extension set, got {other:?}"),
+        };
+        for group in groups {
+            match client.recv().await {
+                ServerPacket::GroupInfo(info) if info.group == group => {}
+                other => panic!("expected the 525 of group {group}, got {other:?}"),
+            }
+        }
+    }
     client
         .send(UserListsSync {
             friends: vcom_protocol::ListSync::InSync,

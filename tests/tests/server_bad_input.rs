@@ -166,6 +166,13 @@ fn expected_answer(p: &ClientPacket) -> Vec<i32> {
         ClientPacket::FileTransferRequest(_) => vec![269],
         ClientPacket::Ping(_) => vec![513],
         ClientPacket::MessageTag(_) => vec![517],
+        // The group vectors name group 42 (which does not exist) or, for 518, an unknown
+        // user: each is refused with a 523 alone.
+        ClientPacket::GroupCreate(_)
+        | ClientPacket::GroupRename(_)
+        | ClientPacket::GroupAddMember(_)
+        | ClientPacket::GroupRemoveMember(_)
+        | ClientPacket::GroupLeave(_) => vec![523],
         // 266 and 267 answer nothing untagged; 270-274 name transfer 17, which does not
         // exist, and are ignored; 513 and 515 change nothing visible.
         _ => Vec::new(),
@@ -202,6 +209,10 @@ async fn every_client_packet_dribbled_a_byte_at_a_time_waits_and_is_handled_once
         raw.recv().await,
         ServerPacket::RequestUserListsSync(_)
     ));
+    assert!(
+        matches!(raw.recv().await, ServerPacket::GroupList(l) if l.groups.is_empty()),
+        "a new user is in no group"
+    );
 
     let vectors = client_vectors();
     let tagged = vectors
@@ -514,7 +525,7 @@ async fn every_unknown_packet_identifier_closes_the_connection() {
         0,
         1,
         255,
-        518,
+        527,
         600,
         1000,
         65_536,

@@ -40,7 +40,7 @@ fn a_sent_message_reaches_the_recipients_history_and_the_recipient_is_told_it_ar
 }
 
 #[test]
-fn a_message_to_an_unknown_user_exits_1_and_is_not_in_the_history() {
+fn a_message_to_an_unknown_user_exits_1_and_is_in_the_history_as_refused_with_the_reason() {
     let world = World::new();
     world
         .fails("alice", &["send", "nobody", "hello?"])
@@ -50,9 +50,31 @@ fn a_message_to_an_unknown_user_exits_1_and_is_not_in_the_history() {
     world
         .fails("alice", &["group-send", "4242", "hello?"])
         .stderr(predicate::str::contains("not a member"));
+    let lines = world.history_json("alice", &[]);
+    let states: Vec<(&Value, &Value, &Value)> = lines
+        .iter()
+        .map(|l| (&l["text"], &l["delivery"], &l["refusal"]))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            (
+                &Value::from("hello?"),
+                &Value::from("refused"),
+                &Value::from("no such user (outcome 1)")
+            ),
+            (
+                &Value::from("hello?"),
+                &Value::from("refused"),
+                &Value::from("no such group, or not a member of it (outcome 2)")
+            ),
+        ],
+        "a refused message is recorded with the reason"
+    );
+    let human = stdout_of(&world.succeeds("alice", &["history", "--with", "nobody"]));
     assert!(
-        world.history_json("alice", &[]).is_empty(),
-        "a refused message is not recorded as sent"
+        human.contains("alice -> nobody: hello? [✗ refused: no such user"),
+        "{human}"
     );
 }
 
@@ -129,7 +151,10 @@ fn the_senders_history_shows_its_sent_message_as_out_and_the_reply_as_in() {
     let text = stdout_of(&human);
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 2, "{text}");
-    assert!(lines[0].ends_with("] alice -> bob: hello bob"), "{text}");
+    assert!(
+        lines[0].ends_with("] alice -> bob: hello bob [✓ stored]"),
+        "{text}"
+    );
     assert!(lines[1].ends_with("] bob: hi alice"), "{text}");
 }
 
@@ -147,7 +172,9 @@ fn a_group_message_sent_is_out_in_the_senders_group_history() {
     assert_eq!(lines[0]["type"], "group_message");
     assert_eq!(lines[0]["peer"], Value::Null);
     let human = world.succeeds("alice", &["history", "--group", &group.to_string()]);
-    assert!(stdout_of(&human).contains(&format!("alice -> group {group}: hi team")));
+    // The profile knows the group's name from the server (extended mode).
+    assert!(stdout_of(&human).contains(&format!("alice -> team (group {group}): hi team")));
+    assert_eq!(lines[0]["group_name"], "team");
 }
 
 #[test]
@@ -186,7 +213,8 @@ fn a_group_message_reaches_the_other_members_history_of_that_group() {
     assert_eq!(lines[0]["sender"], "alice");
     assert_eq!(lines[0]["text"], "hi team");
     let human = world.succeeds("bob", &["history", "--group", &group.to_string()]);
-    assert!(stdout_of(&human).contains(&format!("alice in group {group}: hi team")));
+    assert!(stdout_of(&human).contains(&format!("alice in team (group {group}): hi team")));
+    assert_eq!(lines[0]["group_name"], "team");
 }
 
 #[test]

@@ -14,6 +14,7 @@ use vcom_protocol::{
 use crate::ClientError;
 use crate::config::ClientConfig;
 use crate::event::EventStream;
+use crate::groups::{Group, GroupRequest};
 use crate::history::{History, HistoryEntry, HistoryQuery, Recipient, SentEntry};
 use crate::outgoing::{Delivery, Outgoing};
 use crate::session::{Command, Handles, Send};
@@ -38,6 +39,7 @@ struct Inner {
     commands: mpsc::Sender<Command>,
     sends: mpsc::Sender<Send>,
     lists: watch::Receiver<Lists>,
+    groups: watch::Receiver<Vec<Group>>,
     history: History,
     received: Arc<AtomicU64>,
     request_slot: Arc<Semaphore>,
@@ -120,6 +122,7 @@ impl Client {
                 commands: handles.commands,
                 sends: handles.sends,
                 lists: handles.lists,
+                groups: handles.groups,
                 history,
                 received: handles.received,
                 request_slot: Arc::new(Semaphore::new(1)),
@@ -192,13 +195,18 @@ impl Client {
 
     /// Sends a message (266 or 267) and says what became of it.
     ///
-    /// With a server that confirms messages (`vcom/1+ext`), this returns once the server
-    /// has stored the message durably ([`Delivery::Stored`], and the history records it
-    /// as sent) or refused it ([`Delivery::Refused`], not recorded). If the connection
-    /// ends first the result is [`ClientError::Closed`] and the fate of the message is
-    /// unknown: send the same [`Outgoing`] again (same `client_id`) on a new connection
-    /// and the server stores it once. With a server that does not confirm, it returns
-    /// [`Delivery::Unconfirmed`] once the message is handed to the connection.
+    /// The history records the message as [`DeliveryState::Pending`] before it is
+    /// written to the server, then records the answer. With a server that confirms
+    /// messages (`vcom/1+ext`), this returns once the server has stored the message
+    /// durably ([`Delivery::Stored`]) or refused it ([`Delivery::Refused`], recorded
+    /// with the reason). If the connection ends first the result is
+    /// [`ClientError::Closed`], the fate of the message is unknown and its row stays
+    /// pending: send the same [`Outgoing`] again (same `client_id`) on a new connection
+    /// and the server stores it once, and its row is settled. With a server that does not
+    /// confirm, it returns [`Delivery::Unconfirmed`] once the message is handed to the
+    /// connection.
+    ///
+    /// [`DeliveryState::Pending`]: crate::DeliveryState::Pending
     pub async fn send_message(&self, message: Outgoing) -> Result<Delivery, ClientError> {
         self.check_message_len(&message.data)?;
         let sent_at = crate::now();
@@ -311,6 +319,96 @@ impl Client {
     /// Unblocks a user and uploads the block list; `false` if not blocked.
     pub async fn unblock(&self, user: &UserId) -> Result<bool, ClientError> {
         self.change_list(ListKind::Blocks, user, false).await
+    }
+
+    /// The groups this user is a member of, as the server last described them (kept in
+    /// the profile, so known before the first packet of a new connection). Extended
+    /// mode only: with a server that does not offer client-side groups, only groups
+    /// saved earlier. A group's messages carry its identifier; this gives its name.
+    pub fn groups(&self) -> Vec<Group> {
+        self.inner.groups.borrow().clone()
+    }
+
+    /// One group of [`Client::groups`].
+    pub fn group(&self, group: GroupId) -> Option<Group> {
+        self.inner
+            .groups
+            .borrow()
+            .iter()
+            .find(|g| g.id == group)
+            .cloned()
+    }
+
+    async fn group_request(&self, request: GroupRequest) -> Result<GroupId, ClientError> {
+        self.command(|reply| Command::Group { request, reply })
+            .await?
+    }
+
+    /// Creates a group (518) owned by this user, with `members` (known users) and this
+    /// user as its members, and returns its identifier once the server has made it;
+    /// [`Client::groups`] then holds it. Refusals are
+    /// [`ClientError::GroupRefused`] with the server's reason (an invalid name, an
+    /// unknown user, too many groups or members); without the extension set,
+    /// [`ClientError::ExtensionRequired`].
+    pub async fn create_group(
+        &self,
+        name: &str,
+        members: &[UserId],
+    ) -> Result<GroupId, ClientError> {
+        let name = vcom_protocol::GroupName::new(name)
+            .map_err(|e| ClientError::InvalidInput(e.to_string()))?;
+        self.group_request(GroupRequest::Create {
+            name: name.into_string(),
+            members: members.to_vec(),
+        })
+        .await
+    }
+
+    /// Renames a group this user owns (519).
+    pub async fn rename_group(&self, group: GroupId, name: &str) -> Result<(), ClientError> {
+        let name = vcom_protocol::GroupName::new(name)
+            .map_err(|e| ClientError::InvalidInput(e.to_string()))?;
+        self.group_request(GroupRequest::Rename {
+            group,
+            name: name.into_string(),
+        })
+        .await
+        .map(drop)
+    }
+
+    /// Adds a member to a group this user owns (520); adding a member already in it
+    /// succeeds and changes nothing.
+    pub async fn add_group_member(&self, group: GroupId, user: &UserId) -> Result<(), ClientError> {
+        self.group_request(GroupRequest::Add {
+            group,
+            user: user.clone(),
+        })
+        .await
+        .map(drop)
+    }
+
+    /// Removes a member from a group this user owns (521); removing someone who is not
+    /// a member succeeds and changes nothing, removing oneself is leaving.
+    pub async fn remove_group_member(
+        &self,
+        group: GroupId,
+        user: &UserId,
+    ) -> Result<(), ClientError> {
+        self.group_request(GroupRequest::Remove {
+            group,
+            user: user.clone(),
+        })
+        .await
+        .map(drop)
+    }
+
+    /// Leaves a group (522), the administrator's groups included. An owner who leaves
+    /// hands the group to the remaining member first by identifier; the last member of
+    /// a user's group to leave deletes it.
+    pub async fn leave_group(&self, group: GroupId) -> Result<(), ClientError> {
+        self.group_request(GroupRequest::Leave { group })
+            .await
+            .map(drop)
     }
 
     /// Starts sending the file at `path` to a user; the file name sent is the path's

@@ -83,6 +83,13 @@ pub enum ClientError {
     /// The connection is closed; the handle can no longer be used.
     #[error("the connection is closed")]
     Closed,
+    /// The server refused a group request (GroupResult, 523) and said why.
+    #[error("the server refused: {0}")]
+    GroupRefused(vcom_protocol::GroupOutcome),
+    /// The request needs the extension set (`vcom/1+ext`), which this connection did
+    /// not negotiate (the server does not offer it, or `extensions` is off).
+    #[error("{0} needs the extension set (vcom/1+ext), which this connection does not have")]
+    ExtensionRequired(&'static str),
 }
 
 /// How the server broke the protocol.

@@ -6,9 +6,10 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
-use vcom_protocol::{AbortReason, GroupId, MessageKind, Timestamp, TransferId, UserId};
+use vcom_protocol::{AbortReason, GroupExit, GroupId, MessageKind, Timestamp, TransferId, UserId};
 
 use crate::ClientError;
+use crate::groups::Group;
 use crate::sync::Lists;
 use crate::transfer::FileOffer;
 
@@ -84,6 +85,20 @@ pub enum Event {
     },
     /// The friend or block list was replaced by the server's newer one.
     ListsChanged(Lists),
+    /// A group this user is a member of was created, renamed, or its members or owner
+    /// changed (GroupInfo, 525, extended mode; also at login for a group that changed
+    /// while this device was away).
+    GroupChanged(Group),
+    /// This user is no longer a member of a group (GroupRemoved, 526, extended mode).
+    /// A group left or lost while this device was away raises no event: it is simply
+    /// gone from [`crate::Client::groups`] once the login's group list has arrived.
+    GroupRemoved {
+        /// The group.
+        group: GroupId,
+        /// The user left (from any device), or was removed by the owner or the
+        /// administrator.
+        reason: GroupExit,
+    },
     /// Someone offers a file (271): accept or decline it with the handle.
     FileOffer(FileOffer),
     /// Bytes of an accepted incoming file arrived (reported at most about every 1% or

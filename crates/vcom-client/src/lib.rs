@@ -34,6 +34,8 @@
 //! - [`history`](History): the SQLite message history (both directions, migrated in
 //!   place) on its own thread.
 //! - `sync`: the friend and block list sync decisions, as pure functions.
+//! - [`groups`](Group): client-side groups (extended mode): what this device knows of
+//!   its user's groups, kept in the profile, and the requests waiting for an answer.
 //! - `transfer`: sending files, offer handles, placing received files.
 //! - [`file_name`]: making offered file names safe.
 //!
@@ -47,6 +49,7 @@ mod config;
 mod error;
 mod event;
 pub mod file_name;
+mod groups;
 mod history;
 mod identity;
 mod login;
@@ -61,7 +64,11 @@ pub use client::Client;
 pub use config::ClientConfig;
 pub use error::{ClientError, ProtocolError};
 pub use event::{DisconnectReason, Event, EventStream, Message, TransferOutcome};
-pub use history::{Direction, History, HistoryEntry, HistoryQuery, NewEntry, Recipient, SentEntry};
+pub use groups::Group;
+pub use history::{
+    ConversationSummary, DeliveryState, Direction, History, HistoryEntry, HistoryQuery, NewEntry,
+    Recipient, SentEntry,
+};
 pub use identity::Identity;
 pub use outgoing::{Delivery, Outgoing};
 pub use profile::{Profile, ProfileError, ProfileState};
@@ -69,8 +76,8 @@ pub use sync::{ListKind, Lists, UserList};
 pub use tls::Trust;
 pub use transfer::{FileOffer, Progress, TransferHandle};
 pub use vcom_protocol::{
-    AbortReason, DenyCode, DeviceId, GroupId, Limits, MessageKind, SendOutcome, Timestamp,
-    TransferId, UserId,
+    AbortReason, DenyCode, DeviceId, GroupExit, GroupId, GroupName, GroupOutcome, Limits,
+    MessageKind, SendOutcome, Timestamp, TransferId, UserId,
 };
 
 /// The current time as a protocol timestamp (milliseconds since the Unix epoch).

@@ -6,7 +6,8 @@
 //! <profile>/                 directory, mode 0700 when created here
 //!   identity.pem             private key + certificate (PEM), mode 0600, never overwritten
 //!   state.json               user, pinned server fingerprint, device id, both lists
-//!                            with their timestamps; mode 0600, replaced atomically
+//!                            with their timestamps, the groups (extended mode);
+//!                            mode 0600, replaced atomically
 //!   history.sqlite3          received messages (see `History`), mode 0600
 //! ```
 //! A profile belongs to one user: opening it for another user identifier is refused.
@@ -19,8 +20,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use vcom_protocol::{DeviceId, Timestamp, UserId};
+use vcom_protocol::{DeviceId, GroupId, Timestamp, UserId};
 
+use crate::groups::Group;
 use crate::identity::Identity;
 use crate::sync::{Lists, UserList};
 
@@ -78,6 +80,9 @@ pub struct ProfileState {
     pub device_id: Option<DeviceId>,
     /// The friend and block lists with their timestamps.
     pub lists: Lists,
+    /// The groups the user is a member of, as the server last described them
+    /// (extended mode only; empty with a server that does not offer them).
+    pub groups: Vec<Group>,
 }
 
 /// A profile directory and its loaded state. See the module documentation for the layout.
@@ -272,6 +277,16 @@ struct StoredState {
     device_id: Option<i32>,
     friends: StoredList,
     blocks: StoredList,
+    groups: Vec<StoredGroup>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+struct StoredGroup {
+    id: i32,
+    name: String,
+    owner: Option<String>,
+    members: Vec<String>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -293,6 +308,16 @@ impl From<&ProfileState> for StoredState {
             device_id: state.device_id.map(DeviceId::get),
             friends: list(&state.lists.friends),
             blocks: list(&state.lists.blocks),
+            groups: state
+                .groups
+                .iter()
+                .map(|g| StoredGroup {
+                    id: g.id.get(),
+                    name: g.name.clone(),
+                    owner: g.owner.as_ref().map(UserId::to_string),
+                    members: g.members.iter().map(UserId::to_string).collect(),
+                })
+                .collect(),
         }
     }
 }
@@ -318,7 +343,24 @@ fn parse_state(path: &Path, bytes: &[u8]) -> Result<ProfileState, ProfileError> 
     if let Some(fp) = &stored.server_fingerprint {
         crate::tls::parse_fingerprint(fp).map_err(corrupt)?;
     }
+    let groups = stored
+        .groups
+        .into_iter()
+        .map(|g| -> Result<Group, ProfileError> {
+            Ok(Group {
+                id: GroupId(g.id),
+                name: g.name,
+                owner: g.owner.map(user_id).transpose()?,
+                members: g
+                    .members
+                    .into_iter()
+                    .map(user_id)
+                    .collect::<Result<_, _>>()?,
+            })
+        })
+        .collect::<Result<_, _>>()?;
     Ok(ProfileState {
+        groups,
         user: stored.user.map(user_id).transpose()?,
         server_fingerprint: stored.server_fingerprint,
         device_id: stored.device_id.map(DeviceId),
@@ -360,6 +402,12 @@ mod tests {
             timestamp: Timestamp(123),
         };
         state.lists.blocks.timestamp = Timestamp(7);
+        state.groups = vec![Group {
+            id: GroupId(3),
+            name: "Café crew".into(),
+            owner: Some(user("alice")),
+            members: vec![user("alice"), user("bob")],
+        }];
         profile.save()?;
         let reopened = Profile::open(&path)?;
         assert_eq!(reopened.state(), profile.state());

@@ -27,6 +27,7 @@ use vcom_protocol::{
 };
 
 use crate::event::{DisconnectReason, Event, Message, TransferOutcome};
+use crate::groups::{Group, GroupReply, GroupRequest, GroupsState};
 use crate::history::{History, NewEntry, SentEntry};
 use crate::outgoing::Delivery;
 use crate::profile::Profile;
@@ -67,7 +68,8 @@ const RECEIPT_DELAY: Duration = Duration::from_millis(20);
 pub(crate) struct Send {
     pub(crate) client_id: i64,
     pub(crate) packet: ClientPacket,
-    /// Written to the history once the server has stored it.
+    /// Written to the history as pending before the message is written to the server,
+    /// then settled with the server's answer.
     pub(crate) entry: SentEntry,
     pub(crate) reply: oneshot::Sender<Result<Delivery, ClientError>>,
 }
@@ -105,6 +107,11 @@ pub(crate) enum Command {
     },
     /// Decline an offered file.
     Decline(TransferId),
+    /// Send a group request (518-522) and answer with the server's GroupResult.
+    Group {
+        request: GroupRequest,
+        reply: GroupReply,
+    },
     /// Send a Ping and answer when its Pong has been processed.
     Ping { reply: oneshot::Sender<()> },
     /// Close the connection; answered once the last bytes were written.
@@ -152,6 +159,7 @@ pub(crate) struct Handles {
     pub(crate) commands: mpsc::Sender<Command>,
     pub(crate) sends: mpsc::Sender<Send>,
     pub(crate) lists: watch::Receiver<Lists>,
+    pub(crate) groups: watch::Receiver<Vec<Group>>,
     pub(crate) received: Arc<AtomicU64>,
 }
 
@@ -170,6 +178,9 @@ pub(crate) struct Session {
     profile: Profile,
     lists: ListsState,
     lists_tx: watch::Sender<Lists>,
+    /// The groups (extended mode) and the group requests waiting for their answer.
+    groups: GroupsState,
+    groups_tx: watch::Sender<Vec<Group>>,
     history: History,
     received: Arc<AtomicU64>,
     pending_request: Option<oneshot::Sender<(TransferId, mpsc::Receiver<Signal>)>>,
@@ -187,7 +198,7 @@ pub(crate) struct Session {
     frames: mpsc::Sender<Frame>,
     ext: bool,
     /// Sent messages waiting for the server's answer, by client message id.
-    awaiting: HashMap<i64, (SentEntry, oneshot::Sender<Result<Delivery, ClientError>>)>,
+    awaiting: HashMap<i64, oneshot::Sender<Result<Delivery, ClientError>>>,
     /// The sequence number (514) of the message that comes next.
     next_seq: Option<i64>,
     /// The highest sequence number stored in the history and not yet confirmed.
@@ -205,6 +216,8 @@ impl Session {
         let (command_tx, commands) = mpsc::channel(COMMAND_QUEUE);
         let lists = parts.profile.state().lists.clone();
         let (lists_tx, lists_rx) = watch::channel(lists.clone());
+        let saved_groups = parts.profile.state().groups.clone();
+        let (groups_tx, groups_rx) = watch::channel(saved_groups.clone());
         let received = Arc::new(AtomicU64::new(0));
         let stop_writer = CancellationToken::new();
         let writer = tokio::spawn(write_loop(
@@ -230,6 +243,8 @@ impl Session {
             profile: parts.profile,
             lists: ListsState::new(lists),
             lists_tx,
+            groups: GroupsState::new(saved_groups),
+            groups_tx,
             history: parts.history,
             received: received.clone(),
             pending_request: None,
@@ -255,6 +270,7 @@ impl Session {
             commands: command_tx,
             sends: sends_tx,
             lists: lists_rx,
+            groups: groups_rx,
             received,
         };
         (session, handles)
@@ -429,10 +445,10 @@ impl Session {
                     return Err(unexpected(&packet, "a SendAck only with vcom/1+ext"));
                 }
                 match self.awaiting.remove(&ack.client_id) {
-                    Some((entry, reply)) => {
+                    Some(reply) => {
                         let delivery = Delivery::from_outcome(ack.outcome);
-                        if delivery == Delivery::Stored {
-                            self.record_sent(entry).await;
+                        if let Err(e) = self.history.settle(ack.client_id, delivery).await {
+                            warn!(error = %e, "the answer for a sent message could not be written to the history");
                         }
                         let _ = reply.send(Ok(delivery));
                     }
@@ -508,6 +524,38 @@ impl Session {
             }
             ServerPacket::FileTransferComplete(complete) => {
                 self.on_complete(complete.transfer).await?;
+            }
+            ServerPacket::GroupResult(_)
+            | ServerPacket::GroupList(_)
+            | ServerPacket::GroupInfo(_)
+            | ServerPacket::GroupRemoved(_)
+                if !self.ext =>
+            {
+                return Err(unexpected(
+                    &packet,
+                    "group packets (523-526) only with vcom/1+ext",
+                ));
+            }
+            ServerPacket::GroupResult(result) => self.groups.on_result(&result),
+            ServerPacket::GroupList(list) => {
+                if self.groups.on_list(&list.groups) {
+                    self.persist_groups().await;
+                }
+            }
+            ServerPacket::GroupInfo(info) => {
+                if let Some(group) = self.groups.on_info(info) {
+                    self.persist_groups().await;
+                    self.stage(Event::GroupChanged(group));
+                }
+            }
+            ServerPacket::GroupRemoved(removed) => {
+                if self.groups.on_removed(removed.group) {
+                    self.persist_groups().await;
+                }
+                self.stage(Event::GroupRemoved {
+                    group: removed.group,
+                    reason: removed.reason,
+                });
             }
             ServerPacket::Ping(ping) => self.send(Pong { nonce: ping.nonce }).await?,
             ServerPacket::Pong(pong) => {
@@ -609,6 +657,15 @@ impl Session {
             ))));
             return Ok(());
         }
+        // Pending in the history before it leaves: a message the program stops waiting
+        // for (a crash, a lost connection) stays there as pending, never lost.
+        if let Err(e) = self
+            .history
+            .record_pending(send.entry, send.client_id)
+            .await
+        {
+            warn!(error = %e, "a sent message could not be written to the history");
+        }
         let tag = MessageTag {
             client_id: send.client_id,
         };
@@ -616,13 +673,13 @@ impl Session {
             .send(Frame::Tagged(tag, send.packet))
             .await
             .map_err(|_| ClientError::Closed)?;
-        self.awaiting
-            .insert(send.client_id, (send.entry, send.reply));
+        self.awaiting.insert(send.client_id, send.reply);
         Ok(())
     }
 
-    /// Writes a message the server took to the history. A failure is logged, not
-    /// returned: the message is already on its way and cannot be called back.
+    /// Writes a message handed to a server that does not confirm to the history. A
+    /// failure is logged, not returned: the message is already on its way and cannot be
+    /// called back.
     async fn record_sent(&self, entry: SentEntry) {
         if let Err(e) = self.history.record_sent(entry).await {
             warn!(error = %e, "a sent message could not be written to the history");
@@ -640,6 +697,20 @@ impl Session {
             Ok(Ok(())) => {}
             Ok(Err(e)) => warn!(error = %e, "could not save the lists in the profile"),
             Err(e) => warn!(error = %e, "could not save the lists in the profile"),
+        }
+    }
+
+    /// Saves the groups in the profile and shows them to the handles. A failure is
+    /// logged, not fatal: the server sends them all again at the next login.
+    async fn persist_groups(&mut self) {
+        let groups = self.groups.list();
+        self.groups_tx.send_replace(groups.clone());
+        self.profile.state_mut().groups = groups;
+        let profile = self.profile.clone();
+        match tokio::task::spawn_blocking(move || profile.save()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => warn!(error = %e, "could not save the groups in the profile"),
+            Err(e) => warn!(error = %e, "could not save the groups in the profile"),
         }
     }
 
@@ -691,6 +762,14 @@ impl Session {
                     })
                     .await?;
                 }
+            }
+            Command::Group { request, reply } => {
+                if !self.ext {
+                    let _ = reply.send(Err(ClientError::ExtensionRequired("a group request")));
+                    return Ok(());
+                }
+                let id = self.groups.start(reply);
+                self.send(request.packet(id)).await?;
             }
             Command::Ping { reply } => {
                 // The receipt for what is stored goes first: the server answers a Ping

@@ -12,8 +12,8 @@ use support::{
     next_transfer_end, uid, wait_for_disconnect, wait_until,
 };
 use vcom_client::{
-    AbortReason, Client, ClientError, DenyCode, Direction, DisconnectReason, HistoryQuery,
-    MessageKind, Profile, TransferOutcome, Trust,
+    AbortReason, Client, ClientError, DeliveryState, DenyCode, Direction, DisconnectReason,
+    HistoryQuery, MessageKind, Profile, TransferOutcome, Trust,
 };
 
 #[tokio::test]
@@ -272,6 +272,36 @@ async fn a_group_message_sent_is_outgoing_in_the_senders_group_history() {
     assert_eq!(alice.received_count(), 1);
     alice.close().await.unwrap();
     bob.close().await.unwrap();
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn each_sent_message_is_recorded_with_what_the_server_said_of_it() {
+    let (dir, server) = TestServer::start_temp().await;
+    let (_bob, _bob_events) = server.connect_in(dir.path(), "bob").await;
+    let (alice, _alice_events) = server.connect_in(dir.path(), "alice").await;
+
+    let stored = alice.send_text(&uid("bob"), "hi bob").await.unwrap();
+    let refused = alice.send_text(&uid("nobody"), "hello?").await.unwrap();
+    assert_eq!(stored, vcom_client::Delivery::Stored);
+    let unknown = vcom_client::SendOutcome::UnknownRecipient;
+    assert_eq!(refused, vcom_client::Delivery::Refused(unknown));
+
+    let states: Vec<_> = alice
+        .history(HistoryQuery::All)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.peer.map(|p| p.to_string()), e.delivery))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            (Some("bob".into()), Some(DeliveryState::Stored)),
+            (Some("nobody".into()), Some(DeliveryState::Refused(unknown))),
+        ]
+    );
+    alice.close().await.unwrap();
     server.stop().await;
 }
 

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use vcom_protocol::{Broadcast, GroupId, ServerPacket, UserId};
 use vcom_store::{KeyFingerprint, PolicyEntry, PolicyList, Store, StoreError};
 
+use crate::cluster::Notice;
 use crate::policy::{PolicyCache, parse_net};
 use crate::server::{ServerError, Shared};
 use crate::session::Outbound;
@@ -742,11 +743,24 @@ impl<S: Store> AdminHandle<S> {
         AdminHandle { shared }
     }
 
-    /// Copies a group as the store now holds it into the in-memory directory.
-    async fn refresh_group(&self, group: GroupId) -> Result<(), AdminError> {
+    /// Copies a group as the store now holds it into the in-memory directory, and tells
+    /// its members' devices with the extension set what it now is (and `removed`'s that
+    /// it is no longer a member).
+    async fn refresh_group(
+        &self,
+        group: GroupId,
+        removed: Option<&UserId>,
+    ) -> Result<(), AdminError> {
         if let Some(group) = self.shared.store.group(group).await? {
             self.shared.directory.set_group(&group);
+            crate::groups::admin_changed(&self.shared, &group, removed);
         }
+        // The other nodes re-read it and tell their sessions.
+        self.shared.cluster.notify(Notice::Group {
+            group: group.0,
+            removed: removed.map(|u| u.as_str().to_owned()),
+            exit: vcom_protocol::GroupExit::Removed.code(),
+        });
         Ok(())
     }
 
@@ -866,6 +880,7 @@ impl<S: Store> AdminHandle<S> {
             store.remove_policy(store_list(list), entry).await?
         };
         self.reload_policy().await?;
+        self.shared.cluster.notify(Notice::Policy);
         Ok(AdminReply::Policy {
             list,
             action: if add { "add" } else { "remove" }.to_owned(),
@@ -876,6 +891,8 @@ impl<S: Store> AdminHandle<S> {
 
     async fn group(&self, action: GroupAction) -> Result<AdminReply, AdminError> {
         let store = &self.shared.store;
+        // One change at a time, a client's or the administrator's (see `groups`).
+        let _one_at_a_time = self.shared.group_changes.lock().await;
         match action {
             GroupAction::Create { name, members } => {
                 if name.trim().is_empty() {
@@ -886,14 +903,16 @@ impl<S: Store> AdminHandle<S> {
                     .map(|m| user_id(m))
                     .collect::<Result<Vec<_>, _>>()?;
                 let id = store.create_group(&name, &members, crate::now()).await?;
-                self.refresh_group(id).await?;
+                self.refresh_group(id, None).await?;
                 Ok(AdminReply::GroupCreated { id: id.0 })
             }
             GroupAction::Add { id, user } => {
                 let changed = store
                     .add_group_member(GroupId(id), &user_id(&user)?)
                     .await?;
-                self.refresh_group(GroupId(id)).await?;
+                if changed {
+                    self.refresh_group(GroupId(id), None).await?;
+                }
                 Ok(AdminReply::GroupMember {
                     id,
                     user,
@@ -902,10 +921,11 @@ impl<S: Store> AdminHandle<S> {
                 })
             }
             GroupAction::Remove { id, user } => {
-                let changed = store
-                    .remove_group_member(GroupId(id), &user_id(&user)?)
-                    .await?;
-                self.refresh_group(GroupId(id)).await?;
+                let member = user_id(&user)?;
+                let changed = store.remove_group_member(GroupId(id), &member).await?;
+                if changed {
+                    self.refresh_group(GroupId(id), Some(&member)).await?;
+                }
                 Ok(AdminReply::GroupMember {
                     id,
                     user,
@@ -1042,6 +1062,9 @@ impl<S: Store> AdminHandle<S> {
                 }
                 store.register_user(&id, key, crate::now()).await?;
                 self.shared.directory.add_user(&id);
+                self.shared.cluster.notify(Notice::User {
+                    user: id.as_str().to_owned(),
+                });
                 tracing::info!(%user, bound = key.is_some(), "user added");
                 Ok(AdminReply::UserAdded {
                     user,
@@ -1050,10 +1073,19 @@ impl<S: Store> AdminHandle<S> {
             }
             UserAction::Remove { user } => {
                 let id = user_id(&user)?;
+                let _one_at_a_time = self.shared.group_changes.lock().await;
+                let member_of = self.shared.directory.groups_of(&id);
                 if !store.remove_user(&id).await? {
                     return Err(AdminError::NotFound(format!("unknown user {user}")));
                 }
                 self.shared.directory.remove_user(&id);
+                self.shared.cluster.notify(Notice::UserRemoved {
+                    user: id.as_str().to_owned(),
+                });
+                // The other members of the user's groups are told who is left.
+                for (group, _) in member_of {
+                    self.refresh_group(group, None).await?;
+                }
                 // The groups in memory lost the user too; any login in flight is ended
                 // when it registers (as after a key reset).
                 let sessions_ended = self.shared.sessions.end_user(&id);
@@ -1073,6 +1105,9 @@ impl<S: Store> AdminHandle<S> {
                 // against it, and every session (or login in flight) that proved the old
                 // key is ended.
                 let sessions_ended = self.shared.sessions.end_user(&id);
+                self.shared.cluster.notify(Notice::KeyReset {
+                    user: id.as_str().to_owned(),
+                });
                 tracing::info!(%user, sessions = sessions_ended, bound = key.is_some(), "key reset");
                 Ok(AdminReply::KeyReset {
                     user,
@@ -1083,8 +1118,12 @@ impl<S: Store> AdminHandle<S> {
         }
     }
 
-    /// Sends a broadcast to every online device; returns how many.
+    /// Sends a broadcast to every online device; returns how many (of this node: on a
+    /// cluster, the other nodes send it to theirs).
     pub fn broadcast(&self, text: &str) -> usize {
+        self.shared.cluster.notify(Notice::Broadcast {
+            text: text.to_owned(),
+        });
         Stats::bump(&self.shared.stats.broadcasts);
         let packet = ServerPacket::from(Broadcast {
             text: text.to_owned(),

@@ -44,7 +44,15 @@ pub fn check(config: &ServerConfig) -> Vec<Finding> {
             Err(e) => finding(false, "tls", e.to_string()),
         },
         data_dir(&config.data_dir),
-        database(&config.database_path()),
+        match config.store.backend {
+            crate::StoreBackend::Sqlite => database(&config.database_path()),
+            crate::StoreBackend::Postgres => finding(
+                true,
+                "database",
+                "PostgreSQL (store.postgres_url): not checked here; the server connects, and \
+                 creates or migrates the schema, when it starts",
+            ),
+        },
     ];
     let running = std::os::unix::net::UnixStream::connect(config.admin_socket_path()).is_ok();
     findings.push(if running {

@@ -29,7 +29,7 @@ use crate::server::Shared;
 use crate::session::{Outbound, Session, SessionHandle};
 use crate::stats::Stats;
 use crate::tap::TappedCodec;
-use crate::{delivery, sync, transfer};
+use crate::{delivery, groups, sync, transfer};
 
 type Transport = Framed<TlsStream<TcpStream>, TappedCodec>;
 type Sink = FramedWrite<tokio::io::WriteHalf<TlsStream<TcpStream>>, TappedCodec>;
@@ -440,15 +440,26 @@ async fn read_loop<S: Store>(conn: &Conn<S>, mut stream: Stream, sent: &AtomicI6
             Wake::Packet(Some(Ok(packet))) => packet,
         };
         match inbound.on(packet, sent.load(Ordering::Acquire)) {
-            Step::Store(message, tag) => match delivery::message(conn, message, tag) {
-                delivery::Sent::Storing(store) => storing.push_back(store),
-                delivery::Sent::Dropped(outcome) => {
-                    if let Some(client_id) = tag {
-                        conn.session
-                            .push(Outbound::packet(SendAck { client_id, outcome }));
+            Step::Store(message, tag) => {
+                // On a cluster, a recipient or group another node created may be new to
+                // this node's directory: read from the store, after the messages before
+                // it (so messages keep their order).
+                if let Some(lookup) = crate::cluster::lookup_for(shared, conn.user(), &message) {
+                    if !storing.is_empty() && !finish(conn, &mut storing).await {
+                        break;
+                    }
+                    crate::cluster::look_up(shared, lookup).await;
+                }
+                match delivery::message(conn, message, tag) {
+                    delivery::Sent::Storing(store) => storing.push_back(store),
+                    delivery::Sent::Dropped(outcome) => {
+                        if let Some(client_id) = tag {
+                            conn.session
+                                .push(Outbound::packet(SendAck { client_id, outcome }));
+                        }
                     }
                 }
-            },
+            }
             Step::Confirm(through) => cursor.advance(through),
             Step::Nothing => {}
             Step::Close(why) => {
@@ -558,10 +569,19 @@ async fn handle<S: Store>(conn: &Conn<S>, packet: ClientPacket) -> Result<(), Cl
         ClientPacket::FileTransferComplete(p) => transfer::on_complete(conn, p).await,
         ClientPacket::Ping(p) => conn.reply(Pong { nonce: p.nonce }).await,
         ClientPacket::Pong(_) => Ok(()),
+        ClientPacket::GroupCreate(_)
+        | ClientPacket::GroupRename(_)
+        | ClientPacket::GroupAddMember(_)
+        | ClientPacket::GroupRemoveMember(_)
+        | ClientPacket::GroupLeave(_) => match groups::Request::from_packet(packet) {
+            Some((request, what)) => groups::on_request(conn, request, what).await,
+            None => Ok(()),
+        },
     }
 }
 
-/// Writes 257, 259 and the backlog, then whatever is queued, until the session ends.
+/// Writes 257, 259 (and with the extension set 524 and a 525 per group) and the
+/// backlog, then whatever is queued, until the session ends.
 async fn write_loop<S: Store>(
     shared: Arc<Shared<S>>,
     session: SessionHandle,
@@ -583,7 +603,7 @@ async fn write_loop<S: Store>(
             .lists(&session.user)
             .await
             .map_err(WriteError::Store)?;
-        let greeting = [
+        let mut greeting = vec![
             ServerPacket::from(ConnectionAccepted {
                 device: session.device,
             }),
@@ -592,6 +612,12 @@ async fn write_loop<S: Store>(
                 blocks: lists.blocks.timestamp,
             }),
         ];
+        // With the extension set, the groups come before the backlog, so that a group
+        // message is never the first a client hears of its group. Read after the
+        // session was registered: a change from now on is also queued for it, after.
+        if session.ext {
+            greeting.extend(groups::at_login(&shared, &session.user));
+        }
         bounded(&shared, &session, async {
             for packet in greeting {
                 sink.feed(packet).await.map_err(WriteError::Io)?;

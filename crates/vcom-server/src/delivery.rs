@@ -205,9 +205,16 @@ fn store<S: Store>(conn: &Conn<S>, message: NewMessage) -> Storing {
             .stats
             .message_bytes
             .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
-        shared
-            .sessions
-            .push_message(&recipients, origin.conn, id, &packet);
+        if shared.cluster.enabled() {
+            // On a cluster, another node may have committed a lower id that this node
+            // has not yet heard of: pushed live, this one would carry a device's cursor
+            // past it. The sessions read it from the store instead, in id order.
+            crate::cluster::wake(&shared, &recipients, origin.conn);
+        } else {
+            shared
+                .sessions
+                .push_message(&recipients, origin.conn, id, &packet);
+        }
     });
     // Called here, in the order the reader reads messages, not when the future is
     // first polled: the store commits messages in the order of its calls, and the

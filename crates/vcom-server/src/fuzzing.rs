@@ -892,7 +892,15 @@ impl World {
                 let result = self.table.complete(&dev, p.transfer, now);
                 self.data(src, &dev, p.transfer, 0, true, result)
             }
-            ClientPacket::Ping(_) | ClientPacket::Pong(_) => Ok(()),
+            // Group requests are answered from the directory (see `groups`, tested there),
+            // outside these state machines.
+            ClientPacket::Ping(_)
+            | ClientPacket::Pong(_)
+            | ClientPacket::GroupCreate(_)
+            | ClientPacket::GroupRename(_)
+            | ClientPacket::GroupAddMember(_)
+            | ClientPacket::GroupRemoveMember(_)
+            | ClientPacket::GroupLeave(_) => Ok(()),
             other => panic!("{} ({}) handled in order", other.name(), other.id()),
         };
         if result.is_err() {
@@ -1342,6 +1350,15 @@ fn expected_step(c: &mut Conn, packet: &ClientPacket) -> inbound::Step {
         )),
         ClientPacket::Receipt(_) | ClientPacket::MessageTag(_) if !c.ext => {
             Step::Close("an extension packet (515 or 516) without negotiating vcom/1+ext".into())
+        }
+        ClientPacket::GroupCreate(_)
+        | ClientPacket::GroupRename(_)
+        | ClientPacket::GroupAddMember(_)
+        | ClientPacket::GroupRemoveMember(_)
+        | ClientPacket::GroupLeave(_)
+            if !c.ext =>
+        {
+            Step::Close(inbound::GROUP_WITHOUT_EXT.into())
         }
         ClientPacket::MessageTag(p) => {
             c.tag = Some(p.client_id);

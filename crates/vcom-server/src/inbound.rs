@@ -5,12 +5,17 @@
 //! means, and carries the [`Step`] out: a message is checked and handed to the store at
 //! once (many may be on their way), a receipt moves the device's cursor, and any other
 //! packet waits until everything before it is done. The rules of the extension set
-//! (`docs/protocol.md`, "Negotiation"): 515 and 516 only on a `vcom/1+ext` connection;
+//! (`docs/protocol.md`, "Negotiation"): 515, 516 and the group requests 518-522 only on
+//! a `vcom/1+ext` connection;
 //! a 516 names the very next packet, which must be a 266 or 267; a receipt never
 //! confirms more than was written to this connection.
 
 use vcom_protocol::{ClientPacket, SendGroupMessage, SendUserMessage};
 use vcom_store::MessageId;
+
+/// Why a group packet (518-522) on a connection without the extension set closes it.
+pub(crate) const GROUP_WITHOUT_EXT: &str =
+    "a group packet (518-522) without negotiating vcom/1+ext";
 
 /// A message the client sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,6 +72,15 @@ impl Inbound {
             ClientPacket::Receipt(_) | ClientPacket::MessageTag(_) if !self.ext => Step::Close(
                 "an extension packet (515 or 516) without negotiating vcom/1+ext".into(),
             ),
+            ClientPacket::GroupCreate(_)
+            | ClientPacket::GroupRename(_)
+            | ClientPacket::GroupAddMember(_)
+            | ClientPacket::GroupRemoveMember(_)
+            | ClientPacket::GroupLeave(_)
+                if !self.ext =>
+            {
+                Step::Close(GROUP_WITHOUT_EXT.into())
+            }
             ClientPacket::MessageTag(p) => {
                 self.tag = Some(p.client_id);
                 Step::Nothing
@@ -88,8 +102,9 @@ mod tests {
     use bytes::Bytes;
     use vcom_protocol::{
         AbortReason, ConnectionRequest, DeviceId, FileChunk, FileSize, FileTransferAbort,
-        FileTransferAccept, FileTransferComplete, FileTransferRequest, GroupId, ListSync,
-        MessageKind, MessageTag, Ping, Receipt, Timestamp, TransferId, UserId, UserListsSync,
+        FileTransferAccept, FileTransferComplete, FileTransferRequest, GroupAddMember, GroupCreate,
+        GroupId, GroupLeave, GroupRemoveMember, GroupRename, ListSync, MessageKind, MessageTag,
+        Ping, Receipt, Timestamp, TransferId, UserId, UserListsSync,
     };
 
     use super::*;
@@ -233,6 +248,56 @@ mod tests {
         }
     }
 
+    /// One group request (518-522) of each kind.
+    fn group_requests() -> Vec<ClientPacket> {
+        let (g, bob) = (GroupId(3), UserId::new("bob").unwrap());
+        vec![
+            GroupCreate {
+                request: 1,
+                name: "team".into(),
+                members: vec![bob.clone()],
+            }
+            .into(),
+            GroupRename {
+                request: 2,
+                group: g,
+                name: "ops".into(),
+            }
+            .into(),
+            GroupAddMember {
+                request: 3,
+                group: g,
+                user: bob.clone(),
+            }
+            .into(),
+            GroupRemoveMember {
+                request: 4,
+                group: g,
+                user: bob,
+            }
+            .into(),
+            GroupLeave {
+                request: 5,
+                group: g,
+            }
+            .into(),
+        ]
+    }
+
+    #[test]
+    fn group_requests_wait_their_turn_with_the_extension_set_and_close_without_it() {
+        for packet in group_requests() {
+            assert_eq!(
+                Inbound::new(true).on(packet.clone(), 0),
+                Step::InOrder(packet.clone())
+            );
+            assert_eq!(
+                Inbound::new(false).on(packet, 0),
+                Step::Close(GROUP_WITHOUT_EXT.into())
+            );
+        }
+    }
+
     /// Every packet kind, the messages and the extension packets included.
     fn every_kind() -> Vec<ClientPacket> {
         let mut all = others();
@@ -242,6 +307,7 @@ mod tests {
             Receipt { through: 3 }.into(),
             MessageTag { client_id: 4 }.into(),
         ]);
+        all.extend(group_requests());
         all
     }
 
@@ -274,7 +340,13 @@ mod tests {
                                 || (!ext
                                     && matches!(
                                         second,
-                                        ClientPacket::Receipt(_) | ClientPacket::MessageTag(_)
+                                        ClientPacket::Receipt(_)
+                                            | ClientPacket::MessageTag(_)
+                                            | ClientPacket::GroupCreate(_)
+                                            | ClientPacket::GroupRename(_)
+                                            | ClientPacket::GroupAddMember(_)
+                                            | ClientPacket::GroupRemoveMember(_)
+                                            | ClientPacket::GroupLeave(_)
                                     )),
                             "{case}: closed"
                         ),

@@ -24,9 +24,12 @@
 //! - `login`: the checks that answer 256 with 257 or 258, in `docs/protocol.md`'s order.
 //! - `session`: the registry of online sessions and their bounded outbound queues.
 //! - `delivery`: direct and group messages, stored first, then relayed.
+//! - `cluster`: several nodes on one PostgreSQL database: NATS notices and wake-ups,
+//!   and the sweep that makes a lost notice a delay, never a loss.
 //! - `directory`: users, block lists and groups in memory, so the
 //!   message path never waits on a store read.
 //! - `sync`: friend and block list sync (259-262).
+//! - `groups`: client-side groups (518-526): the rules, pure, and their carrying out.
 //! - `transfer`: file transfers (268-274), relayed with backpressure.
 //! - `pending`: connections still logging in, counted per address.
 //! - `policy`: blacklist and whitelist, compiled for login.
@@ -39,6 +42,7 @@
 
 pub mod admin;
 pub mod check;
+mod cluster;
 pub mod config;
 mod connection;
 mod delivery;
@@ -46,6 +50,7 @@ mod directory;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
+mod groups;
 mod inbound;
 mod login;
 mod metrics;
@@ -61,8 +66,9 @@ pub mod tls;
 mod transfer;
 
 pub use admin::{AdminError, AdminHandle, AdminRequest, AdminResponse};
-pub use config::{AuthMode, ConfigError, Registration, ServerConfig};
-pub use server::{Server, ServerError, ShutdownHandle};
+pub use cluster::ClusterStatus;
+pub use config::{AuthMode, ClusterConfig, ConfigError, Registration, ServerConfig, StoreBackend};
+pub use server::{ConfiguredServer, Server, ServerError, ShutdownHandle};
 pub use stats::StatsSnapshot;
 
 /// The current time as a protocol timestamp.

@@ -146,7 +146,12 @@ pub(crate) async fn check<S: Store>(
             }
             Step::Deny(code) => return deny(code),
             Step::Accept { user, device } => {
-                shared.directory.add_user(&user);
+                if !shared.directory.knows(&user) {
+                    shared.directory.add_user(&user);
+                    shared.cluster.notify(crate::cluster::Notice::User {
+                        user: user.as_str().to_owned(),
+                    });
+                }
                 let Some(place) = place else {
                     unreachable!("a login is accepted only after its place was reserved")
                 };

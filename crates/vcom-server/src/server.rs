@@ -13,10 +13,10 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use vcom_protocol::Limits;
-use vcom_store::{SqliteStore, Store, StoreConfig, StoreError};
+use vcom_store::{PostgresStore, SqliteStore, Store, StoreConfig, StoreError};
 
 use crate::admin::{AdminHandle, AdminSocket};
-use crate::config::ServerConfig;
+use crate::config::{ServerConfig, StoreBackend};
 use crate::directory::Directory;
 use crate::policy::PolicyCache;
 use crate::session::Registry;
@@ -42,9 +42,10 @@ pub enum ServerError {
     /// TLS could not be set up.
     #[error(transparent)]
     Tls(#[from] TlsError),
-    /// The store could not be opened or failed.
+    /// The store could not be opened or failed. Its message is part of this one (and
+    /// not a `source`, so a printed error chain says it once).
     #[error("store: {0}")]
-    Store(#[from] StoreError),
+    Store(StoreError),
     /// The listener or the admin socket could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -53,6 +54,12 @@ pub enum ServerError {
         /// Why.
         source: std::io::Error,
     },
+}
+
+impl From<StoreError> for ServerError {
+    fn from(error: StoreError) -> Self {
+        ServerError::Store(error)
+    }
 }
 
 /// State shared by every task of one server.
@@ -77,6 +84,10 @@ pub(crate) struct Shared<S> {
     pub(crate) shutdown: CancellationToken,
     /// Every connection task, so shutdown can wait for them.
     pub(crate) tasks: TaskTracker,
+    /// Held by every group change, a client's or the administrator's (see `groups`).
+    pub(crate) group_changes: crate::groups::ChangeLock,
+    /// This node's part in a cluster (inert on a single node).
+    pub(crate) cluster: crate::cluster::Cluster,
 }
 
 impl<S> Shared<S> {
@@ -117,8 +128,25 @@ pub struct Server<S: Store = SqliteStore> {
 impl Server<SqliteStore> {
     /// Creates the data directory, opens (or creates) the SQLite store and the TLS
     /// certificate in it, binds the listener and the admin socket.
+    ///
+    /// Refuses a configuration with `[store] backend = "postgres"`: that one is bound
+    /// by [`ConfiguredServer::bind`] (or [`Server::bind_postgres`]).
     pub async fn bind(config: ServerConfig) -> Result<Self, ServerError> {
         config.validate()?;
+        if config.store.backend != StoreBackend::Sqlite {
+            return Err(ServerError::Config(crate::ConfigError::Invalid {
+                key: "store.backend",
+                problem: "is not \"sqlite\": bind the server with ConfiguredServer::bind".into(),
+            }));
+        }
+        if config.cluster.nats_url.is_some() {
+            return Err(ServerError::Config(crate::ConfigError::Invalid {
+                key: "cluster.nats_url",
+                problem:
+                    "a cluster shares one PostgreSQL database: set store.backend = \"postgres\""
+                        .into(),
+            }));
+        }
         create_data_dir(&config)?;
         private_database(&config)?;
         let store_config = store_config(&config);
@@ -132,6 +160,99 @@ impl Server<SqliteStore> {
             Box::pin(async move { closer.close().await })
         }));
         Ok(server)
+    }
+}
+
+impl Server<PostgresStore> {
+    /// Connects to the PostgreSQL database at `[store] postgres_url` (creating or
+    /// migrating its schema), creates the data directory and the TLS certificate in
+    /// it, binds the listener and the admin socket. Several nodes may share the
+    /// database.
+    pub async fn bind_postgres(config: ServerConfig) -> Result<Self, ServerError> {
+        config.validate()?;
+        let Some(url) = config.store.postgres_url.clone() else {
+            return Err(ServerError::Config(crate::ConfigError::Invalid {
+                key: "store.postgres_url",
+                problem: "must be set to bind a server on PostgreSQL".into(),
+            }));
+        };
+        let store = PostgresStore::connect(&url, store_config(&config)).await?;
+        let closer = store.clone();
+        let mut server = Self::with_store(config, store).await?;
+        server.close_store = Some(Box::new(move || {
+            Box::pin(async move { closer.close().await })
+        }));
+        Ok(server)
+    }
+}
+
+/// A server on the database its configuration names (`[store] backend`): what
+/// `vcom-server serve` runs.
+pub enum ConfiguredServer {
+    /// On SQLite in the data directory.
+    Sqlite(Server<SqliteStore>),
+    /// On PostgreSQL, shared with other nodes.
+    Postgres(Server<PostgresStore>),
+}
+
+impl ConfiguredServer {
+    /// Binds the server on the configured backend (see [`Server::bind`] and
+    /// [`Server::bind_postgres`]).
+    pub async fn bind(config: ServerConfig) -> Result<Self, ServerError> {
+        Ok(match config.store.backend {
+            StoreBackend::Sqlite => ConfiguredServer::Sqlite(Server::bind(config).await?),
+            StoreBackend::Postgres => {
+                ConfiguredServer::Postgres(Server::bind_postgres(config).await?)
+            }
+        })
+    }
+
+    /// See [`Server::local_addr`].
+    pub fn local_addr(&self) -> SocketAddr {
+        match self {
+            ConfiguredServer::Sqlite(server) => server.local_addr(),
+            ConfiguredServer::Postgres(server) => server.local_addr(),
+        }
+    }
+
+    /// See [`Server::metrics_addr`].
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        match self {
+            ConfiguredServer::Sqlite(server) => server.metrics_addr(),
+            ConfiguredServer::Postgres(server) => server.metrics_addr(),
+        }
+    }
+
+    /// See [`Server::cert_sha256`].
+    pub fn cert_sha256(&self) -> &str {
+        match self {
+            ConfiguredServer::Sqlite(server) => server.cert_sha256(),
+            ConfiguredServer::Postgres(server) => server.cert_sha256(),
+        }
+    }
+
+    /// See [`Server::cluster_status`].
+    pub fn cluster_status(&self) -> crate::ClusterStatus {
+        match self {
+            ConfiguredServer::Sqlite(server) => server.cluster_status(),
+            ConfiguredServer::Postgres(server) => server.cluster_status(),
+        }
+    }
+
+    /// See [`Server::shutdown_handle`].
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        match self {
+            ConfiguredServer::Sqlite(server) => server.shutdown_handle(),
+            ConfiguredServer::Postgres(server) => server.shutdown_handle(),
+        }
+    }
+
+    /// See [`Server::run`].
+    pub async fn run(self) -> Result<(), ServerError> {
+        match self {
+            ConfiguredServer::Sqlite(server) => server.run().await,
+            ConfiguredServer::Postgres(server) => server.run().await,
+        }
     }
 }
 
@@ -245,6 +366,8 @@ impl<S: Store> Server<S> {
             pending_per_ip: crate::pending::PendingLogins::new(config.max_pending_logins_per_ip),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
+            group_changes: crate::groups::ChangeLock::default(),
+            cluster: crate::cluster::Cluster::new(&config.cluster),
             config,
         });
         let admin_socket = Some(AdminSocket::bind(&shared.config.admin_socket_path())?);
@@ -262,6 +385,7 @@ impl<S: Store> Server<S> {
             None => None,
         };
         let metrics_addr = metrics.as_ref().and_then(|l| l.local_addr().ok());
+        shared.cluster.name_default(local_addr.port());
         Ok(Server {
             metrics,
             metrics_addr,
@@ -291,6 +415,11 @@ impl<S: Store> Server<S> {
         &self.cert_sha256
     }
 
+    /// Whether this node hears the other nodes of its cluster (`[cluster] nats_url`).
+    pub fn cluster_status(&self) -> crate::ClusterStatus {
+        self.shared.cluster.status()
+    }
+
     /// A handle that stops the server.
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         ShutdownHandle(self.shared.shutdown.clone())
@@ -318,6 +447,9 @@ impl<S: Store> Server<S> {
         }
         shared.tasks.spawn(crate::transfer::sweep(shared.clone()));
         shared.tasks.spawn(retention(shared.clone()));
+        if shared.cluster.enabled() {
+            shared.tasks.spawn(crate::cluster::run(shared.clone()));
+        }
         tracing::info!(addr = %self.local_addr, "vcom-server listening");
         loop {
             tokio::select! {

@@ -138,6 +138,19 @@ impl SessionHandle {
     }
 }
 
+impl SessionHandle {
+    /// Makes the writer read from the store what this session has not received: a
+    /// cluster node's way of delivering (see `cluster`). Never waits; a full queue
+    /// already holds a wake-up or will be emptied before the writer looks at the flag.
+    pub(crate) fn catch_up(&self) {
+        if self.kill.is_cancelled() {
+            return;
+        }
+        self.behind.store(true, Ordering::Release);
+        let _ = self.tx.try_send(Outbound::CatchUp);
+    }
+}
+
 #[cfg(test)]
 impl SessionHandle {
     /// A session of `user` (device 1, from 127.0.0.1) whose queues nobody reads.
@@ -349,6 +362,20 @@ impl Registry {
             };
             for session in sessions.iter().filter(|s| s.conn != except) {
                 session.push_stored(id, packet);
+            }
+        }
+    }
+
+    /// Makes every session of each user but the connection `except` read its messages
+    /// from the store ([`SessionHandle::catch_up`]), under one lock.
+    pub(crate) fn catch_up(&self, users: &[UserId], except: u64) {
+        let guard = self.lock();
+        for user in users {
+            let Some(sessions) = guard.by_user.get(user) else {
+                continue;
+            };
+            for session in sessions.iter().filter(|s| s.conn != except) {
+                session.catch_up();
             }
         }
     }

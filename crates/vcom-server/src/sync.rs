@@ -91,6 +91,10 @@ pub(crate) async fn on_lists_sync<S: Store>(conn: &Conn<S>, p: UserListsSync) ->
         for session in conn.shared.sessions.of_user(&user) {
             session.push(Outbound::packet(request.clone()));
         }
+        // The user's devices on other nodes too; they re-read the block list as well.
+        conn.shared.cluster.notify(crate::cluster::Notice::Lists {
+            user: user.as_str().to_owned(),
+        });
     }
     Ok(())
 }

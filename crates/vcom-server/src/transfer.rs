@@ -718,6 +718,10 @@ pub(crate) async fn on_request<S: Store>(
     let shared = &conn.shared;
     let id = shared.transfers.input(Table::next_id);
     conn.reply(FileTransferId { transfer: id }).await?;
+    // On a cluster, a user who logged in only on another node is known from the store.
+    if let Some(lookup) = crate::cluster::lookup_user(shared, &p.recipient) {
+        crate::cluster::look_up(shared, lookup).await;
+    }
     let recipient = Recipient {
         known: shared.directory.knows(&p.recipient),
         blocks_sender: shared.directory.blocks(&p.recipient, conn.user()),

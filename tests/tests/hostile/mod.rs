@@ -63,8 +63,9 @@ impl Raw {
         })
     }
 
-    /// Connects and logs in as `user` on `device` with `identity`, reads 257 and 259 and
-    /// answers "in sync". `ext`: negotiate the extension set.
+    /// Connects and logs in as `user` on `device` with `identity`, reads 257 and 259
+    /// (and with the extension set the groups, 524 and 525) and answers "in sync".
+    /// `ext`: negotiate the extension set.
     pub(crate) async fn login(
         server: &TestServer,
         user: &str,
@@ -91,6 +92,19 @@ impl Raw {
         match raw.recv().await {
             ServerPacket::RequestUserListsSync(_) => {}
             other => panic!("expected 259, got {other:?}"),
+        }
+        if ext {
+            // The user's groups: 524, then a 525 for each.
+            let groups = match raw.recv().await {
+                ServerPacket::GroupList(list) => list.groups.len(),
+                other => panic!("expected 524 after 259 with the extension set, got {other:?}"),
+            };
+            for _ in 0..groups {
+                match raw.recv().await {
+                    ServerPacket::GroupInfo(_) => {}
+                    other => panic!("expected 525, got {other:?}"),
+                }
+            }
         }
         raw.send(UserListsSync {
             friends: ListSync::InSync,

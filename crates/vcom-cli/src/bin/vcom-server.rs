@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use vcom_server::{AdminRequest, AdminResponse, Server, ServerConfig};
+use vcom_server::{AdminRequest, AdminResponse, ConfiguredServer, ServerConfig};
 
 /// Run or administer a vCom chat server.
 #[derive(Debug, Parser)]
@@ -212,7 +212,7 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
             .init(),
         LogFormat::Json => logs.json().with_ansi(false).init(),
     }
-    let server = Server::bind(config)
+    let server = ConfiguredServer::bind(config)
         .await
         .context("cannot start the server")?;
     let shutdown = server.shutdown_handle();

@@ -189,7 +189,10 @@ pub(crate) fn report_arrivals(count: u64) {
 pub(crate) fn lost(e: ClientError) -> anyhow::Error {
     match e {
         ClientError::Closed => anyhow!("the connection to the server was closed"),
-        e @ (ClientError::InvalidInput(_) | ClientError::NoSuchTransfer(_)) => anyhow!(e),
+        e @ (ClientError::InvalidInput(_)
+        | ClientError::NoSuchTransfer(_)
+        | ClientError::GroupRefused(_)
+        | ClientError::ExtensionRequired(_)) => anyhow!(e),
         other => anyhow!(other).context("the connection to the server failed"),
     }
 }

@@ -1,11 +1,14 @@
 //! How messages look: one human line, or one JSON object for scripts.
 //!
 //! `listen --json` and `history --json` print the same object shape, documented on
-//! [`message_json`]. Times are UTC: the program has no time-zone database.
+//! [`message_json`]. Times are UTC here, the same on every machine; only `vcom chat`
+//! shows local time.
 
 use base64::Engine;
 use serde_json::{Value, json};
-use vcom_client::{Direction, GroupId, HistoryEntry, Message, MessageKind, Timestamp, UserId};
+use vcom_client::{
+    DeliveryState, Direction, Group, GroupId, HistoryEntry, Message, MessageKind, Timestamp, UserId,
+};
 
 /// The fields of a message that the program shows, from an event (always incoming) or
 /// the history (either direction) alike.
@@ -16,11 +19,27 @@ pub(crate) struct Shown<'a> {
     /// outgoing; `None` for a group message.
     pub(crate) peer: Option<&'a UserId>,
     pub(crate) group: Option<GroupId>,
+    /// The group's name, where this device knows it (client-side groups, extended
+    /// mode); see [`Shown::named`].
+    pub(crate) group_name: Option<&'a str>,
     pub(crate) sent_at: Timestamp,
     pub(crate) kind: MessageKind,
     pub(crate) data: &'a [u8],
     pub(crate) read: bool,
     pub(crate) history_id: i64,
+    /// What became of an outgoing message; `None` for an incoming one.
+    pub(crate) delivery: Option<DeliveryState>,
+}
+
+impl<'a> Shown<'a> {
+    /// The same message with its group's name, looked up in `groups` (what the profile
+    /// or the connection knows); a group not among them keeps its number alone.
+    pub(crate) fn named(mut self, groups: &'a [Group]) -> Self {
+        if let Some(id) = self.group {
+            self.group_name = groups.iter().find(|g| g.id == id).map(|g| g.name.as_str());
+        }
+        self
+    }
 }
 
 impl<'a> From<&'a Message> for Shown<'a> {
@@ -30,11 +49,13 @@ impl<'a> From<&'a Message> for Shown<'a> {
             sender: &m.sender,
             peer: m.group.is_none().then_some(&m.sender),
             group: m.group,
+            group_name: None,
             sent_at: m.sent_at,
             kind: m.kind,
             data: &m.data,
             read: m.read,
             history_id: m.history_id,
+            delivery: None,
         }
     }
 }
@@ -46,11 +67,13 @@ impl<'a> From<&'a HistoryEntry> for Shown<'a> {
             sender: &e.sender,
             peer: e.peer.as_ref(),
             group: e.group,
+            group_name: None,
             sent_at: e.sent_at,
             kind: e.kind,
             data: &e.data,
             read: e.read,
             history_id: e.id,
+            delivery: e.delivery,
         }
     }
 }
@@ -63,6 +86,28 @@ pub(crate) fn direction_name(direction: Direction) -> &'static str {
     }
 }
 
+/// `"pending"`, `"stored"`, `"refused"` or `"unconfirmed"`: a delivery state as
+/// scripts see it.
+pub(crate) fn delivery_name(state: DeliveryState) -> &'static str {
+    match state {
+        DeliveryState::Pending => "pending",
+        DeliveryState::Stored => "stored",
+        DeliveryState::Refused(_) => "refused",
+        DeliveryState::Unconfirmed => "unconfirmed",
+    }
+}
+
+/// The mark after a sent message for people: `pending …`, `✓ stored`,
+/// `✗ refused: no such user` or `unconfirmed` (a server that does not confirm).
+pub(crate) fn delivery_mark(state: DeliveryState) -> String {
+    match state {
+        DeliveryState::Pending => "pending …".to_owned(),
+        DeliveryState::Stored => "✓ stored".to_owned(),
+        DeliveryState::Refused(outcome) => format!("✗ refused: {outcome}"),
+        DeliveryState::Unconfirmed => "unconfirmed".to_owned(),
+    }
+}
+
 /// `2024-05-01 12:00:03 UTC` for a protocol timestamp.
 pub(crate) fn utc(ts: Timestamp) -> String {
     let t = ts.utc();
@@ -70,12 +115,6 @@ pub(crate) fn utc(ts: Timestamp) -> String {
         "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
         t.year, t.month, t.day, t.hour, t.minute, t.second
     )
-}
-
-/// `12:00` (UTC) for a protocol timestamp: the chat view's short form.
-pub(crate) fn clock(ts: Timestamp) -> String {
-    let t = ts.utc();
-    format!("{:02}:{:02}", t.hour, t.minute)
 }
 
 /// Text from other users made safe for a terminal: control characters (escape
@@ -110,32 +149,47 @@ pub(crate) fn body(kind: MessageKind, data: &[u8]) -> String {
     }
 }
 
-/// `[2024-05-01 12:00:03 UTC] bob: hello` or `[...] bob in group 3: hello` for a
-/// received message; `[...] alice -> bob: hello` or `[...] alice -> group 3: hello` for
-/// one this device sent, so both sides of a conversation read apart at a glance.
+/// `[2024-05-01 12:00:03 UTC] bob: hello` or `[...] bob in ops (group 3): hello` (`group 3`
+/// alone where the name is not known) for a
+/// received message; `[...] alice -> bob: hello [✓ stored]` or
+/// `[...] alice -> group 3: hello [pending …]` for one this device sent (with its
+/// [`delivery_mark`]), so both sides of a conversation read apart at a glance.
 pub(crate) fn message_line(m: &Shown<'_>) -> String {
+    let line = message_text(m);
+    match m.delivery {
+        Some(state) => format!("{line} [{}]", delivery_mark(state)),
+        None => line,
+    }
+}
+
+fn message_text(m: &Shown<'_>) -> String {
     let at = utc(m.sent_at);
     let body = body(m.kind, m.data);
     let sender = printable(m.sender.as_str());
     let peer = m.peer.map(|p| printable(p.as_str()));
-    match (m.direction, m.group, peer) {
-        (Direction::Outgoing, Some(group), _) => {
-            format!("[{at}] {sender} -> group {group}: {body}")
-        }
+    let group = m.group.map(|id| match m.group_name {
+        Some(name) => format!("{} (group {id})", printable(name)),
+        None => format!("group {id}"),
+    });
+    match (m.direction, group, peer) {
+        (Direction::Outgoing, Some(group), _) => format!("[{at}] {sender} -> {group}: {body}"),
         (Direction::Outgoing, None, Some(to)) => format!("[{at}] {sender} -> {to}: {body}"),
-        (_, Some(group), _) => format!("[{at}] {sender} in group {group}: {body}"),
+        (_, Some(group), _) => format!("[{at}] {sender} in {group}: {body}"),
         (_, None, _) => format!("[{at}] {sender}: {body}"),
     }
 }
 
 /// One message as a JSON object:
 /// `{"type": "message" | "group_message", "direction": "in" | "out", "sender": "bob",
-///   "peer": "bob" | null, "group": 3 | null, "sent_at": <ms since 1970>,
+///   "peer": "bob" | null, "group": 3 | null, "group_name": "ops" | null,
+///   "sent_at": <ms since 1970>,
 ///   "kind": "text" | "image", "text": "..." (text) or "image_base64": "..." (image),
-///   "read": false, "history_id": 12}`.
+///   "read": false, "history_id": 12, "delivery": null | "pending" | "stored" | "refused"
+///   | "unconfirmed"}`, and `"refusal": "no such user"` (why) when refused.
 ///
 /// `peer` is the other user of a direct message: the sender of an incoming one, the
-/// recipient of an outgoing one; `null` for a group message.
+/// recipient of an outgoing one; `null` for a group message. `delivery` is what became
+/// of an outgoing message, `null` for an incoming one.
 pub(crate) fn message_json(m: &Shown<'_>) -> Value {
     let mut object = json!({
         "type": if m.group.is_some() { "group_message" } else { "message" },
@@ -143,11 +197,16 @@ pub(crate) fn message_json(m: &Shown<'_>) -> Value {
         "sender": m.sender.as_str(),
         "peer": m.peer.map(UserId::as_str),
         "group": m.group.map(GroupId::get),
+        "group_name": m.group_name,
         "sent_at": m.sent_at.0,
         "read": m.read,
         "history_id": m.history_id,
+        "delivery": m.delivery.map(delivery_name),
     });
     if let Value::Object(fields) = &mut object {
+        if let Some(DeliveryState::Refused(outcome)) = m.delivery {
+            fields.insert("refusal".into(), outcome.to_string().into());
+        }
         match m.kind {
             MessageKind::Text => {
                 fields.insert("kind".into(), "text".into());
@@ -195,7 +254,6 @@ mod tests {
         assert_eq!(utc(Timestamp(1_714_564_803_000)), "2024-05-01 12:00:03 UTC");
         assert_eq!(utc(Timestamp(951_782_400_000)), "2000-02-29 00:00:00 UTC");
         assert_eq!(utc(Timestamp(-1000)), "1969-12-31 23:59:59 UTC");
-        assert_eq!(clock(Timestamp(1_714_564_803_000)), "12:00");
     }
 
     #[test]
@@ -213,11 +271,13 @@ mod tests {
             sender: &bob,
             peer: None,
             group: Some(GroupId(3)),
+            group_name: None,
             sent_at: Timestamp(1000),
             kind: MessageKind::Image,
             data: &[0, 1, 2],
             read: true,
             history_id: 9,
+            delivery: None,
         };
         let v = message_json(&m);
         assert_eq!(v["type"], "group_message");
@@ -234,6 +294,43 @@ mod tests {
     }
 
     #[test]
+    fn a_group_message_shows_the_groups_name_where_it_is_known() {
+        let bob = UserId::new("bob").unwrap_or_else(|e| panic!("{e}"));
+        let groups = [Group {
+            id: GroupId(3),
+            name: "ops\u{7}".into(),
+            owner: Some(bob.clone()),
+            members: vec![bob.clone()],
+        }];
+        let in_group = |id| Shown {
+            direction: Direction::Incoming,
+            sender: &bob,
+            peer: None,
+            group: Some(GroupId(id)),
+            group_name: None,
+            sent_at: Timestamp(1000),
+            kind: MessageKind::Text,
+            data: b"deploy done",
+            read: false,
+            history_id: 1,
+            delivery: None,
+        };
+        let known = in_group(3).named(&groups);
+        // The name is shown as printable text: a control character cannot ring a bell.
+        assert_eq!(
+            message_line(&known),
+            "[1970-01-01 00:00:01 UTC] bob in ops\\u{7} (group 3): deploy done"
+        );
+        assert_eq!(message_json(&known)["group_name"], "ops\u{7}");
+        let unknown = in_group(4).named(&groups);
+        assert_eq!(
+            message_line(&unknown),
+            "[1970-01-01 00:00:01 UTC] bob in group 4: deploy done"
+        );
+        assert_eq!(message_json(&unknown)["group_name"], Value::Null);
+    }
+
+    #[test]
     fn a_sent_message_names_its_recipient_and_is_out_in_json() {
         let alice = UserId::new("alice").unwrap_or_else(|e| panic!("{e}"));
         let bob = UserId::new("bob").unwrap_or_else(|e| panic!("{e}"));
@@ -242,29 +339,41 @@ mod tests {
             sender: &alice,
             peer: Some(&bob),
             group: None,
+            group_name: None,
             sent_at: Timestamp(1000),
             kind: MessageKind::Text,
             data: b"hi bob",
             read: true,
             history_id: 4,
+            delivery: Some(DeliveryState::Stored),
         };
         assert_eq!(
             message_line(&direct),
-            "[1970-01-01 00:00:01 UTC] alice -> bob: hi bob"
+            "[1970-01-01 00:00:01 UTC] alice -> bob: hi bob [✓ stored]"
         );
         let v = message_json(&direct);
         assert_eq!(v["direction"], "out");
         assert_eq!(v["sender"], "alice");
         assert_eq!(v["peer"], "bob");
         assert_eq!(v["type"], "message");
+        assert_eq!(v["delivery"], "stored");
         let group = Shown {
             peer: None,
             group: Some(GroupId(3)),
+            group_name: None,
+            delivery: Some(DeliveryState::Refused(vcom_client::SendOutcome::NotAMember)),
             ..direct
         };
         assert_eq!(
             message_line(&group),
-            "[1970-01-01 00:00:01 UTC] alice -> group 3: hi bob"
+            "[1970-01-01 00:00:01 UTC] alice -> group 3: hi bob \
+             [✗ refused: no such group, or not a member of it (outcome 2)]"
+        );
+        let v = message_json(&group);
+        assert_eq!(v["delivery"], "refused");
+        assert_eq!(
+            v["refusal"],
+            "no such group, or not a member of it (outcome 2)"
         );
     }
 
@@ -276,14 +385,17 @@ mod tests {
             sender: &bob,
             peer: Some(&bob),
             group: None,
+            group_name: None,
             sent_at: Timestamp(1000),
             kind: MessageKind::Text,
             data: b"hi alice",
             read: false,
             history_id: 5,
+            delivery: None,
         };
         assert_eq!(message_line(&m), "[1970-01-01 00:00:01 UTC] bob: hi alice");
         assert_eq!(message_json(&m)["direction"], "in");
+        assert_eq!(message_json(&m)["delivery"], Value::Null);
         assert_eq!(message_json(&m)["peer"], "bob");
     }
 

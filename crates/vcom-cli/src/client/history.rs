@@ -1,7 +1,8 @@
 //! `history [--with USER | --group GID] [--json]`: the messages kept in the profile,
 //! received and sent, in the order this device saw them; sent ones read
-//! `alice -> bob: ...` (`"direction": "out"` in JSON). Works offline: it reads the
-//! profile's database and never connects.
+//! `alice -> bob: ... [✓ stored]` with what became of them (`"direction": "out"` and
+//! `"delivery"` in JSON). Works offline: it reads the profile's database and never
+//! connects.
 
 use std::io::Write;
 
@@ -33,8 +34,9 @@ pub(crate) async fn show(
         .await
         .context("cannot read the history")?;
     let mut out = std::io::stdout().lock();
+    let groups = &profile.state().groups;
     for entry in &entries {
-        let m = Shown::from(entry);
+        let m = Shown::from(entry).named(groups);
         let line = if json {
             message_json(&m).to_string()
         } else {

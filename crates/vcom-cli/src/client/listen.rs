@@ -39,7 +39,8 @@ pub(crate) async fn listen(global: &Global, json: bool) -> anyhow::Result<()> {
         };
         let line = match event {
             Event::Message(m) | Event::GroupMessage(m) => {
-                let m = Shown::from(&m);
+                let groups = client.groups();
+                let m = Shown::from(&m).named(&groups);
                 if json {
                     message_json(&m).to_string()
                 } else {

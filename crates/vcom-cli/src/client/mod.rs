@@ -8,6 +8,7 @@
 pub(crate) mod connect;
 mod files;
 pub(crate) mod format;
+mod groups;
 mod history;
 mod identity;
 pub(crate) mod listen;
@@ -99,7 +100,7 @@ pub enum Command {
     },
     /// Send a text message to a group you are a member of.
     GroupSend {
-        /// The group identifier (the administrator's `group create` prints it).
+        /// The group identifier (`vcom groups list` shows yours).
         #[arg(value_name = "GID", value_parser = parse_group)]
         group: GroupId,
         /// The message.
@@ -151,6 +152,13 @@ pub enum Command {
         #[command(subcommand)]
         action: IdentityAction,
     },
+    /// Client-side groups: see yours, create your own, change the ones you own, leave
+    /// any (the server must offer the extension set).
+    Groups {
+        /// What to do.
+        #[command(subcommand)]
+        action: GroupsAction,
+    },
     /// Show the messages kept in the profile, received and sent, oldest first.
     History {
         /// Only the direct conversation with this user (both directions).
@@ -168,6 +176,10 @@ pub enum Command {
         /// Where accepted files are saved (created if missing).
         #[arg(long, value_name = "DIR", default_value = ".")]
         dir: PathBuf,
+        /// How a message in a conversation not on screen calls attention: `off` (the
+        /// unread count only), `bell` (the terminal's), `desktop` (`notify-send`).
+        #[arg(long, value_enum, value_name = "HOW", default_value = "off")]
+        notify: crate::chat::Notify,
     },
 }
 
@@ -191,6 +203,61 @@ pub enum ListAction {
         /// A JSON array of user identifiers.
         #[arg(long)]
         json: bool,
+    },
+}
+
+/// A look at, or a change to, the groups you are a member of.
+#[derive(Debug, Subcommand)]
+pub enum GroupsAction {
+    /// Print your groups, one per line: id, name, owner (`-` for the administrator's)
+    /// and the number of members.
+    List {
+        /// A JSON array of objects with id, name, owner (null for the administrator's)
+        /// and members.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the members of one of your groups, one per line (the owner marked).
+    Members {
+        /// The group.
+        #[arg(value_name = "GID", value_parser = parse_group)]
+        group: GroupId,
+        /// A JSON array of user identifiers.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create a group that you own, with you and the given users as members; prints its
+    /// id.
+    Create {
+        /// Its name (1 to 64 bytes, no control characters).
+        name: String,
+        /// A member to add (repeat for more); they must have logged in before.
+        #[arg(long = "member", value_name = "USER", value_parser = parse_user)]
+        members: Vec<UserId>,
+    },
+    /// Add a member to a group you own.
+    Add {
+        /// The group.
+        #[arg(value_name = "GID", value_parser = parse_group)]
+        group: GroupId,
+        /// The user.
+        #[arg(value_parser = parse_user)]
+        user: UserId,
+    },
+    /// Remove a member from a group you own.
+    Remove {
+        /// The group.
+        #[arg(value_name = "GID", value_parser = parse_group)]
+        group: GroupId,
+        /// The member.
+        #[arg(value_parser = parse_user)]
+        user: UserId,
+    },
+    /// Leave a group (the administrator's too).
+    Leave {
+        /// The group.
+        #[arg(value_name = "GID", value_parser = parse_group)]
+        group: GroupId,
     },
 }
 
@@ -264,8 +331,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             once,
         } => files::receive(global, &dir, accept_all, once).await,
         Command::Identity { action } => identity::run(global, action).await,
+        Command::Groups { action } => groups::run(global, action).await,
         Command::History { with, group, json } => history::show(global, with, group, json).await,
-        Command::Chat { dir } => crate::chat::run(global, &dir).await,
+        Command::Chat { dir, notify } => crate::chat::run(global, &dir, notify).await,
     }
 }
 

@@ -124,6 +124,16 @@ pub const KEYS: &[Key] = &[
         "File transfers one user may have in progress at once (offered or streaming); a further 268 is answered with 270 reason 4 and a warning in the log.",
     ),
     key(
+        "max_groups_per_user",
+        Some((0, 10_000)),
+        "Client-side groups (extended mode, GroupCreate 518) one user may own at once; a further GroupCreate is answered 523 outcome 7 (0 = users create no groups; the administrator's groups are not counted).",
+    ),
+    key(
+        "max_group_members",
+        Some((1, MILLION)),
+        "Members a client-side group may have: a GroupCreate or GroupAddMember (518, 520) past it is answered 523 outcome 8. Never more than `limits.max_list_len`, the longest member list a client accepts in a GroupInfo (525). The administrator's groups are not bounded by it.",
+    ),
+    key(
         "file_offers_per_minute",
         Some((0, MILLION)),
         "File offers (268) one user may make a minute, refused or not, in a burst or spread out (the budget refills evenly). Beyond it an offer is answered 270 reason 4 with a warning in the log, and writes nothing: no transfer-log row (0 = no limit).",
@@ -207,6 +217,34 @@ pub const KEYS: &[Key] = &[
         "Extra DNS names or IP addresses for the generated certificate, besides `localhost`, `127.0.0.1` and `::1`. Only used when the certificate is generated (first start).",
     ),
     key(
+        "store.backend",
+        None,
+        "Where the store keeps users, lists, groups, messages and delivery state: `\"sqlite\"`, a file in the data directory (one node, nothing else to install), or `\"postgres\"`, the PostgreSQL database at `postgres_url`, which several nodes may share. The schema is created and migrated at start either way. `vcom-server admin backup` and `restore` work on SQLite only: back a PostgreSQL database up with its own tools (pg_dump).",
+    ),
+    Key {
+        path: "store.postgres_url",
+        range: None,
+        example: Some("\"postgres://vcom@127.0.0.1:5432/vcom\""),
+        doc: "The PostgreSQL database, as `postgres://user[:password]@host[:port]/database` (required with `backend = \"postgres\"`). Its user needs the right to create tables in it at the first start. The connection is not encrypted: keep the database on the same host or a private network. A password here is readable by whoever reads this file (or the environment of `VCOM_STORE__POSTGRES_URL`).",
+    },
+    Key {
+        path: "cluster.nats_url",
+        range: None,
+        example: Some("\"nats://127.0.0.1:4222\""),
+        doc: "The NATS server of a cluster: several nodes on one PostgreSQL database (`store.backend = \"postgres\"`), which NATS tells of each other's messages, list and group changes, broadcasts and administrator changes (`docs/cluster.md`). Unset: a single node. NATS never holds the only copy of anything: a node that cannot reach it logs a warning, keeps serving, retries, and still delivers what other nodes stored (at most a couple of seconds late).",
+    },
+    Key {
+        path: "cluster.node_name",
+        range: None,
+        example: Some("\"node-a\""),
+        doc: "This node's name in the cluster, in its logs and notices; unique per node. Unset: the host name and the listening port (`host:7420`).",
+    },
+    key(
+        "cluster.subject_prefix",
+        None,
+        "The first part of every NATS subject the cluster uses (`PREFIX.cluster`): nodes with the same prefix on one NATS server form one cluster, so several clusters can share a NATS server. Letters, digits, `-` and `_`.",
+    ),
+    key(
         "retention.delivered_max_age_days",
         Some((0, 36_500)),
         "Messages delivered to every recipient are deleted this many days after the server received them (0 = no age limit). Whatever this says, a message that every device of every recipient already holds is deleted at the next retention pass: it will never be sent again.",
@@ -248,6 +286,14 @@ pub const TABLES: &[(&str, &str)] = &[
     (
         "tls",
         "Only TLS 1.3 is offered; the ready line prints the certificate's SHA-256 (`cert-sha256=`), which clients pin on first use.",
+    ),
+    (
+        "store",
+        "Which database the store uses (see `docs/architecture.md`).",
+    ),
+    (
+        "cluster",
+        "Several nodes on one PostgreSQL database, with NATS between them (see `docs/cluster.md`).",
     ),
     (
         "retention",

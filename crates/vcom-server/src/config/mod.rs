@@ -93,6 +93,55 @@ pub struct TlsConfig {
     pub names: Vec<String>,
 }
 
+/// Which database the store keeps everything in (`[store] backend`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreBackend {
+    /// SQLite, a file in the data directory: one node, nothing else to install.
+    #[default]
+    Sqlite,
+    /// PostgreSQL at `postgres_url`: one database that several nodes may share.
+    Postgres,
+}
+
+/// Where the store lives (`[store]`).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `sqlite` (default) or `postgres`.
+    pub backend: StoreBackend,
+    /// The PostgreSQL database (`postgres://user[:password]@host[:port]/db`); required
+    /// with `backend = "postgres"`, unused otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub postgres_url: Option<String>,
+}
+
+/// Several nodes on one database (`[cluster]`): NATS tells them who is where and wakes
+/// them. Absent `nats_url`: a single node.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// The NATS server (`nats://host:port`); `None`: this node is alone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nats_url: Option<String>,
+    /// This node's name, unique in the cluster; `None`: the host name and the port.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_name: Option<String>,
+    /// The first part of every NATS subject the cluster uses, so several clusters (or
+    /// tests) can share one NATS server.
+    pub subject_prefix: String,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            nats_url: None,
+            node_name: None,
+            subject_prefix: "vcom".to_owned(),
+        }
+    }
+}
+
 /// Message retention in the store.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
@@ -219,6 +268,12 @@ pub struct ServerConfig {
     /// File transfers one user may have in progress at once (offered or streaming);
     /// more are refused with 270 reason 4.
     pub max_transfers_per_user: usize,
+    /// Client-side groups one user may own at once (GroupCreate refused with 523
+    /// outcome 7 beyond it; 0: users create none).
+    pub max_groups_per_user: usize,
+    /// Members a client-side group may have (523 outcome 8 beyond it); never more than
+    /// `limits.max_list_len`, the longest member list a client decodes.
+    pub max_group_members: usize,
     /// File offers (268) one user may make a minute, refused or not; more are refused
     /// with 270 reason 4 and a warning, and write nothing (0 = no limit).
     pub file_offers_per_minute: u32,
@@ -245,6 +300,10 @@ pub struct ServerConfig {
     pub limits: LimitsConfig,
     /// TLS certificate and key.
     pub tls: TlsConfig,
+    /// Which database the store uses.
+    pub store: DatabaseConfig,
+    /// Other nodes on the same database, and the NATS server between them.
+    pub cluster: ClusterConfig,
     /// Message retention.
     pub retention: RetentionConfig,
 }
@@ -268,6 +327,8 @@ impl Default for ServerConfig {
             max_connections: 100_000,
             max_connections_per_ip: 1_000,
             max_transfers_per_user: 16,
+            max_groups_per_user: 20,
+            max_group_members: 500,
             file_offers_per_minute: 120,
             outbound_queue: 1024,
             max_pending_logins: 1024,
@@ -278,6 +339,8 @@ impl Default for ServerConfig {
             metrics_allow_remote: false,
             limits: LimitsConfig::default(),
             tls: TlsConfig::default(),
+            store: DatabaseConfig::default(),
+            cluster: ClusterConfig::default(),
             retention: RetentionConfig::default(),
         }
     }
@@ -370,6 +433,23 @@ impl ServerConfig {
                 ),
             });
         }
+        if self.store.backend == StoreBackend::Postgres && self.store.postgres_url.is_none() {
+            return Err(ConfigError::Invalid {
+                key: "store.postgres_url",
+                problem: "must be set when store.backend = \"postgres\"".into(),
+            });
+        }
+        let prefix = &self.cluster.subject_prefix;
+        if prefix.is_empty()
+            || !prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(ConfigError::Invalid {
+                key: "cluster.subject_prefix",
+                problem: "must be letters, digits, '-' or '_' (one NATS subject token)".into(),
+            });
+        }
         if self.tls.cert.is_some() != self.tls.key.is_some() {
             return Err(ConfigError::Invalid {
                 key: "tls",
@@ -417,7 +497,7 @@ impl ServerConfig {
         Duration::from_secs(self.packet_timeout_secs)
     }
 
-    /// The SQLite database file.
+    /// The SQLite database file (with `[store] backend = "sqlite"`).
     pub fn database_path(&self) -> PathBuf {
         self.data_dir.join("vcom.sqlite3")
     }
@@ -483,6 +563,9 @@ mod tests {
             cert = "/etc/vcom/cert.pem"
             key = "/etc/vcom/key.pem"
             names = ["chat.example.org"]
+            [store]
+            backend = "postgres"
+            postgres_url = "postgres://vcom@127.0.0.1:5432/vcom"
             [retention]
             delivered_max_age_days = 7
             delivered_max_count = 1000
@@ -494,6 +577,15 @@ mod tests {
         assert_eq!(c.limits.max_user_id_len, 32);
         assert_eq!(c.retention.pending_per_user, 500);
         assert_eq!(c.tls.names, vec!["chat.example.org".to_string()]);
+        assert_eq!(c.store.backend, StoreBackend::Postgres);
+    }
+
+    #[test]
+    fn the_postgres_backend_needs_its_url() {
+        let err =
+            ServerConfig::from_toml("[store]\nbackend = \"postgres\"", Path::new("vcom.toml"))
+                .unwrap_err();
+        assert!(err.to_string().contains("store.postgres_url"), "{err}");
     }
 
     #[test]
@@ -573,6 +665,15 @@ mod tests {
                 key: Some("k".into()),
                 names: Vec::new(),
             },
+            store: DatabaseConfig {
+                backend: StoreBackend::Sqlite,
+                postgres_url: Some("u".into()),
+            },
+            cluster: ClusterConfig {
+                nats_url: Some("n".into()),
+                node_name: Some("a".into()),
+                ..ClusterConfig::default()
+            },
             ..ServerConfig::default()
         };
         let table = toml::Table::try_from(&with_all).unwrap();
@@ -610,6 +711,15 @@ mod tests {
                 cert: Some("/etc/vcom/cert.pem".into()),
                 key: Some("/etc/vcom/key.pem".into()),
                 names: Vec::new(),
+            },
+            store: DatabaseConfig {
+                backend: StoreBackend::Sqlite,
+                postgres_url: Some("postgres://vcom@127.0.0.1:5432/vcom".into()),
+            },
+            cluster: ClusterConfig {
+                nats_url: Some("nats://127.0.0.1:4222".into()),
+                node_name: Some("node-a".into()),
+                ..ClusterConfig::default()
             },
             ..ServerConfig::default()
         };
