@@ -1,4 +1,4 @@
-//! `cargo xtask dist [--check]`: the release artefacts in `target/dist/`.
+//! `cargo xtask dist [--check] [--debug]`: the release artefacts in `target/dist/`.
 //!
 //! - a tarball `vcom-VERSION-ARCH-linux.tar.gz`: both programs, their man pages and
 //!   shell completions (generated from the clap definitions by `vcom-server
@@ -11,7 +11,9 @@
 //! from the installed `/usr/bin/vcom`, and the package is removed again. It needs root
 //! (dpkg) and changes the machine while it runs; it refuses where `vcom` is already
 //! installed, so it never replaces an operator's package. CI runs it where it runs as
-//! root with dpkg (this machine kind) and says plainly when it cannot.
+//! root with dpkg (this machine kind) and says plainly when it cannot, with `--debug`:
+//! the package made from the debug build it already has (stripped), which proves the
+//! package's shape without a release build.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -23,20 +25,45 @@ use crate::{Status, cargo, profile_dir, root, run};
 
 /// Builds the tarball and the package; with `--check`, installs and tries the package.
 pub(crate) fn dist(args: &[String]) -> anyhow::Result<Status> {
-    let check = match args {
-        [] => false,
-        [flag] if flag == "--check" => true,
-        _ => bail!("usage: cargo xtask dist [--check]"),
+    const USAGE: &str = "usage: cargo xtask dist [--check] [--debug]";
+    let mut check = false;
+    let mut debug = false;
+    for arg in args {
+        match arg.as_str() {
+            "--check" => check = true,
+            "--debug" => debug = true,
+            _ => bail!(USAGE),
+        }
+    }
+    // `--debug` packages the debug build (CI has it already; the package's shape is what
+    // it proves, in seconds instead of a release build's minutes). Releases are built
+    // without it.
+    let (profile, profile_dir_name, build_flags): (&str, &str, &[&str]) = if debug {
+        ("dev", "debug", &[])
+    } else {
+        ("release", "release", &["--release"])
     };
+    // The debug build is the workspace's, with the features `cargo xtask e2e` and the
+    // tests use, so CI builds nothing again here.
+    let packages: &[&str] = if debug {
+        &["--workspace"]
+    } else {
+        &["-p", "vcom-cli"]
+    };
+    let mut build_args = vec!["build"];
+    build_args.extend(build_flags);
+    build_args.push("--locked");
+    build_args.extend(packages);
+    build_args.push("--bins");
     let build = run(
-        "cargo build --release --locked -p vcom-cli --bins",
-        cargo().args(["build", "--release", "--locked", "-p", "vcom-cli", "--bins"]),
+        &format!("cargo {}", build_args.join(" ")),
+        cargo().args(&build_args),
     )?;
     if let Status::Failed(code) = build {
         return Ok(Status::Failed(code));
     }
     let root = root()?;
-    let release = profile_dir("release")?;
+    let release = profile_dir(profile_dir_name)?;
     let dist = root.join("target").join("dist");
     // Beside the binaries, where cargo-deb looks for built files (`target/release/` in
     // the package's asset list means the real target directory, wherever it is).
@@ -117,11 +144,14 @@ pub(crate) fn dist(args: &[String]) -> anyhow::Result<Status> {
         }
     }
     let deb = dist.join(format!("vcom_{version}_{}.deb", debian_arch(arch)));
+    let mut deb_args = vec!["deb", "-p", "vcom-cli", "--no-build", "--profile", profile];
+    if debug {
+        // Debug binaries are large: strip them and compress fast.
+        deb_args.extend(["--strip", "--fast"]);
+    }
     let packaged = run(
-        "cargo deb -p vcom-cli --no-build",
-        cargo()
-            .args(["deb", "-p", "vcom-cli", "--no-build", "--output"])
-            .arg(&deb),
+        &format!("cargo {}", deb_args.join(" ")),
+        cargo().args(&deb_args).arg("--output").arg(&deb),
     )?;
     if let Status::Failed(code) = packaged {
         return Ok(Status::Failed(code));

@@ -24,7 +24,7 @@
 //!   growing. Other arguments go to `vcom-bench soak` (`--users`, `--rate`,
 //!   `--reconnect-every`, `--churn`, `--warm-up`, `--max-growth-mib`).
 //!
-//! - `cargo xtask dist [--check]`: the release tarball and Debian package in
+//! - `cargo xtask dist [--check] [--debug]`: the release tarball and Debian package in
 //!   `target/dist/` (see `dist`); `--check` installs the package, starts the installed
 //!   server, logs in with the installed client, and removes it again.
 //!
@@ -37,7 +37,7 @@ use anyhow::{Context, bail};
 
 mod dist;
 
-const USAGE: &str = "usage: cargo xtask <ci | e2e [RUNNER ARGS] | bench [--peers] [--smoke] [--runs N] [--only W,...] | bench --criterion [CARGO BENCH ARGS] | soak [--minutes N] [SOAK ARGS] | dist [--check]>";
+const USAGE: &str = "usage: cargo xtask <ci | e2e [RUNNER ARGS] | bench [--peers] [--smoke] [--runs N] [--only W,...] | bench --criterion [CARGO BENCH ARGS] | soak [--minutes N] [SOAK ARGS] | dist [--check] [--debug]>";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -175,7 +175,7 @@ fn ci() -> anyhow::Result<Status> {
         return Ok(Status::Failed(code));
     }
     if dist::can_install()? {
-        if let Status::Failed(code) = dist::dist(&["--check".to_owned()])? {
+        if let Status::Failed(code) = dist::dist(&["--check".to_owned(), "--debug".to_owned()])? {
             return Ok(Status::Failed(code));
         }
     } else {
@@ -200,20 +200,7 @@ fn debug_dir() -> anyhow::Result<PathBuf> {
 }
 
 fn e2e(runner_args: &[String]) -> anyhow::Result<Status> {
-    let build = run(
-        "cargo build -p vcom-cli --bins -p vcom-tests --bin vcom-e2e",
-        cargo().args([
-            "build",
-            "-p",
-            "vcom-cli",
-            "--bins",
-            "-p",
-            "vcom-tests",
-            "--bin",
-            "vcom-e2e",
-        ]),
-    )?;
-    if let Status::Failed(code) = build {
+    if let Status::Failed(code) = build_debug_bins()? {
         return Ok(Status::Failed(code));
     }
     let bin = debug_dir()?;
@@ -280,8 +267,21 @@ fn bench(args: &[String]) -> anyhow::Result<Status> {
     run("vcom-bench suite", &mut command)
 }
 
+/// Every program of the workspace, debug profile: one build with one set of features
+/// for `e2e` and `bench --smoke` alike (building a few packages alone resolves other
+/// features and rebuilds most of the tree, once per command).
+fn build_debug_bins() -> anyhow::Result<Status> {
+    run(
+        "cargo build --workspace --bins",
+        cargo().args(["build", "--workspace", "--bins"]),
+    )
+}
+
 /// Builds `vcom-server` and `vcom-bench` with the profile's flags (`--release` or none).
 fn build_server_and_bench(profile_flags: &[&str]) -> anyhow::Result<Status> {
+    if profile_flags.is_empty() {
+        return build_debug_bins();
+    }
     let programs = [
         "-p",
         "vcom-cli",
