@@ -327,9 +327,9 @@ async fn the_log_stays_bounded_under_a_steady_stream_of_commits() {
     let wal = t.path().with_extension("sqlite3-wal");
     let body = "x".repeat(900);
     let mut largest = 0;
-    // Each message is its own commit of several pages: about 50 000 log frames (200 MB)
-    // if the log never restarted.
-    for _ in 0..12_000 {
+    // Each message is its own commit of several pages: a log that never restarted grew
+    // past 300 MB over 12 000 of them, so about 750 MB over these.
+    for _ in 0..30_000 {
         t.store
             .store_message(text("alice", alice, &["bob"], &body), no_hook())
             .await
@@ -339,9 +339,11 @@ async fn the_log_stays_bounded_under_a_steady_stream_of_commits() {
     // A restarted log stays near 17 MB. On a busy machine the checkpointer thread can
     // hold the checkpoint lock, off the CPU, while the writer appends; past 64 MiB the
     // writer then restarts the log itself as soon as it can (89 MB seen with the load
-    // average at 4 on 2 cores). A log that never restarts passes 300 MB here.
+    // average at 4 on 2 cores; once, at load 5.5, past the 150 MB this test allowed
+    // when it wrote 12 000 messages). The bound leaves a starved checkpointer room and
+    // is still a third of what a log that never restarts reaches here.
     assert!(
-        largest < 150 << 20,
+        largest < 250 << 20,
         "the log reached {largest} bytes: it does not restart"
     );
 }
