@@ -23,6 +23,7 @@ use bytes::Bytes;
 use vcom_protocol::{DeviceId, GroupId, MessageKind, Timestamp, TransferId, UserId};
 
 mod postgres;
+mod quota;
 mod sqlite;
 
 pub use postgres::PostgresStore;

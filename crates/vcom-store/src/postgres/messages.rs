@@ -17,24 +17,9 @@ use tokio_postgres::Row;
 use vcom_protocol::{DeviceId, GroupId, MessageKind, Timestamp, UserId};
 
 use super::statements::{execute, query, query_one, query_opt};
+use crate::quota::{Full, Quotas, Verdict};
 use crate::sqlite::records;
 use crate::{MessageId, NewMessage, PendingMessage, StoreError, StoreResult, Stored};
-
-/// How much of a user's inbox may wait: in all, and from one sender.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Quotas {
-    /// Undelivered direct messages one user may have waiting.
-    pub(crate) per_user: Option<u64>,
-    /// Of those, how many may come from one sender.
-    pub(crate) per_sender: Option<u64>,
-}
-
-/// Why a recipient refused a message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Full {
-    Inbox,
-    SendersShare,
-}
 
 /// Stores one message under the id `id` (the next one, which the caller holds the
 /// counter's lock for). `Stored::id` is `Some(id)` only when this message took it.
@@ -72,22 +57,7 @@ pub(crate) async fn store(
             match admit(c, recipient, &message.sender, quotas).await? {
                 Ok(tracked) => accepted.push((recipient, tracked)),
                 Err(full) => {
-                    match full {
-                        Full::Inbox => tracing::warn!(
-                            from = %message.sender, to = %recipient,
-                            cap = quotas.per_user.unwrap_or(0),
-                            "store: a message was refused: the recipient's inbox is full \
-                             (retention.pending_per_user undelivered messages); nothing it \
-                             had was dropped"
-                        ),
-                        Full::SendersShare => tracing::warn!(
-                            from = %message.sender, to = %recipient,
-                            quota = quotas.per_sender.unwrap_or(0),
-                            "store: a message was refused: the sender already has \
-                             retention.pending_per_sender messages waiting for this \
-                             recipient; nothing it had was dropped"
-                        ),
-                    }
+                    full.log(&message.sender, recipient, quotas);
                     refused.push(recipient.clone());
                 }
             }
@@ -165,21 +135,15 @@ async fn admit(
     sender: &UserId,
     quotas: Quotas,
 ) -> StoreResult<Result<bool, Full>> {
-    if quotas.per_user.is_none() && quotas.per_sender.is_none() {
+    if quotas.off() {
         return Ok(Ok(false));
     }
     let (pending, tracked) = pending_of(c, recipient.as_str()).await?;
-    if quotas.per_user.is_some_and(|cap| pending >= cap) {
-        return Ok(Err(Full::Inbox));
-    }
-    let Some(quota) = quotas.per_sender else {
-        return Ok(Ok(tracked));
+    let track_first = match quotas.inbox(pending, tracked) {
+        Verdict::Done(verdict) => return Ok(verdict),
+        Verdict::CountSender { track } => track,
     };
-    if !tracked {
-        if pending < quota {
-            // No sender can have a full share of fewer messages than the share.
-            return Ok(Ok(false));
-        }
+    if track_first {
         track(c, recipient).await?;
     }
     let from_sender: i64 = query_opt(
@@ -191,10 +155,7 @@ async fn admit(
     .map(|row| row.try_get(0))
     .transpose()?
     .unwrap_or(0);
-    if u64::try_from(from_sender).unwrap_or(0) >= quota {
-        return Ok(Err(Full::SendersShare));
-    }
-    Ok(Ok(true))
+    Ok(quotas.by_sender(from_sender))
 }
 
 /// Starts counting `user`'s waiting messages by sender: once, when they reach the

@@ -183,10 +183,7 @@ impl PostgresStore {
             .build()
             .map_err(|e| StoreError::Connection(e.to_string()))?;
         schema::migrate(&mut client(&pool).await?).await?;
-        let quotas = messages::Quotas {
-            per_user: config.pending_cap_per_user,
-            per_sender: config.pending_per_sender,
-        };
+        let quotas = crate::quota::Quotas::of(&config);
         let writer = Writer::start(pool.clone(), config.max_batch, quotas);
         Ok(PostgresStore {
             inner: Arc::new(Inner {

@@ -24,7 +24,8 @@ use deadpool_postgres::{Client, GenericClient, Pool};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use super::messages::{self, Quotas};
+use super::messages;
+use crate::quota::Quotas;
 use crate::{NewMessage, OnCommit, StoreError, StoreResult, Stored, WriteStats};
 
 /// A queued message, the caller waiting for it, and its result once run.

@@ -394,10 +394,7 @@ impl Store for SqliteStore {
         on_commit: crate::OnCommit,
     ) -> impl Future<Output = StoreResult<crate::Stored>> + Send + 'static {
         // Queued now, by this call: messages commit in the order of the calls.
-        let quotas = messages::Quotas {
-            per_user: self.inner.config.pending_cap_per_user,
-            per_sender: self.inner.config.pending_per_sender,
-        };
+        let quotas = crate::quota::Quotas::of(&self.inner.config);
         self.inner.writer.write_then(
             move |c| messages::store(c, &message, quotas),
             Some(on_commit),
