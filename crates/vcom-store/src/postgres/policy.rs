@@ -3,22 +3,8 @@
 use deadpool_postgres::GenericClient;
 
 use super::statements::{execute, query};
-use crate::{Policy, PolicyEntry, PolicyList, StoreError, StoreResult};
-
-fn list_code(list: PolicyList) -> i64 {
-    match list {
-        PolicyList::Blacklist => 0,
-        PolicyList::Whitelist => 1,
-    }
-}
-
-/// `(kind, value)`: kind 0 is a user, 1 an address; the order matches `PolicyEntry`'s.
-fn entry_columns(entry: &PolicyEntry) -> (i64, &str) {
-    match entry {
-        PolicyEntry::User(user) => (0, user),
-        PolicyEntry::Ip(ip) => (1, ip),
-    }
-}
+use crate::sqlite::records;
+use crate::{Policy, PolicyEntry, PolicyList, StoreResult};
 
 pub(crate) async fn all(c: &impl GenericClient) -> StoreResult<Policy> {
     let rows = query(
@@ -31,16 +17,7 @@ pub(crate) async fn all(c: &impl GenericClient) -> StoreResult<Policy> {
     for row in rows {
         let (list, kind, value): (i64, i64, String) =
             (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
-        let entry = match kind {
-            0 => PolicyEntry::User(value),
-            1 => PolicyEntry::Ip(value),
-            other => return Err(StoreError::Corrupt(format!("policy entry kind {other}"))),
-        };
-        match list {
-            0 => policy.blacklist.push(entry),
-            1 => policy.whitelist.push(entry),
-            other => return Err(StoreError::Corrupt(format!("policy list {other}"))),
-        }
+        records::policy_row(&mut policy, list, kind, value)?;
     }
     Ok(policy)
 }
@@ -50,11 +27,11 @@ pub(crate) async fn add(
     list: PolicyList,
     entry: &PolicyEntry,
 ) -> StoreResult<bool> {
-    let (kind, value) = entry_columns(entry);
+    let (kind, value) = records::policy_entry(entry);
     let added = execute(
         c,
         "INSERT INTO policy (list, kind, value) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-        &[&list_code(list), &kind, &value],
+        &[&records::policy_list(list), &kind, &value],
     )
     .await?;
     Ok(added == 1)
@@ -65,11 +42,11 @@ pub(crate) async fn remove(
     list: PolicyList,
     entry: &PolicyEntry,
 ) -> StoreResult<bool> {
-    let (kind, value) = entry_columns(entry);
+    let (kind, value) = records::policy_entry(entry);
     let removed = execute(
         c,
         "DELETE FROM policy WHERE list = $1 AND kind = $2 AND value = $3",
-        &[&list_code(list), &kind, &value],
+        &[&records::policy_list(list), &kind, &value],
     )
     .await?;
     Ok(removed == 1)

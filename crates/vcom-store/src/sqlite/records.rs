@@ -2,7 +2,7 @@
 
 use vcom_protocol::UserId;
 
-use crate::{KeyFingerprint, StoreError, StoreResult};
+use crate::{KeyFingerprint, Policy, PolicyEntry, PolicyList, StoreError, StoreResult};
 
 /// A stored user identifier.
 pub(crate) fn user_id(text: String) -> StoreResult<UserId> {
@@ -33,4 +33,41 @@ pub(crate) fn limit(n: usize) -> i64 {
 /// Stored UTF-8 bytes (PostgreSQL keeps free-form names as bytes).
 pub(crate) fn text(bytes: Vec<u8>, what: &str) -> StoreResult<String> {
     String::from_utf8(bytes).map_err(|_| StoreError::Corrupt(format!("{what} is not UTF-8")))
+}
+
+/// A policy list's column value: 0 the blacklist, 1 the whitelist.
+pub(crate) fn policy_list(list: PolicyList) -> i64 {
+    match list {
+        PolicyList::Blacklist => 0,
+        PolicyList::Whitelist => 1,
+    }
+}
+
+/// A policy entry's columns `(kind, value)`: kind 0 is a user, 1 an address; the order
+/// matches `PolicyEntry`'s.
+pub(crate) fn policy_entry(entry: &PolicyEntry) -> (i64, &str) {
+    match entry {
+        PolicyEntry::User(user) => (0, user),
+        PolicyEntry::Ip(ip) => (1, ip),
+    }
+}
+
+/// Adds one stored policy row `(list, kind, value)` to `policy`.
+pub(crate) fn policy_row(
+    policy: &mut Policy,
+    list: i64,
+    kind: i64,
+    value: String,
+) -> StoreResult<()> {
+    let entry = match kind {
+        0 => PolicyEntry::User(value),
+        1 => PolicyEntry::Ip(value),
+        other => return Err(StoreError::Corrupt(format!("policy entry kind {other}"))),
+    };
+    match list {
+        0 => policy.blacklist.push(entry),
+        1 => policy.whitelist.push(entry),
+        other => return Err(StoreError::Corrupt(format!("policy list {other}"))),
+    }
+    Ok(())
 }
