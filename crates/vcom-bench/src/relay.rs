@@ -438,13 +438,10 @@ impl Session {
             }
             ClientPacket::Pong(_) | ClientPacket::UserListsSync(_) => {}
             // The relay negotiates no extensions: like the server, it ends the connection.
-            ClientPacket::Receipt(_)
-            | ClientPacket::MessageTag(_)
-            | ClientPacket::GroupCreate(_)
-            | ClientPacket::GroupRename(_)
-            | ClientPacket::GroupAddMember(_)
-            | ClientPacket::GroupRemoveMember(_)
-            | ClientPacket::GroupLeave(_) => return false,
+            other => {
+                debug_assert!(other.needs_extension_set(), "{} unhandled", other.name());
+                return false;
+            }
         }
         true
     }

@@ -873,6 +873,13 @@ macro_rules! direction {
                 }
             }
 
+            /// Whether only a connection that negotiated the extension set
+            /// (`vcom/1+ext`) may carry it: every extension packet but Ping and Pong
+            /// (512, 513), which the wiki mode has too.
+            pub fn needs_extension_set(&self) -> bool {
+                self.id() > crate::id::PONG
+            }
+
             /// The packet's name as `docs/protocol.md` uses it.
             pub fn name(&self) -> &'static str {
                 match self {

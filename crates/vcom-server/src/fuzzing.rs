@@ -1348,17 +1348,8 @@ fn expected_step(c: &mut Conn, packet: &ClientPacket) -> inbound::Step {
             other.name(),
             other.id()
         )),
-        ClientPacket::Receipt(_) | ClientPacket::MessageTag(_) if !c.ext => {
-            Step::Close("an extension packet (515 or 516) without negotiating vcom/1+ext".into())
-        }
-        ClientPacket::GroupCreate(_)
-        | ClientPacket::GroupRename(_)
-        | ClientPacket::GroupAddMember(_)
-        | ClientPacket::GroupRemoveMember(_)
-        | ClientPacket::GroupLeave(_)
-            if !c.ext =>
-        {
-            Step::Close(inbound::GROUP_WITHOUT_EXT.into())
+        other if !c.ext && other.needs_extension_set() => {
+            Step::Close(inbound::without_extension_set(other))
         }
         ClientPacket::MessageTag(p) => {
             c.tag = Some(p.client_id);

@@ -13,9 +13,14 @@
 use vcom_protocol::{ClientPacket, SendGroupMessage, SendUserMessage};
 use vcom_store::MessageId;
 
-/// Why a group packet (518-522) on a connection without the extension set closes it.
-pub(crate) const GROUP_WITHOUT_EXT: &str =
-    "a group packet (518-522) without negotiating vcom/1+ext";
+/// Why a connection in wiki mode is closed for an extension packet (515, 516, 518-522).
+pub(crate) fn without_extension_set(packet: &ClientPacket) -> String {
+    format!(
+        "{} ({}), an extension packet, without negotiating vcom/1+ext",
+        packet.name(),
+        packet.id()
+    )
+}
 
 /// A message the client sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,17 +74,8 @@ impl Inbound {
                 other.name(),
                 other.id()
             )),
-            ClientPacket::Receipt(_) | ClientPacket::MessageTag(_) if !self.ext => Step::Close(
-                "an extension packet (515 or 516) without negotiating vcom/1+ext".into(),
-            ),
-            ClientPacket::GroupCreate(_)
-            | ClientPacket::GroupRename(_)
-            | ClientPacket::GroupAddMember(_)
-            | ClientPacket::GroupRemoveMember(_)
-            | ClientPacket::GroupLeave(_)
-                if !self.ext =>
-            {
-                Step::Close(GROUP_WITHOUT_EXT.into())
+            other if !self.ext && other.needs_extension_set() => {
+                Step::Close(without_extension_set(&other))
             }
             ClientPacket::MessageTag(p) => {
                 self.tag = Some(p.client_id);
@@ -239,13 +235,16 @@ mod tests {
 
     #[test]
     fn extension_packets_without_the_extension_set_close_the_connection() {
-        let why = "an extension packet (515 or 516) without negotiating vcom/1+ext";
-        for packet in [
-            ClientPacket::from(Receipt { through: 1 }),
-            ClientPacket::from(MessageTag { client_id: 1 }),
-        ] {
-            assert_eq!(Inbound::new(false).on(packet, 10), Step::Close(why.into()));
-        }
+        let why = "MessageTag (516), an extension packet, without negotiating vcom/1+ext";
+        assert_eq!(
+            Inbound::new(false).on(ClientPacket::from(MessageTag { client_id: 1 }), 10),
+            Step::Close(why.into())
+        );
+        let packet = ClientPacket::from(Receipt { through: 1 });
+        assert_eq!(
+            Inbound::new(false).on(packet.clone(), 10),
+            Step::Close(without_extension_set(&packet))
+        );
     }
 
     /// One group request (518-522) of each kind.
@@ -292,8 +291,8 @@ mod tests {
                 Step::InOrder(packet.clone())
             );
             assert_eq!(
-                Inbound::new(false).on(packet, 0),
-                Step::Close(GROUP_WITHOUT_EXT.into())
+                Inbound::new(false).on(packet.clone(), 0),
+                Step::Close(without_extension_set(&packet))
             );
         }
     }
